@@ -1,0 +1,1 @@
+"""tamer: tasks."""
