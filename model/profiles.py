@@ -1,0 +1,339 @@
+"""Model profiles: which checkpoint fills each role, and how to load it.
+
+Contract: `configs/profiles/<name>.yaml` maps every role to a hub id, a local directory or a
+`tiny://<component>` built offline by model/tiny.py; `load_role` loads any of them with the same
+`from_pretrained` call. `check_profile` (dry run, never downloads) and `preflight` (raises
+`ModelLoadError`) let a run fail on a bad id before any data work starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from model import tiny
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+TINY_SCHEME = "tiny://"
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """How a role loads: default classes, the file that proves a checkpoint is there."""
+
+    model: str  # dotted class path, overridable per profile with ModelRef.class_name
+    processor: str | None  # loaded beside the model; the role then returns (model, processor)
+    config_file: str
+    weights: bool  # a torch module: needs safetensors, gets dtype, device and eval()
+
+
+ROLES: dict[str, RoleSpec] = {
+    "captioner": RoleSpec("transformers.BlipForConditionalGeneration", "transformers.AutoProcessor",
+                          "config.json", True),
+    "clip": RoleSpec("transformers.CLIPModel", "transformers.CLIPProcessor", "config.json", True),
+    "text_encoder": RoleSpec("transformers.CLIPTextModel", None, "config.json", True),
+    "tokenizer": RoleSpec("transformers.CLIPTokenizer", None, "tokenizer_config.json", False),
+    "unet": RoleSpec("diffusers.UNet2DConditionModel", None, "config.json", True),
+    "vae": RoleSpec("diffusers.AutoencoderKL", None, "config.json", True),
+    # DDPM: the training schedule; inference code may swap schedulers via from_config.
+    "scheduler": RoleSpec("diffusers.DDPMScheduler", None, "scheduler_config.json", False),
+    "dino": RoleSpec("transformers.AutoModel", "transformers.AutoImageProcessor", "config.json", True),
+    "segmentation": RoleSpec("transformers.AutoModelForSemanticSegmentation",
+                             "transformers.AutoImageProcessor", "config.json", True),
+}
+NULLABLE_ROLES = {"segmentation"}  # null = use the saliency fallback for foreground masks
+
+
+class ModelLoadError(RuntimeError):
+    """A role's checkpoint cannot be loaded; names the role, the id and why."""
+
+    def __init__(self, role: str, id: str, reason: str):
+        super().__init__(f"cannot load {role} model {id!r}: {reason}")
+        self.role, self.id, self.reason = role, id, reason
+
+
+class ModelRef(BaseModel):
+    """Where one role's checkpoint lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str  # hub id, local directory, or tiny://<component>
+    subfolder: str | None = None
+    revision: str | None = None
+    class_name: str | None = None  # e.g. "transformers.Blip2ForConditionalGeneration"
+
+    @field_validator("id")
+    @classmethod
+    def _well_formed(cls, value: str) -> str:
+        if value.startswith(TINY_SCHEME):
+            if value[len(TINY_SCHEME):] not in tiny.BUILDERS:
+                raise ValueError(f"unknown tiny component in {value!r} (known: {sorted(tiny.BUILDERS)})")
+        elif not is_local(value):
+            try:
+                validate_repo_id(value)
+            except HFValidationError as exc:
+                raise ValueError(f"not a hub id or local path: {exc}") from None
+        return value
+
+
+class Profile(BaseModel):
+    """A named set of checkpoints plus where and at what precision they run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    device: str
+    dtype: Literal["float32", "float16", "bfloat16"]
+    resolution: int  # image side in pixels that data and training use with this profile
+    roles: dict[str, ModelRef | None]
+    trust_remote_code: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"expected cpu, mps, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _complete(cls, roles: dict[str, ModelRef | None]) -> dict[str, ModelRef | None]:
+        unknown = sorted(set(roles) - set(ROLES))
+        missing = sorted(set(ROLES) - set(roles))
+        nulled = sorted(r for r, ref in roles.items() if ref is None and r not in NULLABLE_ROLES)
+        if unknown or missing or nulled:
+            raise ValueError(f"unknown roles {unknown}, missing roles {missing}, "
+                             f"null roles that need a model {nulled} (known roles: {list(ROLES)})")
+        return roles
+
+
+class RoleCheck(BaseModel):
+    """One line of a dry-run check; `warning` marks ok-but-attention (e.g. would download)."""
+
+    role: str
+    id: str | None
+    ok: bool
+    reason: str
+    warning: bool = False
+
+
+def is_local(model_id: str) -> bool:
+    """Paths are explicit (absolute, ./, ../, ~) so a hub id is never mistaken for a directory."""
+    return model_id.startswith(("/", ".", "~"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load `configs/profiles/<name>.yaml`, or a YAML path; relative local ids are relative to it."""
+    path = Path(name_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no profile {name_or_path!r} (known: {known}, or a .yaml path)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a profile must be a YAML mapping")
+    data.setdefault("name", path.stem)
+    for ref in (data.get("roles") or {}).values():
+        if isinstance(ref, dict) and isinstance(ref.get("id"), str) and ref["id"].startswith((".", "~")):
+            ref["id"] = str((path.parent / Path(ref["id"]).expanduser()).resolve())
+    return Profile.model_validate(data)
+
+
+def torch_dtype(profile: Profile) -> torch.dtype:
+    return getattr(torch, profile.dtype)
+
+
+def device(profile: Profile) -> torch.device:
+    """The profile's device, or cpu (with a warning) when that accelerator is absent."""
+    dev = torch.device(profile.device)
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}[dev.type]
+    if not available:
+        warnings.warn(f"profile {profile.name!r} wants {dev} but it is not available; using cpu",
+                      stacklevel=2)
+        return torch.device("cpu")
+    return dev
+
+
+_profile_device = device  # load_role's `device` argument shadows the function's name
+
+
+def resolve(profile: Profile, role: str) -> tuple[str, str | None]:
+    """(local dir or hub id, subfolder) for a role; builds the tiny cache on demand."""
+    ref = _ref(profile, role)
+    if ref.id.startswith(TINY_SCHEME):
+        return str(tiny.ensure_built(ref.id[len(TINY_SCHEME):])), ref.subfolder
+    return ref.id, ref.subfolder
+
+
+def load_role(profile: Profile, role: str, *, device: str | torch.device | None = None, **kwargs: Any):
+    """Load a role in eval mode with `from_pretrained`; processor roles return (model, processor).
+
+    `device` overrides the profile's device; other kwargs go to the model's `from_pretrained`.
+    Returns None for a null role (segmentation: use the saliency fallback).
+    """
+    if role in NULLABLE_ROLES and profile.roles.get(role) is None:
+        return None
+    ref, spec = _ref(profile, role), ROLES[role]
+    path, subfolder = resolve(profile, role)
+    try:
+        model = _from_pretrained(_import_class(ref.class_name or spec.model), profile, ref, path,
+                                 subfolder, spec.weights, kwargs)
+        if spec.weights:
+            model = model.to(device or _profile_device(profile)).eval()
+        if spec.processor is None:
+            return model
+        processor = _from_pretrained(_import_class(spec.processor), profile, ref, path, subfolder,
+                                     False, {})
+    except Exception as exc:  # any loader failure is reported the same way, with the id
+        raise ModelLoadError(role, ref.id, f"{type(exc).__name__}: {exc}") from exc
+    return model, processor
+
+
+def check_profile(name_or_path: str) -> list[RoleCheck]:
+    """Dry-run a profile without downloading; for tiny:// roles also build and load them."""
+    try:
+        profile = load_profile(name_or_path)
+    except (OSError, ValueError, ValidationError, yaml.YAMLError) as exc:
+        return [RoleCheck(role="profile", id=name_or_path, ok=False, reason=str(exc))]
+    checks = []
+    for role in ROLES:
+        check = _check_role(profile, role, local_only=True)
+        ref = profile.roles[role]
+        if check.ok and ref is not None and ref.id.startswith(TINY_SCHEME):
+            try:
+                load_role(profile, role, device="cpu")
+                check = check.model_copy(update={"reason": "built and loaded"})
+            except ModelLoadError as exc:
+                check = check.model_copy(update={"ok": False, "reason": exc.reason})
+        checks.append(check)
+    return checks
+
+
+def preflight(profile: Profile, roles: list[str]) -> None:
+    """Raise ModelLoadError for the first role whose checkpoint cannot be loaded.
+
+    Fetches at most each role's small config file (never weights), and only from the hub when
+    HF_HUB_OFFLINE is unset, so a typo'd id fails in seconds instead of mid-pipeline.
+    """
+    for role in roles:
+        if role not in ROLES:
+            raise ModelLoadError(role, "", f"unknown role (known: {list(ROLES)})")
+        check = _check_role(profile, role, local_only=False)
+        if not check.ok:
+            raise ModelLoadError(role, check.id or "", check.reason)
+
+
+# ---- helpers ----
+
+def _ref(profile: Profile, role: str) -> ModelRef:
+    if role not in ROLES:
+        raise KeyError(f"unknown role {role!r} (known: {list(ROLES)})")
+    ref = profile.roles.get(role)
+    if ref is None:
+        raise ModelLoadError(role, "null", f"profile {profile.name!r} sets no model for this role")
+    return ref
+
+
+def _import_class(name: str) -> type:
+    """'transformers.CLIPModel', or a bare name looked up in transformers, then diffusers."""
+    module, _, attr = name.rpartition(".")
+    for candidate in [module] if module else ["transformers", "diffusers"]:
+        found = getattr(importlib.import_module(candidate), attr, None)
+        if isinstance(found, type):
+            return found
+    raise ImportError(f"class {name!r} not found")
+
+
+def _from_pretrained(cls: type, profile: Profile, ref: ModelRef, path: str, subfolder: str | None,
+                     weights: bool, extra: dict[str, Any]) -> Any:
+    is_diffusers = cls.__module__.startswith("diffusers")
+    kwargs: dict[str, Any] = {"revision": ref.revision}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    if not is_diffusers:  # diffusers' single components take no remote code
+        kwargs["trust_remote_code"] = profile.trust_remote_code
+    if weights:
+        kwargs["use_safetensors"] = True  # never unpickle a checkpoint
+        kwargs["torch_dtype" if is_diffusers else "dtype"] = torch_dtype(profile)
+    return cls.from_pretrained(path, **{**kwargs, **extra})
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _check_role(profile: Profile, role: str, *, local_only: bool) -> RoleCheck:
+    """Check one role without loading weights: classes import, config found, config type fits."""
+    ref, spec = profile.roles[role], ROLES[role]
+    if ref is None:
+        return RoleCheck(role=role, id=None, ok=True, reason="not set: saliency fallback")
+
+    def result(ok: bool, reason: str, warning: bool = False) -> RoleCheck:
+        return RoleCheck(role=role, id=ref.id, ok=ok, reason=reason, warning=warning)
+
+    try:
+        cls = _import_class(ref.class_name or spec.model)
+        if spec.processor:
+            _import_class(spec.processor)
+        path, subfolder = resolve(profile, role)
+    except Exception as exc:  # import errors and failed tiny builds alike
+        return result(False, f"{type(exc).__name__}: {exc}")
+    filename = f"{subfolder}/{spec.config_file}" if subfolder else spec.config_file
+    if is_local(path):
+        folder = Path(path).expanduser() / (subfolder or "")
+        if not folder.is_dir():
+            return result(False, f"local directory {folder} does not exist")
+        if not (folder / spec.config_file).is_file():
+            return result(False, f"no {spec.config_file} in {folder}")
+        if spec.weights and not any(folder.glob("*.safetensors")):
+            return result(False, f"no .safetensors weights in {folder}")
+        config_path, note = folder / spec.config_file, "local directory"
+    elif local_only:
+        cached = try_to_load_from_cache(path, filename, revision=ref.revision)
+        if not isinstance(cached, str):
+            return result(True, "not in local cache, would download", warning=True)
+        config_path, note = Path(cached), "in local hub cache"
+    else:
+        try:
+            config_path = Path(hf_hub_download(path, filename, revision=ref.revision,
+                                               local_files_only=_hub_offline()))
+        except Exception as exc:  # offline miss, 404, gated repo, network: all mean "cannot load"
+            return result(False, f"{type(exc).__name__}: {exc}")
+        note = "config found"
+    mismatch = _config_mismatch(cls, config_path) if spec.weights else None
+    return result(False, mismatch) if mismatch else result(True, note)
+
+
+def _config_mismatch(cls: type, config_path: Path) -> str | None:
+    """Catch an id of the wrong architecture (e.g. BLIP-2 under a BLIP class) before loading."""
+    expected = getattr(getattr(cls, "config_class", None), "model_type", "")
+    if not expected:  # Auto classes and diffusers models accept whatever their config names
+        return None
+    found = json.loads(config_path.read_text()).get("model_type", "")
+    # A sub-model loads from its parent's config: CLIPTextModel ("clip_text_model") from "clip".
+    if found == expected or expected.startswith(f"{found}_"):
+        return None
+    return f"{cls.__name__} expects model_type {expected!r}, config has {found!r}"
