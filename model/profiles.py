@@ -21,7 +21,7 @@ import torch
 import yaml
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from model import tiny
 
@@ -125,6 +125,15 @@ class Profile(BaseModel):
                              f"null roles that need a model {nulled} (known roles: {list(ROLES)})")
         return roles
 
+    @model_validator(mode="after")
+    def _tiny_resolution(self) -> Profile:
+        # Tiny image models have fixed input sizes; another resolution would fail mid-pipeline.
+        uses_tiny = any(r is not None and r.id.startswith(TINY_SCHEME) for r in self.roles.values())
+        if uses_tiny and self.resolution != tiny.RESOLUTION:
+            raise ValueError(f"resolution must be {tiny.RESOLUTION} with tiny:// models, "
+                             f"got {self.resolution}")
+        return self
+
 
 class RoleCheck(BaseModel):
     """One line of a dry-run check; `warning` marks ok-but-attention (e.g. would download)."""
@@ -160,6 +169,7 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def torch_dtype(profile: Profile) -> torch.dtype:
+    """The profile's dtype as torch's object (models load directly in it)."""
     return getattr(torch, profile.dtype)
 
 
@@ -195,8 +205,8 @@ def load_role(profile: Profile, role: str, *, device: str | torch.device | None 
     if role in NULLABLE_ROLES and profile.roles.get(role) is None:
         return None
     ref, spec = _ref(profile, role), ROLES[role]
-    path, subfolder = resolve(profile, role)
     try:
+        path, subfolder = resolve(profile, role)  # inside: a failed tiny build is a load error too
         model = _from_pretrained(_import_class(ref.class_name or spec.model), profile, ref, path,
                                  subfolder, spec.weights, kwargs)
         if spec.weights:

@@ -173,6 +173,7 @@ def _rename_role(roles: dict) -> None:
     (lambda d: d.update(resolutoin=32), "resolutoin"),
     (lambda d: d.update(dtype="float8"), "dtype"),
     (lambda d: d.update(device="gpu"), "device"),
+    (lambda d: d.update(resolution=64), "resolution must be 32"),
     (lambda d: _rename_role(d["roles"]), "captoner"),
     (lambda d: d["roles"].update(unet={"id": "tiny://sd", "subfoldr": "unet"}), "subfoldr"),
     (lambda d: d["roles"].update(unet={"id": "not a valid//id"}), "roles.unet.id"),
