@@ -94,7 +94,7 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     except UnidentifiedImageError:
         raise BadImage("not_an_image", "no image format recognized") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure is bad input
-        raise BadImage("corrupt", f"{type(exc).__name__}: {exc}") from None
+        raise BadImage(_failure_reason(exc), f"{type(exc).__name__}: {exc}") from None
     if image.format not in SUPPORTED_FORMATS:
         raise BadImage("unsupported_format", f"format {image.format} is not accepted")
     width, height = image.size
@@ -111,8 +111,11 @@ def _load_fully(image: Image.Image) -> None:
     try:
         image.load()
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
-        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        raise BadImage(reason, f"{type(exc).__name__}: {exc}") from None
+        raise BadImage(_failure_reason(exc), f"{type(exc).__name__}: {exc}") from None
+
+
+def _failure_reason(exc: Exception) -> str:
+    return "truncated" if "truncated" in str(exc).lower() else "corrupt"
 
 
 def _has_orientation(image: Image.Image) -> bool:

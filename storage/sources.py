@@ -59,7 +59,11 @@ class Rejected:
 
 
 def list_chunks(root: str, files_per_chunk: int = 256) -> list[SourceChunk]:
-    """Split a source (folder, .tar file or folder of tars, .parquet file) into chunks."""
+    """Split a source (folder, .tar file or folder of tars, .parquet file) into chunks.
+
+    The order is stable (folder files, then tars, then Parquet files, each sorted), and
+    ingest keeps the first copy of duplicate bytes in this order.
+    """
     path = Path(root).expanduser().resolve()
     if not path.exists():
         raise FileNotFoundError(f"source {root!r} does not exist")
@@ -69,11 +73,12 @@ def list_chunks(root: str, files_per_chunk: int = 256) -> list[SourceChunk]:
     tars = sorted(p for p in _walk(path) if p.suffix == ".tar")
     parquets = sorted(p for p in _walk(path) if p.suffix == ".parquet")
     images = sorted(p for p in _walk(path) if _is_image_candidate(p))
-    chunks = [SourceChunk("tar", str(path), (str(p),), classes) for p in tars]
-    chunks += [SourceChunk("parquet", str(path), (str(p),), classes) for p in parquets]
+    chunks = []
     for start in range(0, len(images), files_per_chunk):
         batch = tuple(str(p) for p in images[start : start + files_per_chunk])
         chunks.append(SourceChunk("folder", str(path), batch, classes))
+    chunks += [SourceChunk("tar", str(path), (str(p),), classes) for p in tars]
+    chunks += [SourceChunk("parquet", str(path), (str(p),), classes) for p in parquets]
     return chunks
 
 
@@ -282,7 +287,6 @@ def _read_parquet(chunk: SourceChunk) -> Iterator[RawItem | Rejected]:
             except OSError as exc:
                 yield Rejected(where, "unreadable", f"{type(exc).__name__}: {exc}")
                 continue
-            where = str(target)
         if data is None:
             yield Rejected(where, "empty", "row has no image bytes or path")
             continue

@@ -1,0 +1,42 @@
+"""The `ingest` flow: 1. ingest a source into shards, 2. refresh the catalog, 3. announce it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, task
+
+from flows.events import emit_dataset_committed
+from storage.catalog import connect
+from storage.shards import ShardStore
+from tamer.config import load_config
+from tamer.progress import stage_progress
+from tasks.ingest import ingest_source
+
+
+@task(retries=2, retry_delay_seconds=5)
+def ingest(source: str, root: str, config_file: str | None) -> dict:
+    """Decode and commit everything new; safe to retry because ingest is idempotent."""
+    config = load_config(config_file, root=root)
+    store = ShardStore(config.root, row_group_rows=config.ingest.row_group_rows)
+    with stage_progress(f"ingest {source}") as update:
+        report = ingest_source(source, store, config.ingest, config.ray,
+                               metadata={"config": config.model_dump_json()}, progress=update)
+    return asdict(report)
+
+
+@task
+def refresh_catalog(root: str) -> int:
+    """Rebuild the DuckDB views so `tamer sql` sees the new shards; returns the image count."""
+    store = ShardStore(root)
+    connect(store).close()
+    return store.row_count("images")
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(source: str, root: str | None = None, config_file: str | None = None) -> dict:
+    config = load_config(config_file, root=root)
+    report = ingest(source, config.root, config_file)
+    total = refresh_catalog(config.root)
+    emit_dataset_committed(config.root, report["fingerprint"], report["ingested"], total)
+    return report

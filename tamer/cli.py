@@ -1,0 +1,213 @@
+"""The `tamer` command line: thin wrappers that resolve config and call flows or tasks.
+
+Exit codes: 0 success, 1 the work failed, 2 bad usage or invalid configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tamer.config import ConfigError, TamerConfig, load_config
+
+app = typer.Typer(help="tamer: zero fine-tuning image customization, with its data pipeline.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class State:
+    root: Optional[str] = None
+    config_file: Optional[Path] = None
+
+    def config(self, **overrides: Any) -> TamerConfig:
+        try:
+            return load_config(self.config_file, root=self.root, **overrides)
+        except ConfigError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    root: Annotated[Optional[str], typer.Option(
+        "--root", envvar="TAMER_ROOT",
+        help="Dataset root URI (local path, s3://..., memory://...). Default ./tamer-data.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML file overriding configs/default.yaml.")] = None,
+) -> None:
+    """Global options shared by every command."""
+    state.root, state.config_file = root, config
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<blob {len(value)} bytes>"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the dataset to.")] = Path("synth"),
+    objects: Annotated[Optional[int], typer.Option(help="Number of object identities.")] = None,
+    views: Annotated[Optional[int], typer.Option(help="Images per object.")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Image side in pixels.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel processes.")] = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render a procedural multi-view object dataset (images, masks, ground truth)."""
+    from tamer.synth import generate
+
+    settings = state.config(**{"synth.objects": objects, "synth.views": views,
+                               "synth.size": size, "synth.seed": seed}).synth
+    summary = generate(out, n_objects=settings.objects, views=settings.views, size=settings.size,
+                       seed=settings.seed, workers=workers,
+                       held_out_fraction=settings.held_out_fraction, progress=not as_json)
+    result = {"out": str(out), **_as_dict(summary)}
+    _print_json(result) if as_json else console.print(f"wrote synth dataset to {out}: {result}")
+
+
+def _as_dict(value: Any) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(value) if is_dataclass(value) else dict(value)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Folder, WebDataset .tar, or .parquet file.")],
+    executor: Annotated[Optional[str], typer.Option(help="ray (default) or local.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest images into shards: decode, validate, dedupe, quarantine bad input."""
+    from flows.ingest import ingest_flow
+
+    config = state.config(**{"ingest.executor": executor})
+    if not Path(source).exists():
+        err.print(f"[red]source {source} does not exist[/red]")
+        raise typer.Exit(2)
+    report = ingest_flow(source, root=config.root, config_file=_config_path())
+    _print_json(report) if as_json else _print_ingest(report)
+
+
+def _config_path() -> Optional[str]:
+    return str(state.config_file) if state.config_file else None
+
+
+def _print_ingest(report: dict) -> None:
+    console.print(
+        f"ingested [bold]{report['ingested']}[/bold] new images "
+        f"({report['unchanged']} unchanged, {report['duplicates']} duplicates skipped, "
+        f"{report['quarantined']} quarantined) in {report['shards']} shard(s); "
+        f"dataset version {report['fingerprint']}")
+    for reason, count in sorted(report["reasons"].items()):
+        console.print(f"  quarantine: {reason} x{count}")
+
+
+@app.command()
+def stats(
+    as_json: JsonFlag = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG figure.")] = None,
+) -> None:
+    """Dataset statistics from the DuckDB catalog."""
+    from storage.catalog import connect
+    from storage.shards import ShardStore
+    from tamer import stats as dataset_stats
+    from tamer.stats_view import plot as plot_stats, render
+
+    store = ShardStore(state.config().root)
+    with connect(store) as con:
+        result = dataset_stats.collect(store, con)
+    if as_json:
+        _print_json(result)
+    else:
+        render(result, console)
+    if plot:
+        console.print(f"plot written to {plot_stats(result, plot)}") if not as_json else \
+            plot_stats(result, plot)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the catalog views (images, ...).")],
+    as_json: JsonFlag = False,
+    limit: Annotated[int, typer.Option(help="Rows to show in the table view.")] = 50,
+) -> None:
+    """Run an ad-hoc DuckDB query against the catalog."""
+    import duckdb
+
+    from storage.catalog import connect
+    from storage.shards import ShardStore
+
+    store = ShardStore(state.config().root)
+    with connect(store) as con:
+        try:
+            cursor = con.execute(query)
+        except duckdb.Error as exc:
+            err.print(f"[red]query failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+        names = [column[0] for column in cursor.description or []]
+        rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(*names)
+    for row in rows[:limit]:
+        table.add_row(*(_cell(value) for value in row.values()))
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more rows (--limit or --json)"
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<blob {len(value)} bytes>"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@app.command()
+def run(
+    data: Annotated[Optional[str], typer.Option(
+        help="Source to ingest; default: a synthesized sample dataset.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The main job: the whole pipeline on the embedded default, or on --data."""
+    from flows.pipeline import pipeline_flow
+
+    config = state.config(profile=profile)
+    summary = pipeline_flow(data=data, root=config.root, config_file=_config_path(),
+                            profile=config.profile)
+    if as_json:
+        _print_json(summary)
+        return
+    _print_ingest(summary["ingest"])
+    stats(as_json=False, plot=None)
+    for name, where in summary["locations"].items():
+        console.print(f"{name}: [bold]{where}[/bold]")
+    console.print('inspect it with: tamer stats, tamer sql "SELECT count(*) FROM images"')
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,118 @@
+"""Typed configuration: one pydantic model per component, loaded from YAML in configs/.
+
+Precedence (later wins): code defaults < configs/default.yaml < --config FILE < environment
+(TAMER_ROOT, RAY_ADDRESS) < CLI flags. Unknown keys and invalid values fail before any work
+starts, with the offending field named by pydantic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+DEFAULT_ROOT = "./tamer-data"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestSettings(Strict):
+    max_pixels: int = Field(64_000_000, gt=0, description="larger images are rejected as bombs")
+    min_side: int = Field(32, ge=1, description="smaller images are kept but flagged tiny")
+    max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="larger files are rejected")
+    files_per_chunk: int = Field(256, ge=1, description="unit of parallel work")
+    shard_rows: int = Field(4096, ge=1, description="rows per committed images shard")
+    row_group_rows: int = Field(1024, ge=1, description="Parquet row group size")
+    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+
+
+class RaySettings(Strict):
+    address: str | None = Field(None, description="a cluster address; None starts a local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray; None = all")
+
+
+class SynthSettings(Strict):
+    objects: int = Field(24, ge=1, description="identities in the embedded sample dataset")
+    views: int = Field(6, ge=1, description="images per identity")
+    size: int = Field(64, ge=16, le=1024)
+    seed: int = 0
+    held_out_fraction: float = Field(0.25, ge=0.0, lt=1.0)
+
+
+class TamerConfig(Strict):
+    root: str = Field(DEFAULT_ROOT, description="dataset root URI (local path, s3://, ...)")
+    profile: str = Field("tiny", description="model profile in configs/profiles/")
+    ingest: IngestSettings = IngestSettings()
+    ray: RaySettings = RaySettings()
+    synth: SynthSettings = SynthSettings()
+
+
+class ConfigError(ValueError):
+    """A configuration that failed validation; the message names the fields."""
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TamerConfig:
+    """Resolve the configuration; `overrides` are dotted keys ("ingest.shard_rows": 10)."""
+    data = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    if path is not None:
+        data = _deep_merge(data, _read_yaml(Path(path)))
+    if os.environ.get("TAMER_ROOT"):
+        data["root"] = os.environ["TAMER_ROOT"]
+    if os.environ.get("RAY_ADDRESS"):
+        data.setdefault("ray", {})["address"] = os.environ["RAY_ADDRESS"]
+    for dotted, value in overrides.items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    try:
+        return TamerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def config_hash(model: BaseModel) -> str:
+    """A stable hash of a (sub)config: what decides whether derived work is still valid."""
+    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
+    return loaded
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {field}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""`tamer stats`: DuckDB queries over the catalog, as data (for --json) and for display.
+
+Each section is one SQL query over the catalog views; later stages append their own sections
+to `SECTIONS` so one command describes the whole dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from storage.schemas import TABLES
+from storage.shards import ShardStore
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    sql: str
+    chart: str | None = None  # the column drawn as bars (labels: the text columns), or None
+
+
+SECTIONS: list[Section] = [
+    Section("per_class", "Images per class",
+            "SELECT coalesce(class_name, '(none)') AS class, count(*) AS images, "
+            "count(DISTINCT subject) AS subjects FROM images GROUP BY 1 ORDER BY 2 DESC, 1",
+            chart="images"),
+    Section("per_subject", "Images per subject",
+            "SELECT coalesce(subject, '(none)') AS subject, any_value(class_name) AS class, "
+            "count(*) AS images FROM images GROUP BY 1 ORDER BY 3 DESC, 1"),
+    Section("per_source_kind", "Images per source kind",
+            "SELECT source_kind, count(*) AS images FROM images GROUP BY 1 ORDER BY 2 DESC",
+            chart="images"),
+    Section("formats", "Original formats and modes",
+            "SELECT format, mode, count(*) AS images FROM images GROUP BY 1, 2 ORDER BY 3 DESC",
+            chart="images"),
+    Section("resolutions", "Resolutions",
+            "SELECT width || 'x' || height AS resolution, count(*) AS images FROM images "
+            "GROUP BY 1 ORDER BY 2 DESC, 1", chart="images"),
+    Section("flags", "Flagged images",
+            "SELECT flag, count(*) AS images FROM (SELECT unnest(flags) AS flag FROM images) "
+            "GROUP BY 1 ORDER BY 2 DESC"),
+    Section("quarantine_reasons", "Quarantine reasons",
+            "SELECT stage, reason, count(*) AS items FROM quarantine GROUP BY 1, 2 "
+            "ORDER BY 3 DESC", chart="items"),
+    Section("duplicates", "Exact duplicates skipped",
+            "SELECT count(*) AS skipped, count(DISTINCT image_id) AS distinct_images "
+            "FROM duplicates"),
+]
+
+
+def overview(store: ShardStore, con: duckdb.DuckDBPyConnection) -> dict:
+    """Headline numbers: sizes from the manifests, counts from the catalog."""
+    images, subjects, classes = con.execute(
+        "SELECT count(*), count(DISTINCT subject), count(DISTINCT class_name) FROM images"
+    ).fetchone()
+    tables = {}
+    for table in TABLES:
+        shards = store.shards(table)
+        tables[table] = {"shards": len(shards), "rows": sum(s.rows for s in shards),
+                         "bytes": sum(s.num_bytes for s in shards)}
+    return {"root": store.location.uri, "fingerprint": store.fingerprint(), "images": images,
+            "subjects": subjects, "classes": classes, "tables": tables}
+
+
+def collect(store: ShardStore, con: duckdb.DuckDBPyConnection) -> dict:
+    """Every section as a list of row dicts, plus the overview."""
+    result: dict = {"overview": overview(store, con)}
+    for section in SECTIONS:
+        cursor = con.execute(section.sql)
+        names = [column[0] for column in cursor.description]
+        result[section.key] = [dict(zip(names, row)) for row in cursor.fetchall()]
+    return result

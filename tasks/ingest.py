@@ -1,0 +1,291 @@
+"""Ingest a source into the `images` table: decode in parallel, dedupe, commit shards.
+
+Work is split into `SourceChunk`s; `decode_chunk` (a picklable function of one chunk) turns a
+chunk into outcome rows and never raises for bad input. The same function runs serially
+(`executor="local"`) or on Ray Data (`executor="ray"`). The driver alone commits shards, so
+any filesystem fsspec knows works, and a killed run commits nothing partial.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from storage import images as imaging
+from storage.shards import ShardStore
+from storage.sources import Rejected, SourceChunk, list_chunks, read_chunk
+from tamer.config import IngestSettings, RaySettings
+
+# One row per item of a chunk. `outcome` says which table (if any) it goes to.
+OUTCOME_FIELDS = [
+    pa.field("outcome", pa.string()),  # ingested | quarantined | duplicate | unchanged
+    pa.field("image_id", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("source_kind", pa.string()),
+    pa.field("subject", pa.string()),
+    pa.field("class_name", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("format", pa.string()),
+    pa.field("mode", pa.string()),
+    pa.field("num_bytes", pa.int64()),
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("image", pa.binary()),
+    pa.field("mask", pa.binary()),
+    pa.field("text", pa.string()),
+    pa.field("meta", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("kept_source", pa.string()),
+]
+OUTCOME_SCHEMA = pa.schema(OUTCOME_FIELDS)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did; `fingerprint` is the dataset version after it."""
+
+    run_id: str
+    source: str
+    seen: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    shards: int = 0
+    fingerprint: str = ""
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def decode_chunk(
+    chunk: SourceChunk, known: dict[str, str], limits: imaging.ImageLimits
+) -> list[dict]:
+    """Outcome rows for every item of a chunk; `known` maps image id -> its stored source."""
+    rows: list[dict] = []
+    try:
+        for item in read_chunk(chunk):
+            rows.append(_outcome(item, chunk.kind, known, limits))
+    except Exception as exc:  # noqa: BLE001 - a broken reader quarantines its chunk, not the run
+        rows.append(_rejected_row(chunk.paths[0], "chunk_failed", f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def _outcome(item, kind: str, known: dict[str, str], limits: imaging.ImageLimits) -> dict:
+    if isinstance(item, Rejected):
+        return _rejected_row(item.source, item.reason, item.detail)
+    image_id = imaging.sha256(item.data)
+    if image_id in known:
+        outcome = "unchanged" if known[image_id] == item.source else "duplicate"
+        return {"outcome": outcome, "image_id": image_id, "source": item.source,
+                "kept_source": known[image_id]}
+    try:
+        decoded = imaging.decode_image(item.data, limits)
+    except imaging.BadImage as bad:
+        return _rejected_row(item.source, bad.reason, bad.detail, image_id)
+    flags = list(decoded.flags)
+    mask = None
+    if item.mask is not None:
+        try:
+            mask = imaging.decode_mask(item.mask, (decoded.width, decoded.height))
+        except imaging.BadImage:
+            flags.append("bad_mask")
+    return {
+        "outcome": "ingested",
+        "image_id": image_id,
+        "source": item.source,
+        "source_kind": kind,
+        "subject": item.subject,
+        "class_name": item.class_name,
+        "width": decoded.width,
+        "height": decoded.height,
+        "format": decoded.format,
+        "mode": decoded.mode,
+        "num_bytes": len(item.data),
+        "flags": flags,
+        "image": decoded.image,
+        "mask": mask,
+        "text": item.text,
+        "meta": json.dumps(item.meta, sort_keys=True) if item.meta else None,
+    }
+
+
+def _rejected_row(source: str, reason: str, detail: str, image_id: str | None = None) -> dict:
+    return {"outcome": "quarantined", "source": source, "reason": reason, "detail": detail,
+            "image_id": image_id}
+
+
+# ---- execution -------------------------------------------------------------------------
+def run_local(chunks: list[SourceChunk], known: dict[str, str], limits) -> Iterator[pa.Table]:
+    for chunk in chunks:
+        yield pa.Table.from_pylist(decode_chunk(chunk, known, limits), schema=OUTCOME_SCHEMA)
+
+
+class _ChunkDecoder:
+    """Ray Data actor: holds the known-id map once, decodes one chunk per call."""
+
+    def __init__(self, known_ref, limits: imaging.ImageLimits) -> None:
+        import ray
+
+        self.known = ray.get(known_ref[0])
+        self.limits = limits
+
+    def __call__(self, row: dict) -> list[dict]:
+        chunk = SourceChunk(row["kind"], row["root"], tuple(row["paths"]),
+                            tuple((pair[0], pair[1]) for pair in row["classes"]))
+        return decode_chunk(chunk, self.known, self.limits)
+
+
+def run_ray(
+    chunks: list[SourceChunk], known: dict[str, str], limits, ray_settings: RaySettings
+) -> Iterator[pa.Table]:
+    import ray
+
+    from tasks.ray_runtime import ensure_ray
+
+    ensure_ray(ray_settings)
+    # Results in chunk order, so "the first copy wins" dedupe is deterministic.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    workers = max(1, min(len(chunks), int(ray.available_resources().get("CPU", 1))))
+    items = [{"kind": c.kind, "root": c.root, "paths": list(c.paths),
+              "classes": [list(pair) for pair in c.classes]} for c in chunks]
+    dataset = ray.data.from_items(items, override_num_blocks=len(chunks))
+    decoded = dataset.flat_map(
+        _ChunkDecoder,
+        fn_constructor_args=([ray.put(known)], limits),  # list: keep the ref unresolved
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        max_restarts=0,  # a lost actor fails its chunk; the Prefect task retries the run
+    )
+    for batch in decoded.iter_batches(batch_format="pyarrow", batch_size=None):
+        yield _conform(batch)
+
+
+def _conform(batch: pa.Table) -> pa.Table:
+    """Ray infers types per block; restore the outcome schema (missing columns become null)."""
+    columns = [
+        batch.column(f.name).cast(f.type) if f.name in batch.column_names
+        else pa.nulls(batch.num_rows, f.type)
+        for f in OUTCOME_FIELDS
+    ]
+    return pa.Table.from_arrays(columns, schema=OUTCOME_SCHEMA)
+
+
+# ---- the driver ------------------------------------------------------------------------
+def ingest_source(
+    source: str,
+    store: ShardStore,
+    settings: IngestSettings | None = None,
+    ray_settings: RaySettings | None = None,
+    metadata: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Ingest everything new under `source`; re-running on unchanged input adds nothing.
+
+    `progress(done, total)` is called with item counts (total is the number of chunks'
+    files, known once listing is done) so callers can draw a progress bar.
+    """
+    settings = settings or IngestSettings()
+    started = dt.datetime.now(dt.UTC)
+    report = IngestReport(run_id=f"ingest-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+                          source=source)
+    for table in ("images", "quarantine", "duplicates"):
+        store.sweep_staging(table)
+    chunks = list_chunks(source, settings.files_per_chunk)
+    known = _known_sources(store)
+    limits = imaging.ImageLimits(settings.max_pixels, settings.min_side, settings.max_bytes)
+    if settings.executor == "ray" and chunks:
+        batches = run_ray(chunks, known, limits, ray_settings or RaySettings())
+    else:
+        batches = run_local(chunks, known, limits)
+    total = sum(len(chunk.paths) for chunk in chunks)
+    committer = _Committer(store, settings.shard_rows, report, started, metadata or {},
+                           lambda done: progress(done, total) if progress else None)
+    committer.consume(batches)
+    committer.finish()
+    return report
+
+
+def _known_sources(store: ShardStore) -> dict[str, str]:
+    """image id -> source of every stored image (lets workers skip known bytes undecoded)."""
+    images = store.read("images", columns=["image_id", "source"]).to_pylist()
+    return {row["image_id"]: row["source"] for row in images}
+
+
+class _Committer:
+    """Splits outcome rows into tables, drops in-run duplicates, commits full shards."""
+
+    def __init__(self, store, shard_rows, report, started, metadata, on_progress) -> None:
+        self.store, self.shard_rows, self.report = store, shard_rows, report
+        self.started, self.metadata, self.on_progress = started, metadata, on_progress
+        self.pending: list[dict] = []
+        self.quarantine: list[dict] = []
+        self.duplicates: list[dict] = []
+        self.kept: dict[str, str] = {}  # image id -> source committed in this run
+        self.seen_duplicates = {(r["image_id"], r["source"]) for r in
+                                store.read("duplicates", ["image_id", "source"]).to_pylist()}
+        self.seen_quarantine = {(r["source"], r["reason"]) for r in
+                                store.read("quarantine", ["source", "reason"]).to_pylist()}
+
+    def consume(self, batches: Iterable[pa.Table]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for batch in batches:
+            for row in batch.to_pylist():
+                self.report.seen += 1
+                self._route(row, now)
+                if len(self.pending) >= self.shard_rows:
+                    self._flush_images()
+            self.on_progress(self.report.seen)
+
+    def _route(self, row: dict, now: dt.datetime) -> None:
+        outcome = row["outcome"]
+        if outcome == "ingested" and row["image_id"] in self.kept:
+            outcome, row["kept_source"] = "duplicate", self.kept[row["image_id"]]
+        if outcome == "ingested":
+            self.kept[row["image_id"]] = row["source"]
+            self.pending.append({**row, "ingested_at": now})
+        elif outcome == "duplicate" and (row["image_id"], row["source"]) in self.seen_duplicates:
+            self.report.unchanged += 1
+        elif outcome == "duplicate":
+            self.report.duplicates += 1
+            self.seen_duplicates.add((row["image_id"], row["source"]))
+            self.duplicates.append({"image_id": row["image_id"], "source": row["source"],
+                                    "kept_source": row["kept_source"], "seen_at": now})
+        elif outcome == "quarantined":
+            self.report.reasons[row["reason"]] = self.report.reasons.get(row["reason"], 0) + 1
+            if (row["source"], row["reason"]) in self.seen_quarantine:
+                return
+            self.report.quarantined += 1
+            self.seen_quarantine.add((row["source"], row["reason"]))
+            self.quarantine.append({"stage": "ingest", "source": row["source"],
+                                    "content_sha256": row["image_id"], "reason": row["reason"],
+                                    "detail": row["detail"], "quarantined_at": now})
+        else:
+            self.report.unchanged += 1
+
+    def _flush_images(self) -> None:
+        if not self.pending:
+            return
+        info = self.store.write("images", pa.Table.from_pylist(self.pending),
+                                run_id=self.report.run_id, metadata=self.metadata)
+        self.report.ingested += info.rows
+        self.report.shards += 1
+        self.pending = []
+
+    def finish(self) -> None:
+        self._flush_images()
+        run_id = self.report.run_id
+        self.store.write("quarantine", pa.Table.from_pylist(self.quarantine), run_id=run_id)
+        self.store.write("duplicates", pa.Table.from_pylist(self.duplicates), run_id=run_id)
+        self.report.fingerprint = self.store.fingerprint()
+        self.store.write("ingest_runs", pa.Table.from_pylist([{
+            "run_id": run_id, "source": self.report.source, "started_at": self.started,
+            "finished_at": dt.datetime.now(dt.UTC), "seen": self.report.seen,
+            "ingested": self.report.ingested, "unchanged": self.report.unchanged,
+            "duplicates": self.report.duplicates, "quarantined": self.report.quarantined,
+            "fingerprint": self.report.fingerprint,
+        }]), run_id=run_id)

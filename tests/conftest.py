@@ -1,0 +1,39 @@
+"""Shared fixtures: one local Ray and one throw-away Prefect server per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray (2 CPUs), started once: start-up costs seconds."""
+    import ray
+
+    from tasks.ray_runtime import ensure_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real, temporary Prefect API (SQLite) for tests that run flows."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def dreambench() -> Path:
+    if not (DREAMBENCH / "prompts_and_classes.txt").exists():
+        pytest.skip(f"DreamBench subset not found at {DREAMBENCH} (../shared is absent)")
+    return DREAMBENCH
