@@ -1,0 +1,94 @@
+"""Ingest throughput vs the decode-only ceiling (issue 2). Prints ratios, writes JSON.
+
+    python benchmarks/ingest_throughput.py [--images 6000] [--size 128] [--workers 2]
+
+(a) ceiling, serial: PIL open + full decode + RGB conversion, one process;
+(b) ceiling, parallel: the same over a process pool of `--workers`;
+(c) tamer ingest on Ray Data with `--workers` actors (hash, decode, validate, dedupe,
+    Parquet shards with atomic commit), Ray already started as it is in a running service.
+Target: (c) / (b) >= 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image  # noqa: E402
+
+from benchmarks.common import timed, write_result  # noqa: E402
+
+
+def decode_file(path: str) -> int:
+    with open(path, "rb") as handle:
+        image = Image.open(io.BytesIO(handle.read()))
+        image.load()
+    return image.convert("RGB").size[0]
+
+
+def decode_many(paths: list[str]) -> int:
+    return sum(decode_file(path) for path in paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6000)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+
+    from storage.shards import ShardStore
+    from tamer.config import IngestSettings, RaySettings
+    from tamer.synth import generate
+    from tasks.ingest import ingest_source
+    from tasks.ray_runtime import ensure_ray
+
+    work = Path(tempfile.mkdtemp(prefix="tamer-bench-ingest-"))
+    views = 8
+    generate(work / "src", n_objects=args.images // views, views=views, size=args.size,
+             workers=args.workers)
+    paths = sorted(str(p) for p in (work / "src").rglob("*.png") if ".mask" not in p.name)
+    decode_many(paths[:200])  # warm the page cache the same way for every contender
+
+    serial_s, _ = timed(lambda: decode_many(paths))
+    chunks = [paths[i::args.workers * 8] for i in range(args.workers * 8)]
+    with ProcessPoolExecutor(args.workers) as pool:
+        list(pool.map(decode_many, chunks[:args.workers]))  # start the workers untimed
+        parallel_s, _ = timed(lambda: sum(pool.map(decode_many, chunks)))
+
+    ensure_ray(RaySettings(num_cpus=args.workers))
+    settings = IngestSettings(executor="ray", files_per_chunk=256)
+    ingest_s, report = timed(lambda: ingest_source(str(work / "src"), ShardStore(
+        str(work / "root")), settings))
+    rerun_s, rerun = timed(lambda: ingest_source(str(work / "src"), ShardStore(
+        str(work / "root")), settings))
+    ray.shutdown()
+
+    n = len(paths)
+    result = {
+        "images": n, "size": args.size, "workers": args.workers,
+        "ceiling_serial_images_per_s": n / serial_s,
+        "ceiling_parallel_images_per_s": n / parallel_s,
+        "ingest_images_per_s": report.ingested / ingest_s,
+        "ratio_ingest_vs_parallel_ceiling": (report.ingested / ingest_s) / (n / parallel_s),
+        "ratio_ingest_vs_serial_ceiling": (report.ingested / ingest_s) / (n / serial_s),
+        "rerun_seconds": rerun_s, "rerun_added": rerun.ingested,
+        "target": ">= 0.8 of the parallel ceiling",
+    }
+    for key, value in result.items():
+        print(f"{key:40s} {value:.3f}" if isinstance(value, float) else f"{key:40s} {value}")
+    write_result("ingest_throughput", result)
+    os.system(f"rm -rf {work}")
+
+
+if __name__ == "__main__":
+    main()

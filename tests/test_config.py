@@ -1,0 +1,46 @@
+"""Configuration: defaults, precedence, and failures that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from tamer.config import ConfigError, config_hash, load_config
+
+
+def test_embedded_default_file_is_valid_and_local(monkeypatch):
+    monkeypatch.delenv("TAMER_ROOT", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = load_config()
+    assert config.root == "./tamer-data" and config.profile == "tiny"
+    assert config.ray.address is None
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path, monkeypatch):
+    override = tmp_path / "mine.yaml"
+    override.write_text("root: /from/file\ningest:\n  shard_rows: 7\n")
+    assert load_config(override).root == "/from/file"
+    monkeypatch.setenv("TAMER_ROOT", "/from/env")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    config = load_config(override)
+    assert (config.root, config.ingest.shard_rows, config.ray.address) == (
+        "/from/env", 7, "127.0.0.1:6379")
+    assert load_config(override, root="/from/flag").root == "/from/flag"
+
+
+@pytest.mark.parametrize("text, field", [
+    ("ingest:\n  shard_rowz: 3\n", "ingest.shard_rowz"),
+    ("ingest:\n  shard_rows: -1\n", "ingest.shard_rows"),
+    ("ingest:\n  executor: spark\n", "ingest.executor"),
+    ("synth:\n  size: big\n", "synth.size"),
+])
+def test_invalid_values_fail_naming_the_field(tmp_path, text, field):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(bad)
+
+
+def test_config_hash_changes_with_values_only():
+    a, b = load_config(), load_config()
+    assert config_hash(a.ingest) == config_hash(b.ingest)
+    assert config_hash(a.ingest) != config_hash(load_config(**{"ingest.min_side": 5}).ingest)
