@@ -142,7 +142,8 @@ class TamerModel(torch.nn.Module):
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """One forward pass on a `model.batching.collate` batch -> {"total", "diffusion", "identity"}.
 
-        All randomness (VAE sample, noise, timesteps, dropout) comes from `generator`.
+        Backpropagate "total"; the terms keep their graphs (for logging, use .item()). All
+        randomness (VAE sample, noise, timesteps, dropout) comes from `generator`.
         """
         device, dtype = self.unet.device, self.unet.dtype
         pixel_values = batch["pixel_values"].to(device, self.vae.dtype)  # (B, 3, H, W)
@@ -171,7 +172,7 @@ class TamerModel(torch.nn.Module):
             identity = self._identity_loss(model_output[identity_rows], noisy[identity_rows],
                                            timesteps[identity_rows], reference_embeds[identity_rows])
         total = diffusion + self.config.identity_loss_weight * identity
-        return {"total": total, "diffusion": diffusion.detach(), "identity": identity.detach()}
+        return {"total": total, "diffusion": diffusion, "identity": identity}
 
     def _object_tokens(self, batch: dict, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Object tokens for kept rows, exact zeros (no object) elsewhere; the encoder runs only
