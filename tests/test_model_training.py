@@ -6,6 +6,8 @@ import pytest
 import torch
 from model_fixtures import make_batch, tiny_model
 
+from model.tamer_model import TamerModel, TamerModelConfig
+
 FROZEN = ("vae", "text_encoder", "object_encoder")
 
 
@@ -120,3 +122,14 @@ def test_overfits_one_object():
         losses.append(terms["diffusion"].item())
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.5 * first, (first, last)
+
+
+def test_from_profile_with_segmenter_and_data_masks():
+    model = TamerModel.from_profile("tiny", TamerModelConfig(identity_loss_max_timestep=1000))
+    assert model.pipe.segmenter is not None and model.unet.dtype == torch.float32
+    batch = make_batch(model, 3)
+    batch["reference_mask"] = torch.zeros(3, 1, 32, 32)
+    batch["reference_mask"][0, :, 8:24, 8:24] = 1
+    batch["has_mask"] = torch.tensor([True, False, False])  # rows 1-2 fall back to the segmenter
+    terms = model.training_step(batch, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in terms.values()) and terms["total"].requires_grad
