@@ -161,6 +161,8 @@ def decode_mask(data: bytes, size: tuple[int, int]) -> bytes:
     """A foreground mask as PNG in mode L at the image's size; raises BadImage if unusable."""
     mask = _open(data, ImageLimits())
     _load_fully(mask)
+    if mask.format == "PNG" and mask.mode == "L" and mask.size == size:
+        return data  # already what we store
     mask = ImageOps.exif_transpose(mask).convert("L")
     if mask.size != size:
         mask = mask.resize(size, Image.Resampling.NEAREST)

@@ -70,12 +70,99 @@ INGEST_RUNS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+EMBEDDINGS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # image | text (of the composed caption)
+        pa.field("model_id", pa.string(), nullable=False),  # the clip role's weights
+        pa.field("config_hash", pa.string(), nullable=False),  # model + recipe (+ caption config)
+        pa.field("vector", pa.list_(pa.float32()), nullable=False),  # L2-normalized
+        pa.field("embedded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+NEAR_DUPLICATES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),  # the smaller id of the pair
+        pa.field("other_id", pa.string(), nullable=False),
+        pa.field("cosine", pa.float32(), nullable=False),  # of the image embeddings
+        pa.field("threshold", pa.float32(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),  # of the image embeddings
+        pa.field("found_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+# Derived snapshots: a re-run with the same `snapshot` (a hash of the inputs and settings)
+# adds nothing; readers take the rows of the newest snapshot.
+SUBJECT_GROUPS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("group_id", pa.string()),  # the subject, or "knn-..." for a proposed group
+        pa.field("origin", pa.string(), nullable=False),  # label | knn | none (ungrouped)
+        pa.field("snapshot", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+PAIRS = pa.schema(
+    [
+        pa.field("subject", pa.string(), nullable=False),  # group id from subject_groups
+        pa.field("reference_id", pa.string(), nullable=False),  # encoder input
+        pa.field("target_id", pa.string(), nullable=False),  # denoising target, != reference
+        pa.field("snapshot", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+INDEXES = pa.schema(
+    [
+        pa.field("index_path", pa.string(), nullable=False),  # folder clip-retrieval back serves
+        pa.field("fingerprint", pa.string(), nullable=False),  # embeddings version it covers
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("images", pa.int64(), nullable=False),  # rows of the image index
+        pa.field("texts", pa.int64(), nullable=False),  # rows of the text index (0: none)
+        pa.field("seconds", pa.float64(), nullable=False),  # build time
+        pa.field("built_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+CAPTIONS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("captioner_id", pa.string(), nullable=False),  # the captioner role's weights
+        pa.field("clip_id", pa.string(), nullable=False),  # the attribute scorer's weights
+        pa.field("config_hash", pa.string(), nullable=False),  # caption settings + vocabulary
+        pa.field("class_name", pa.string(), nullable=False),  # images.class_name, else top category
+        pa.field("raw_caption", pa.string(), nullable=False),  # the VLM's own words
+        pa.field("composed_caption", pa.string(), nullable=False),  # names class + attributes
+        pa.field("object_caption", pa.string(), nullable=False),  # with the object placeholder
+        # top value of every attribute group; `named`: above threshold, so in the captions
+        pa.field("attributes", pa.list_(pa.struct([
+            pa.field("attribute", pa.string()), pa.field("value", pa.string()),
+            pa.field("probability", pa.float32()), pa.field("named", pa.bool_())]))),
+        pa.field("scores", pa.string(), nullable=False),  # JSON {group: {value: probability}}
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Table name -> schema. Later stages register their tables here too.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "quarantine": QUARANTINE,
     "duplicates": DUPLICATES,
     "ingest_runs": INGEST_RUNS,
+    "captions": CAPTIONS,
+    "embeddings": EMBEDDINGS,
+    "near_duplicates": NEAR_DUPLICATES,
+    "subject_groups": SUBJECT_GROUPS,
+    "pairs": PAIRS,
+    "indexes": INDEXES,
 }
 
 # Tables whose content defines the dataset version (fingerprint).

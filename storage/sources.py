@@ -136,6 +136,7 @@ def _read_classes(directory: Path) -> tuple[tuple[str, str], ...]:
 # ---- folders ---------------------------------------------------------------------------
 def _read_folder_files(chunk: SourceChunk) -> Iterator[RawItem | Rejected]:
     root = Path(chunk.root)
+    listings: dict[Path, set[str]] = {}  # one directory listing instead of a stat per side file
     for name in chunk.paths:
         path = Path(name)
         if path.is_symlink():
@@ -150,28 +151,36 @@ def _read_folder_files(chunk: SourceChunk) -> Iterator[RawItem | Rejected]:
             continue
         relative = path.relative_to(root)
         subject = relative.parts[0] if len(relative.parts) > 1 else None
+        if path.parent not in listings:
+            listings[path.parent] = set(os.listdir(path.parent))
+        siblings = _Siblings(path, root, listings[path.parent])
+        text = siblings.read(".txt")
         yield RawItem(
             source=name,
             data=data,
             subject=subject,
-            mask=_sibling_bytes(path, root, f"{MASK_SUFFIX}.png"),
-            text=_sibling_text(path, root, ".txt"),
-            meta=_json_or_empty(_sibling_bytes(path, root, ".json")),
+            mask=siblings.read(f"{MASK_SUFFIX}.png"),
+            text=text.decode("utf-8", errors="replace").strip() if text is not None else None,
+            meta=_json_or_empty(siblings.read(".json")),
         )
 
 
-def _sibling_bytes(path: Path, root: Path, suffix: str) -> bytes | None:
-    sibling = path.with_name(path.stem + suffix)
-    if not sibling.is_file():
-        return None
-    if sibling.is_symlink() and not sibling.resolve().is_relative_to(root.resolve()):
-        return None
-    return sibling.read_bytes()
+@dataclass(frozen=True)
+class _Siblings:
+    """Side files of one image ("<stem><suffix>"), never followed outside the root."""
 
+    path: Path
+    root: Path
+    names: set[str]
 
-def _sibling_text(path: Path, root: Path, suffix: str) -> str | None:
-    data = _sibling_bytes(path, root, suffix)
-    return data.decode("utf-8", errors="replace").strip() if data is not None else None
+    def read(self, suffix: str) -> bytes | None:
+        name = self.path.stem + suffix
+        if name not in self.names:
+            return None
+        sibling = self.path.with_name(name)
+        if sibling.is_symlink() and not sibling.resolve().is_relative_to(self.root.resolve()):
+            return None
+        return sibling.read_bytes() if sibling.is_file() else None
 
 
 def _json_or_empty(data: bytes | None) -> dict:

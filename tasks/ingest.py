@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - registers pa.compute
 
 from storage import images as imaging
+from storage.schemas import IMAGES
 from storage.shards import ShardStore
 from storage.sources import Rejected, SourceChunk, list_chunks, read_chunk
 from tamer.config import IngestSettings, RaySettings
@@ -44,6 +46,7 @@ OUTCOME_FIELDS = [
     pa.field("kept_source", pa.string()),
 ]
 OUTCOME_SCHEMA = pa.schema(OUTCOME_FIELDS)
+IMAGE_COLUMNS = [name for name in IMAGES.names if name in OUTCOME_SCHEMA.names]
 
 
 @dataclass
@@ -64,7 +67,7 @@ class IngestReport:
 
 def decode_chunk(
     chunk: SourceChunk, known: dict[str, str], limits: imaging.ImageLimits
-) -> list[dict]:
+) -> pa.Table:
     """Outcome rows for every item of a chunk; `known` maps image id -> its stored source."""
     rows: list[dict] = []
     try:
@@ -72,7 +75,7 @@ def decode_chunk(
             rows.append(_outcome(item, chunk.kind, known, limits))
     except Exception as exc:  # noqa: BLE001 - a broken reader quarantines its chunk, not the run
         rows.append(_rejected_row(chunk.paths[0], "chunk_failed", f"{type(exc).__name__}: {exc}"))
-    return rows
+    return pa.Table.from_pylist(rows, schema=OUTCOME_SCHEMA)
 
 
 def _outcome(item, kind: str, known: dict[str, str], limits: imaging.ImageLimits) -> dict:
@@ -122,7 +125,7 @@ def _rejected_row(source: str, reason: str, detail: str, image_id: str | None = 
 # ---- execution -------------------------------------------------------------------------
 def run_local(chunks: list[SourceChunk], known: dict[str, str], limits) -> Iterator[pa.Table]:
     for chunk in chunks:
-        yield pa.Table.from_pylist(decode_chunk(chunk, known, limits), schema=OUTCOME_SCHEMA)
+        yield decode_chunk(chunk, known, limits)
 
 
 class _ChunkDecoder:
@@ -134,7 +137,8 @@ class _ChunkDecoder:
         self.known = ray.get(known_ref[0])
         self.limits = limits
 
-    def __call__(self, row: dict) -> list[dict]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        (row,) = batch.to_pylist()  # batch_size=1: one chunk per call
         chunk = SourceChunk(row["kind"], row["root"], tuple(row["paths"]),
                             tuple((pair[0], pair[1]) for pair in row["classes"]))
         return decode_chunk(chunk, self.known, self.limits)
@@ -154,25 +158,17 @@ def run_ray(
     items = [{"kind": c.kind, "root": c.root, "paths": list(c.paths),
               "classes": [list(pair) for pair in c.classes]} for c in chunks]
     dataset = ray.data.from_items(items, override_num_blocks=len(chunks))
-    decoded = dataset.flat_map(
+    decoded = dataset.map_batches(
         _ChunkDecoder,
+        batch_size=1,
+        batch_format="pyarrow",
         fn_constructor_args=([ray.put(known)], limits),  # list: keep the ref unresolved
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=1,
         max_restarts=0,  # a lost actor fails its chunk; the Prefect task retries the run
     )
     for batch in decoded.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield _conform(batch)
-
-
-def _conform(batch: pa.Table) -> pa.Table:
-    """Ray infers types per block; restore the outcome schema (missing columns become null)."""
-    columns = [
-        batch.column(f.name).cast(f.type) if f.name in batch.column_names
-        else pa.nulls(batch.num_rows, f.type)
-        for f in OUTCOME_FIELDS
-    ]
-    return pa.Table.from_arrays(columns, schema=OUTCOME_SCHEMA)
+        yield batch.cast(OUTCOME_SCHEMA)
 
 
 # ---- the driver ------------------------------------------------------------------------
@@ -222,7 +218,8 @@ class _Committer:
     def __init__(self, store, shard_rows, report, started, metadata, on_progress) -> None:
         self.store, self.shard_rows, self.report = store, shard_rows, report
         self.started, self.metadata, self.on_progress = started, metadata, on_progress
-        self.pending: list[dict] = []
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
         self.quarantine: list[dict] = []
         self.duplicates: list[dict] = []
         self.kept: dict[str, str] = {}  # image id -> source committed in this run
@@ -234,21 +231,38 @@ class _Committer:
     def consume(self, batches: Iterable[pa.Table]) -> None:
         now = dt.datetime.now(dt.UTC)
         for batch in batches:
-            for row in batch.to_pylist():
-                self.report.seen += 1
+            self.report.seen += batch.num_rows
+            keep = self._keep_new_images(batch)
+            images = batch.filter(keep).select(IMAGE_COLUMNS)
+            if images.num_rows:
+                stamp = pa.array([now] * images.num_rows, pa.timestamp("us", tz="UTC"))
+                self.pending.append(images.append_column("ingested_at", stamp))
+                self.pending_rows += images.num_rows
+            others = batch.filter(pa.compute.invert(keep)).drop(["image", "mask"])
+            for row in others.to_pylist():
                 self._route(row, now)
-                if len(self.pending) >= self.shard_rows:
-                    self._flush_images()
+            if self.pending_rows >= self.shard_rows:
+                self._flush_images()
             self.on_progress(self.report.seen)
+
+    def _keep_new_images(self, batch: pa.Table) -> pa.Array:
+        """True for rows to commit; an image id already kept in this run becomes a duplicate."""
+        outcomes = batch.column("outcome").to_pylist()
+        ids = batch.column("image_id").to_pylist()
+        sources = batch.column("source").to_pylist()
+        keep = []
+        for outcome, image_id, source in zip(outcomes, ids, sources):
+            new = outcome == "ingested" and image_id not in self.kept
+            if new:
+                self.kept[image_id] = source
+            keep.append(new)
+        return pa.array(keep)
 
     def _route(self, row: dict, now: dt.datetime) -> None:
         outcome = row["outcome"]
-        if outcome == "ingested" and row["image_id"] in self.kept:
+        if outcome == "ingested":  # same bytes as an image committed earlier in this run
             outcome, row["kept_source"] = "duplicate", self.kept[row["image_id"]]
-        if outcome == "ingested":
-            self.kept[row["image_id"]] = row["source"]
-            self.pending.append({**row, "ingested_at": now})
-        elif outcome == "duplicate" and (row["image_id"], row["source"]) in self.seen_duplicates:
+        if outcome == "duplicate" and (row["image_id"], row["source"]) in self.seen_duplicates:
             self.report.unchanged += 1
         elif outcome == "duplicate":
             self.report.duplicates += 1
@@ -270,11 +284,11 @@ class _Committer:
     def _flush_images(self) -> None:
         if not self.pending:
             return
-        info = self.store.write("images", pa.Table.from_pylist(self.pending),
+        info = self.store.write("images", pa.concat_tables(self.pending),
                                 run_id=self.report.run_id, metadata=self.metadata)
         self.report.ingested += info.rows
         self.report.shards += 1
-        self.pending = []
+        self.pending, self.pending_rows = [], 0
 
     def finish(self) -> None:
         self._flush_images()
