@@ -48,12 +48,31 @@ class SynthSettings(Strict):
     held_out_fraction: float = Field(0.25, ge=0.0, lt=1.0)
 
 
+class EmbedSettings(Strict):
+    """CLIP embeddings, kNN index, near-duplicates, identity groups and cross-reference pairs."""
+
+    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    batch_size: int = Field(64, ge=1, description="images per model call")
+    actors: int = Field(1, ge=1, description="model actors; leave CPUs for reading/decoding")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per model actor")
+    shard_rows: int = Field(8192, ge=1, description="rows per committed embeddings shard")
+    export_rows: int = Field(100_000, ge=1, description="rows per clip-retrieval export file")
+    index_memory: str = Field("4G", description="autofaiss max_index_memory_usage")
+    near_duplicate_threshold: float = Field(0.97, gt=0.0, le=1.0, description="cosine")
+    group_threshold: float = Field(0.9, gt=-1.0, le=1.0, description="cosine for an identity edge")
+    group_neighbors: int = Field(10, ge=1, description="k of the mutual-kNN graph")
+    group_min_size: int = Field(2, ge=2, description="smaller proposed groups stay ungrouped")
+    pairs_per_subject: int = Field(30, ge=1, description="cap of (reference, target) pairs")
+    seed: int = Field(0, description="seed of the deterministic pair sampling")
+
+
 class TamerConfig(Strict):
     root: str = Field(DEFAULT_ROOT, description="dataset root URI (local path, s3://, ...)")
     profile: str = Field("tiny", description="model profile in configs/profiles/")
     ingest: IngestSettings = IngestSettings()
     ray: RaySettings = RaySettings()
     synth: SynthSettings = SynthSettings()
+    embed: EmbedSettings = EmbedSettings()
 
 
 class ConfigError(ValueError):

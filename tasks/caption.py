@@ -1,0 +1,326 @@
+"""Caption committed images into the `captions` table: VLM caption + CLIP attributes, composed.
+
+A caption row is keyed by (image_id, captioner_id, clip_id, config_hash): images already
+captioned under the current key are skipped, a changed config or model adds new rows under a
+new key, and readers take the newest key's rows (`latest_captions`). `CaptionWorker` (models
+loaded once) turns a batch of images rows into outcome rows and never raises for bad input:
+undecodable bytes are quarantined at once; a batch the models fail on is retried, then each of
+its rows is tried alone, and only the rows that still fail are quarantined. The same worker runs
+serially (`executor="local"`) or as a Ray Data actor pool; the driver alone commits shards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from model import tiny
+from model.attributes import Scores, Vocabulary, accuracy, load_vocabulary, top, truth_from_meta
+from model.compose import CaptionTemplate, check_template, compose, named_attributes, object_class
+from model.profiles import TINY_SCHEME, Profile, load_profile, preflight
+from storage.schemas import CAPTIONS
+from storage.shards import ShardStore
+from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
+from tasks.images_dataset import (READ_CPUS, decode_image, iter_images_local, read_images,
+                                  shards_to_do)
+
+ROLES = ["captioner", "clip"]
+READ_COLUMNS = ["image_id", "source", "class_name", "image"]
+# Settings that change how fast captions are made, not what they say: not in the config hash.
+RUNTIME_FIELDS = {"executor", "batch_size", "actors", "gpus_per_actor", "batch_retries",
+                  "shard_rows"}
+OUTCOME_SCHEMA = pa.schema(
+    [pa.field("outcome", pa.string()),  # captioned | quarantined
+     pa.field("source", pa.string()), pa.field("reason", pa.string()),
+     pa.field("detail", pa.string())]
+    + [f.with_nullable(True) for f in CAPTIONS if f.name != "created_at"])
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    """Everything a worker needs to load the models and caption (picklable, no loaded state)."""
+
+    profile: str
+    settings: CaptionSettings
+    vocabulary: Vocabulary
+    key: tuple[str, str, str]  # (captioner_id, clip_id, config_hash)
+    device: str | None = None  # None: the profile's device
+    torch_threads: int | None = None  # None: torch's default
+
+
+@dataclass
+class CaptionReport:
+    """What one caption run did, under which models and config."""
+
+    run_id: str
+    captioner_id: str
+    clip_id: str
+    config_hash: str
+    todo: int = 0
+    captioned: int = 0
+    quarantined: int = 0
+    shards: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def vocabulary_path(settings: CaptionSettings) -> Path:
+    path = Path(settings.attributes).expanduser()
+    return path if path.is_absolute() else CONFIG_DIR / path
+
+
+def template_of(settings: CaptionSettings) -> CaptionTemplate:
+    return CaptionTemplate(settings.template, settings.object_phrase, settings.object_token)
+
+
+def caption_config_hash(settings: CaptionSettings, vocabulary: Vocabulary) -> str:
+    """Hash of what decides the captions' text: wording settings plus the whole vocabulary."""
+    class Recipe(BaseModel):
+        settings: dict
+        vocabulary: Vocabulary
+
+    return config_hash(Recipe(settings=settings.model_dump(exclude=RUNTIME_FIELDS),
+                              vocabulary=vocabulary))
+
+
+def model_id(profile: Profile, role: str) -> str:
+    """The id recorded with a caption; tiny models add their recipe hash (a new recipe, new id)."""
+    ref = profile.roles[role]
+    assert ref is not None, role
+    if ref.id.startswith(TINY_SCHEME):
+        return f"{ref.id}@{tiny.recipe_hash(ref.id[len(TINY_SCHEME):])}"
+    return f"{ref.id}@{ref.revision}" if ref.revision else ref.id
+
+
+# ---- the worker ----------------------------------------------------------------------------
+class CaptionWorker:
+    """Both models, loaded once; `__call__(batch)` -> outcome rows (a pa.Table)."""
+
+    def __init__(self, job: CaptionJob) -> None:
+        import torch
+
+        from model.attributes import AttributeScorer
+        from model.captioning import Captioner, GenerationSettings
+        from model.profiles import load_role
+
+        if job.torch_threads:
+            torch.set_num_threads(job.torch_threads)
+        profile = load_profile(job.profile)
+        settings = job.settings
+        model, processor = load_role(profile, "captioner", device=job.device)
+        self.captioner = Captioner(model, processor, GenerationSettings(
+            settings.max_new_tokens, settings.num_beams, settings.prompt))
+        clip, clip_processor = load_role(profile, "clip", device=job.device)
+        self.scorer = AttributeScorer(clip, clip_processor, job.vocabulary)
+        self.job, self.template, self.min_side = job, template_of(settings), profile.resolution
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows, images, out = [], [], []
+        for row in batch.to_pylist():
+            try:
+                images.append(decode_image(row["image"], self.min_side))
+                rows.append(row)
+            except Exception as exc:  # noqa: BLE001 - bad bytes quarantine the row, not the batch
+                out.append(_failed(row, "undecodable", exc))
+        if rows:
+            out += self._with_retries(rows, images)
+        return pa.Table.from_pylist(out, schema=OUTCOME_SCHEMA)
+
+    def _with_retries(self, rows: list[dict], images: list) -> list[dict]:
+        error: Exception | None = None
+        for _ in range(self.job.settings.batch_retries + 1):
+            try:
+                return self.caption(rows, images)
+            except Exception as exc:  # noqa: BLE001 - retried, then narrowed to the bad rows
+                error = exc
+        if len(rows) == 1:
+            return [_failed(rows[0], "caption_failed", error)]
+        return [outcome for row, image in zip(rows, images)
+                for outcome in self._with_retries([row], [image])]
+
+    def caption(self, rows: list[dict], images: list) -> list[dict]:
+        """Outcome rows for decoded images: one generate and one CLIP call for the batch."""
+        raws = self.captioner(images)
+        scores = self.scorer(images)
+        captioner_id, clip_id, hash_ = self.job.key
+        return [{"outcome": "captioned", "image_id": row["image_id"], "source": row["source"],
+                 "captioner_id": captioner_id, "clip_id": clip_id, "config_hash": hash_,
+                 "raw_caption": raw, **self._composed(row["class_name"], raw, score)}
+                for row, raw, score in zip(rows, raws, scores)]
+
+    def _composed(self, class_name: str | None, raw: str, scores: Scores) -> dict:
+        vocabulary = self.job.vocabulary
+        noun = object_class(class_name, scores)
+        named = named_attributes(scores, vocabulary)
+        composed, object_caption = compose(raw, noun, named, self.template)
+        attributes = [{"attribute": group, "value": value, "probability": probability,
+                       "named": probability >= vocabulary.threshold_of(group)}
+                      for group, (value, probability) in top(scores).items()]
+        return {"class_name": noun, "composed_caption": composed,
+                "object_caption": object_caption, "attributes": attributes,
+                "scores": json.dumps(scores, sort_keys=True)}
+
+
+def _failed(row: dict, reason: str, exc: Exception | None) -> dict:
+    return {"outcome": "quarantined", "image_id": row["image_id"], "source": row["source"],
+            "reason": reason, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+# ---- execution -------------------------------------------------------------------------------
+def run_local(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob) -> Iterator[pa.Table]:
+    worker = CaptionWorker(job)
+    for batch in iter_images_local(store, todo, READ_COLUMNS, job.settings.batch_size):
+        yield worker(batch)
+
+
+def run_ray(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob,
+            ray_settings: RaySettings) -> Iterator[pa.Table]:
+    import ray
+
+    from tasks.ray_runtime import ensure_ray
+
+    ensure_ray(ray_settings)
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1.0)
+    settings = job.settings
+    if job.device is not None and job.device.startswith("cuda") and gpus:
+        actors = settings.actors or max(1, int(gpus / settings.gpus_per_actor))
+        placement = {"num_gpus": settings.gpus_per_actor, "num_cpus": 1}
+        job = replace(job, device="cuda")  # Ray sets CUDA_VISIBLE_DEVICES per actor
+    else:
+        actors = settings.actors or max(1, int(cpus))
+        # Leave a CPU share for read tasks, or the actors starve them and the job stalls.
+        share = max(0.1, (cpus - 2 * READ_CPUS) / actors)
+        placement = {"num_cpus": share}
+        job = replace(job, device="cpu", torch_threads=max(1, int(cpus // actors)))
+    dataset = read_images(store, todo, READ_COLUMNS)
+    outcomes = dataset.map_batches(CaptionWorker, fn_constructor_args=(job,),
+                                   batch_size=settings.batch_size, batch_format="pyarrow",
+                                   concurrency=actors, max_restarts=0, **placement)
+    for batch in outcomes.iter_batches(batch_format="pyarrow", batch_size=None):
+        yield batch.select(OUTCOME_SCHEMA.names).cast(OUTCOME_SCHEMA)
+
+
+
+# ---- the driver ------------------------------------------------------------------------------
+def caption_images(
+    store: ShardStore,
+    profile_name: str,
+    settings: CaptionSettings | None = None,
+    ray_settings: RaySettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CaptionReport:
+    """Caption every image not yet captioned under the current models + config.
+
+    Fails (ModelLoadError, ValueError) before reading any data when a model id cannot be
+    loaded or the template names an unknown slot. `progress(done, total)` counts images.
+    """
+    settings = settings or CaptionSettings()
+    vocabulary = load_vocabulary(vocabulary_path(settings))
+    check_template(template_of(settings), vocabulary.groups)
+    profile = load_profile(profile_name)
+    preflight(profile, ROLES)
+    key = (model_id(profile, "captioner"), model_id(profile, "clip"),
+           caption_config_hash(settings, vocabulary))
+    started = dt.datetime.now(dt.UTC)
+    report = CaptionReport(f"caption-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", *key)
+    for table in ("captions", "quarantine"):
+        store.sweep_staging(table)
+    todo = shards_to_do(store, _captioned_ids(store, key))
+    report.todo = sum(len(ids) for ids in todo.values())
+    if not todo:
+        return report
+    job = CaptionJob(profile_name, settings, vocabulary, key, device=profile.device)
+    if settings.executor == "ray":
+        outcomes = run_ray(store, todo, job, ray_settings or RaySettings())
+    else:
+        outcomes = run_local(store, todo, job)
+    committer = _Committer(store, settings.shard_rows, report)
+    committer.consume(outcomes, lambda done: progress(done, report.todo) if progress else None)
+    committer.finish()
+    return report
+
+
+def _captioned_ids(store: ShardStore, key: tuple[str, str, str]) -> set[str]:
+    rows = store.read("captions", ["image_id", "captioner_id", "clip_id", "config_hash"])
+    return {row["image_id"] for row in rows.to_pylist()
+            if (row["captioner_id"], row["clip_id"], row["config_hash"]) == key}
+
+
+class _Committer:
+    """Routes outcome rows: captions into shards of `shard_rows`, failures into quarantine."""
+
+    def __init__(self, store: ShardStore, shard_rows: int, report: CaptionReport) -> None:
+        self.store, self.shard_rows, self.report = store, shard_rows, report
+        self.pending: list[dict] = []
+        self.quarantine: list[dict] = []
+        self.seen = {(row["content_sha256"], row["reason"]) for row in
+                     store.read("quarantine", ["stage", "content_sha256", "reason"]).to_pylist()
+                     if row["stage"] == "caption"}
+
+    def consume(self, outcomes: Iterable[pa.Table], on_progress: Callable[[int], None]) -> None:
+        done = 0
+        for table in outcomes:
+            now = dt.datetime.now(dt.UTC)
+            for row in table.to_pylist():
+                if row.pop("outcome") == "captioned":
+                    self.pending.append({**row, "created_at": now})
+                else:
+                    self._quarantine(row, now)
+            done += table.num_rows
+            if len(self.pending) >= self.shard_rows:
+                self._flush()
+            on_progress(done)
+
+    def _quarantine(self, row: dict, now: dt.datetime) -> None:
+        reason = row["reason"]
+        self.report.reasons[reason] = self.report.reasons.get(reason, 0) + 1
+        if (row["image_id"], reason) in self.seen:  # already quarantined by a past run
+            return
+        self.seen.add((row["image_id"], reason))
+        self.report.quarantined += 1
+        self.quarantine.append({"stage": "caption", "source": row["source"],
+                                "content_sha256": row["image_id"], "reason": reason,
+                                "detail": f"config {self.report.config_hash}: {row['detail']}",
+                                "quarantined_at": now})
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.store.write("captions", pa.Table.from_pylist(self.pending, schema=CAPTIONS),
+                             run_id=self.report.run_id)
+            self.report.captioned += len(self.pending)
+            self.report.shards += 1
+            self.pending = []
+
+    def finish(self) -> None:
+        self._flush()
+        self.store.write("quarantine", pa.Table.from_pylist(self.quarantine),
+                         run_id=self.report.run_id)
+
+
+# ---- readers ---------------------------------------------------------------------------------
+def latest_captions(store: ShardStore) -> pa.Table:
+    """The rows of the newest (captioner, clip, config hash): what training should read."""
+    table = store.read("captions")
+    if table.num_rows == 0:
+        return table
+    rows = table.select(["captioner_id", "clip_id", "config_hash", "created_at"]).to_pylist()
+    newest = max(rows, key=lambda row: row["created_at"])
+    key = (newest["captioner_id"], newest["clip_id"], newest["config_hash"])
+    keep = [(row["captioner_id"], row["clip_id"], row["config_hash"]) == key for row in rows]
+    return table.filter(pa.array(keep))
+
+
+def attribute_accuracy(store: ShardStore, vocabulary: Vocabulary) -> dict[str, dict[str, float]]:
+    """Per-group top-1 accuracy of the latest captions against ground truth in `images.meta`."""
+    truth = {row["image_id"]: truth_from_meta(json.loads(row["meta"]), vocabulary)
+             for row in store.read("images", ["image_id", "meta"]).to_pylist() if row["meta"]}
+    predicted = {row["image_id"]: {a["attribute"]: a["value"] for a in row["attributes"]}
+                 for row in latest_captions(store).select(["image_id", "attributes"]).to_pylist()}
+    return accuracy(predicted, truth, vocabulary)
