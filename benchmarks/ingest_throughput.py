@@ -1,6 +1,6 @@
 """Ingest throughput vs the decode-only ceiling (issue 2). Prints ratios, writes JSON.
 
-    python benchmarks/ingest_throughput.py [--images 6000] [--size 128] [--workers 2]
+    python benchmarks/ingest_throughput.py [--images 12000] [--size 128] [--workers 2]
 
 (a) ceiling, serial: PIL open + full decode + RGB conversion of every file ingest decodes
     (the images and their foreground masks), one process;
@@ -40,7 +40,7 @@ def decode_many(paths: list[str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=6000)
+    parser.add_argument("--images", type=int, default=12000)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

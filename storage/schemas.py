@@ -151,6 +151,46 @@ CAPTIONS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# Training runs. Append-only like every table: a run writes a "running" row when it starts
+# and a "completed"/"failed" row when it ends; readers take the newest `recorded_at` per run_id.
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # running | completed | failed
+        pa.field("dataset_fingerprint", pa.string(), nullable=False),  # what it trained on
+        pa.field("config_hash", pa.string(), nullable=False),  # of the train settings + profile
+        pa.field("code_version", pa.string(), nullable=False),  # git commit, else package version
+        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("ended_at", pa.timestamp("us", tz="UTC")),  # null while running
+        pa.field("step", pa.int64()),  # last checkpointed step
+        pa.field("final_metrics", pa.string()),  # JSON: loss terms, lr, samples/s
+        pa.field("checkpoint_uri", pa.string()),  # latest Ray Train checkpoint directory
+        pa.field("pipeline_uri", pa.string()),  # exported TamerPipeline (completed runs)
+        pa.field("error", pa.string()),  # why a failed run failed
+        pa.field("config", pa.string(), nullable=False),  # the full resolved TamerConfig, JSON
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+# Per-step training metrics, committed by rank 0 together with each checkpoint; a restart
+# may write a step twice, so readers keep the newest `recorded_at` per (run_id, step).
+TRAIN_METRICS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("loss", pa.float64(), nullable=False),  # total, mean over ranks
+        pa.field("diffusion", pa.float64(), nullable=False),
+        pa.field("identity", pa.float64(), nullable=False),
+        pa.field("lr", pa.float64(), nullable=False),
+        pa.field("grad_norm", pa.float64()),  # before clipping; null when clipping is off
+        pa.field("samples_per_s", pa.float64(), nullable=False),  # all ranks together
+        pa.field("data_share", pa.float64(), nullable=False),  # step time spent waiting on data
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Table name -> schema. Later stages register their tables here too.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
@@ -163,6 +203,8 @@ TABLES: dict[str, pa.Schema] = {
     "subject_groups": SUBJECT_GROUPS,
     "pairs": PAIRS,
     "indexes": INDEXES,
+    "runs": RUNS,
+    "train_metrics": TRAIN_METRICS,
 }
 
 # Tables whose content defines the dataset version (fingerprint).

@@ -70,15 +70,16 @@ def list_chunks(root: str, files_per_chunk: int = 256) -> list[SourceChunk]:
     classes = _read_classes(path if path.is_dir() else path.parent)
     if path.is_file():
         return [SourceChunk(_kind_of(path), str(path.parent), (str(path),), classes)]
-    tars = sorted(p for p in _walk(path) if p.suffix == ".tar")
-    parquets = sorted(p for p in _walk(path) if p.suffix == ".parquet")
-    images = sorted(p for p in _walk(path) if _is_image_candidate(p))
+    files = list(_walk(str(path)))  # walked once, in sorted order
+    tars = [f for f in files if f.endswith(".tar")]
+    parquets = [f for f in files if f.endswith(".parquet")]
+    images = [f for f in files if _is_image_candidate(f)]
     chunks = []
     for start in range(0, len(images), files_per_chunk):
-        batch = tuple(str(p) for p in images[start : start + files_per_chunk])
+        batch = tuple(images[start : start + files_per_chunk])
         chunks.append(SourceChunk("folder", str(path), batch, classes))
-    chunks += [SourceChunk("tar", str(path), (str(p),), classes) for p in tars]
-    chunks += [SourceChunk("parquet", str(path), (str(p),), classes) for p in parquets]
+    chunks += [SourceChunk("tar", str(path), (p,), classes) for p in tars]
+    chunks += [SourceChunk("parquet", str(path), (p,), classes) for p in parquets]
     return chunks
 
 
@@ -103,22 +104,20 @@ def _kind_of(path: Path) -> str:
     return "folder"
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: str) -> Iterator[str]:
     """Every file under root, not following directory links, skipping hidden entries."""
     for directory, subdirs, files in os.walk(root, followlinks=False):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):
-                yield Path(directory) / name
+                yield os.path.join(directory, name)
 
 
-def _is_image_candidate(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in SIDE_EXTENSIONS or suffix in {".tar", ".parquet"}:
+def _is_image_candidate(path: str) -> bool:
+    stem, suffix = os.path.splitext(path)
+    if suffix.lower() in SIDE_EXTENSIONS or suffix in {".tar", ".parquet"}:
         return False
-    if Path(path.stem).suffix == MASK_SUFFIX:
-        return False
-    return True
+    return os.path.splitext(stem)[1] != MASK_SUFFIX
 
 
 def _read_classes(directory: Path) -> tuple[tuple[str, str], ...]:
@@ -135,52 +134,57 @@ def _read_classes(directory: Path) -> tuple[tuple[str, str], ...]:
 
 # ---- folders ---------------------------------------------------------------------------
 def _read_folder_files(chunk: SourceChunk) -> Iterator[RawItem | Rejected]:
-    root = Path(chunk.root)
-    listings: dict[Path, set[str]] = {}  # one directory listing instead of a stat per side file
+    root = os.path.realpath(chunk.root)
+    listings: dict[str, set[str]] = {}  # one directory listing instead of a stat per side file
     for name in chunk.paths:
-        path = Path(name)
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root.resolve()):
-                yield Rejected(name, "link_outside_root", f"link points to {target}")
-                continue
+        if os.path.islink(name) and not _inside(root, name):
+            yield Rejected(name, "link_outside_root", f"link points to {os.path.realpath(name)}")
+            continue
         try:
-            data = path.read_bytes()
+            with open(name, "rb") as handle:
+                data = handle.read()
         except OSError as exc:
             yield Rejected(name, "unreadable", f"{type(exc).__name__}: {exc}")
             continue
-        relative = path.relative_to(root)
-        subject = relative.parts[0] if len(relative.parts) > 1 else None
-        if path.parent not in listings:
-            listings[path.parent] = set(os.listdir(path.parent))
-        siblings = _Siblings(path, root, listings[path.parent])
+        directory, filename = os.path.split(name)
+        parts = os.path.relpath(name, chunk.root).split(os.sep)
+        if directory not in listings:
+            listings[directory] = set(os.listdir(directory))
+        siblings = _Siblings(root, directory, os.path.splitext(filename)[0], listings[directory])
         text = siblings.read(".txt")
         yield RawItem(
             source=name,
             data=data,
-            subject=subject,
+            subject=parts[0] if len(parts) > 1 else None,
             mask=siblings.read(f"{MASK_SUFFIX}.png"),
             text=text.decode("utf-8", errors="replace").strip() if text is not None else None,
             meta=_json_or_empty(siblings.read(".json")),
         )
 
 
+def _inside(root: str, path: str) -> bool:
+    """Whether a path, links resolved, stays under the (resolved) root."""
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
 @dataclass(frozen=True)
 class _Siblings:
     """Side files of one image ("<stem><suffix>"), never followed outside the root."""
 
-    path: Path
-    root: Path
+    root: str
+    directory: str
+    stem: str
     names: set[str]
 
     def read(self, suffix: str) -> bytes | None:
-        name = self.path.stem + suffix
+        name = self.stem + suffix
         if name not in self.names:
             return None
-        sibling = self.path.with_name(name)
-        if sibling.is_symlink() and not sibling.resolve().is_relative_to(self.root.resolve()):
+        path = os.path.join(self.directory, name)
+        if (os.path.islink(path) and not _inside(self.root, path)) or not os.path.isfile(path):
             return None
-        return sibling.read_bytes() if sibling.is_file() else None
+        with open(path, "rb") as handle:
+            return handle.read()
 
 
 def _json_or_empty(data: bytes | None) -> dict:
