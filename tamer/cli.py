@@ -187,6 +187,120 @@ def _cell(value: Any) -> str:
 
 
 @app.command()
+def embed(
+    executor: Annotated[Optional[str], typer.Option(help="ray (default) or local.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """CLIP embeddings, clip-retrieval index, near-duplicates, subject groups and pairs."""
+    from flows.embed import embed_flow
+
+    config = state.config(**{"embed.executor": executor, "profile": profile})
+    report = embed_flow(root=config.root, config_file=_config_path(), profile=config.profile)
+    if as_json:
+        _print_json(report)
+        return
+    e, g, q = report["embed"], report["groups"], report["groups"]["quality"]
+    console.print(f"embedded [bold]{e['images']}[/bold] images and {e['texts']} captions "
+                  f"({e['skipped']} already done) with {e['model_id']}")
+    console.print(f"index: {report['index']['index_path']} ({report['index']['images']} images)")
+    console.print(f"near-duplicates: {report['near_duplicates']['new']} new, "
+                  f"{report['near_duplicates']['total']} total")
+    console.print(f"subject groups: {g['groups']} ({g['labeled']} labeled images, "
+                  f"{g['proposed']} grouped by kNN, {g['ungrouped']} ungrouped)")
+    if q:
+        console.print(f"kNN grouping vs ground truth: purity {q['purity']:.3f}, "
+                      f"recall {q['recall']:.3f} ({q['groups']} groups, "
+                      f"{q['identities']} identities)")
+    console.print(f"pairs: {report['pairs']['pairs']} over {report['pairs']['subjects']} subjects")
+
+
+@app.command()
+def index(
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export embeddings for clip-retrieval and build its kNN indexes (autofaiss)."""
+    from storage.shards import ShardStore
+    from tasks.index import build_index
+
+    config = state.config(profile=profile)
+    try:
+        record = build_index(ShardStore(config.root), config.profile, config.embed)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(record)
+        return
+    state_note = "up to date" if record["skipped"] else f"built in {record['seconds']:.1f} s"
+    console.print(f"index {record['index_path']}: {record['images']} images, "
+                  f"{record['texts']} captions ({state_note})")
+
+
+@app.command("serve-index")
+def serve_index(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (loopback only).")] = 1234,
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+) -> None:
+    """Serve the latest kNN index with clip-retrieval's back, on 127.0.0.1 only."""
+    from storage.shards import ShardStore
+    from tasks.index import serve
+
+    config = state.config(profile=profile)
+    try:
+        serve(ShardStore(config.root), config.profile, port)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def search(
+    text: Annotated[Optional[str], typer.Option(help="Find images matching this text.")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="Find images like this file.")] = None,
+    k: Annotated[int, typer.Option(help="Number of results.")] = 10,
+    modality: Annotated[str, typer.Option(help="Index to search: image or text.")] = "image",
+    url: Annotated[str, typer.Option(help="clip-retrieval back URL.")] = "http://127.0.0.1:1234",
+    direct: Annotated[bool, typer.Option(
+        "--direct", help="Query the faiss index file, not the service.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Nearest images by text or image: via the served index, else the index file directly."""
+    from storage.shards import ShardStore
+    from tasks import index as knn
+
+    if (text is None) == (image is None) or modality not in ("image", "text"):
+        err.print("[red]give exactly one of --text or --image; --modality image|text[/red]")
+        raise typer.Exit(2)
+    if image is not None and not image.is_file():
+        err.print(f"[red]image {image} does not exist[/red]")
+        raise typer.Exit(2)
+    config = state.config()
+    store = ShardStore(config.root)
+    try:
+        if not direct and knn.service_up(url):
+            via = "service"
+            hits = knn.search_service(url, store, text=text, image=str(image) if image else None,
+                                      k=k, modality=modality)
+        else:
+            via = "faiss"
+            vector = knn.query_vector(config.profile, text=text, image=image)
+            hits = knn.search_direct(store, vector, k=k, modality=modality)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json({"via": via, "hits": knn.hits_as_dicts(hits)})
+        return
+    table = Table("rank", "score", "subject", "image_id", "source", title=f"nearest ({via})")
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.subject or "",
+                      hit.image_id[:12], hit.image_path)
+    console.print(table)
+
+
+@app.command()
 def run(
     data: Annotated[Optional[str], typer.Option(
         help="Source to ingest; default: a synthesized sample dataset.")] = None,

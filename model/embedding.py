@@ -1,0 +1,96 @@
+"""Batched CLIP image and text embeddings, L2-normalized float32 (pure torch/transformers).
+
+One `ClipEmbedder` per process holds the profile's `clip` role. Preprocessing is the model's
+own `CLIPProcessor`, and text goes through its tokenizer padded to 77 tokens, so vectors match
+what clip-retrieval's `hf_clip:` loader computes for queries (same processor, same BPE).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.profiles import Profile, load_role, resolve
+
+# Bump when the way vectors are computed changes (preprocessing, pooling, normalization):
+# it is part of every embedding's config hash, so old vectors are recomputed.
+EMBEDDING_RECIPE = 1
+CONTEXT_LENGTH = 77  # OpenAI clip.tokenize's context, used by clip-retrieval's text queries
+
+
+def model_id(profile: Profile) -> str:
+    """A stable id of the clip role's weights: the hub id, or tiny:// plus its recipe hash."""
+    ref = profile.roles["clip"]
+    assert ref is not None, "the clip role cannot be null"
+    if ref.id.startswith("tiny://"):
+        return f"{ref.id}@{Path(resolve(profile, 'clip')[0]).name}"
+    return ref.id if ref.revision is None else f"{ref.id}@{ref.revision}"
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise unit vectors (zero rows stay zero): cosine similarity becomes a dot product."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def load_image_processor(profile: Profile):
+    """The clip role's image processor alone: preprocessing workers need no weights."""
+    from transformers import CLIPImageProcessor
+
+    path, subfolder = resolve(profile, "clip")
+    ref = profile.roles["clip"]
+    return CLIPImageProcessor.from_pretrained(path, subfolder=subfolder or "",
+                                              revision=ref.revision if ref else None)
+
+
+def preprocess(image_processor, images: Sequence[bytes | Image.Image]) -> torch.Tensor:
+    """Encoded bytes or PIL images -> pixel values (N, 3, H, W) for `embed_pixels`."""
+    pil = [Image.open(io.BytesIO(item)) if isinstance(item, bytes) else item for item in images]
+    pil = [image.convert("RGB") if image.mode != "RGB" else image for image in pil]
+    return image_processor(pil, return_tensors="pt").pixel_values
+
+
+class ClipEmbedder:
+    """Embeds images and texts with one CLIP model; all outputs are L2-normalized (N, D)."""
+
+    def __init__(self, model, processor, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, device: str | None = None) -> ClipEmbedder:
+        model, processor = load_role(profile, "clip", device=device)
+        return cls(model, processor, device or profile.device)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    def preprocess(self, images: Sequence[bytes | Image.Image]) -> torch.Tensor:
+        return preprocess(self.processor.image_processor, images)
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """The model-only step: pre-processed pixels (N, 3, H, W) -> unit vectors (N, D)."""
+        features = self.model.get_image_features(pixel_values=pixels.to(self.device))
+        return l2_normalize(features.float().cpu().numpy())
+
+    def embed_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_pixels(self.preprocess(images))
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.processor.tokenizer(list(texts), padding="max_length", truncation=True,
+                                          max_length=CONTEXT_LENGTH, return_tensors="pt")
+        features = self.model.get_text_features(input_ids=tokens.input_ids.to(self.device))
+        return l2_normalize(features.float().cpu().numpy())

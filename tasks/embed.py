@@ -1,0 +1,200 @@
+"""Embed images and composed captions with CLIP on Ray Data; the driver commits `embeddings`.
+
+Reading and preprocessing run as Ray tasks (fused with the Parquet read); the model runs in an
+actor pool, loaded once per actor. The same two functions run serially with
+`executor="local"`. A vector is identified by (image_id, kind, config_hash): the hash covers
+the model, the embedding recipe and, for text, the caption config, so a re-run with the same
+model and captions embeds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from model import embedding
+from model.profiles import load_profile
+from storage.schemas import TABLES
+from storage.shards import ShardStore
+from tamer.config import EmbedSettings, RaySettings
+from tasks.images_dataset import READ_CPUS, decode_image, iter_images_local, read_images, shards_to_do
+
+IMAGE, TEXT = "image", "text"
+Batch = dict[str, np.ndarray]  # {"image_id": (N,), "vector": (N, D)}
+
+
+@dataclass
+class EmbedReport:
+    """What one embed run added; `fingerprint` is the embeddings table's version after it."""
+
+    run_id: str
+    model_id: str
+    images: int = 0  # new image vectors
+    texts: int = 0  # new caption vectors
+    skipped: int = 0  # already embedded with this model and config
+    shards: int = 0
+    fingerprint: str = ""
+
+
+def config_hash(model_id: str, caption_hash: str | None = None) -> str:
+    """What decides whether a stored vector is still valid."""
+    key = f"{model_id}|recipe={embedding.EMBEDDING_RECIPE}|caption={caption_hash or '-'}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def latest_captions(store: ShardStore) -> dict[str, tuple[str, str]]:
+    """image id -> (composed caption, caption config hash); the last committed caption wins."""
+    if "captions" not in TABLES or not store.shards("captions"):
+        return {}
+    rows = store.read("captions", ["image_id", "config_hash", "composed_caption"]).to_pylist()
+    return {r["image_id"]: (r["composed_caption"], r["config_hash"])
+            for r in rows if r["composed_caption"]}
+
+
+def current_vectors(store: ShardStore, kind: str, model_id: str) -> tuple[list[str], np.ndarray]:
+    """(image ids, (N, D) unit vectors) of the newest config of `kind` for every image."""
+    table = store.read("embeddings", ["image_id", "kind", "model_id", "vector"])
+    table = table.filter(pc.and_(pc.equal(table["kind"], kind),
+                                 pc.equal(table["model_id"], model_id)))
+    latest: dict[str, int] = {}
+    for row, image_id in enumerate(table["image_id"].to_pylist()):
+        latest[image_id] = row  # shards are in commit order: later rows win
+    ids = sorted(latest)
+    if not ids:
+        return [], np.zeros((0, 0), np.float32)
+    picked = table["vector"].take(pa.array([latest[i] for i in ids]))
+    dim = len(picked[0])
+    flat = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
+    return ids, flat.reshape(len(ids), dim).astype(np.float32)
+
+
+# ---- workers (shared by both executors) -------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _image_processor(profile_name: str):
+    return embedding.load_image_processor(load_profile(profile_name))
+
+
+def preprocess_batch(batch: pa.Table, profile_name: str) -> Batch:
+    """Ray task: stored image bytes -> pixel tensors; runs beside the read, not in the actor."""
+    images = [decode_image(data) for data in batch["image"].to_pylist()]
+    pixels = embedding.preprocess(_image_processor(profile_name), images)
+    return {"image_id": batch["image_id"].to_numpy(zero_copy_only=False),
+            "pixels": pixels.numpy()}
+
+
+class Encoder:
+    """Ray actor (or local object): the CLIP model, loaded once; pixels or texts -> vectors."""
+
+    def __init__(self, profile_name: str, torch_threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
+
+    def __call__(self, batch: Batch) -> Batch:
+        import torch
+
+        if "pixels" in batch:
+            vectors = self.embedder.embed_pixels(torch.from_numpy(batch["pixels"]))
+        else:
+            vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
+        return {"image_id": batch["image_id"], "vector": vectors}
+
+
+def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
+           settings: EmbedSettings) -> Iterator[tuple[str, Batch]]:
+    encoder = Encoder(profile_name, settings.torch_threads)
+    for chunk in iter_images_local(store, todo, ["image"], settings.batch_size):
+        yield IMAGE, encoder(preprocess_batch(chunk, profile_name))
+    for start in range(0, len(texts), settings.batch_size):
+        chunk = texts[start:start + settings.batch_size]
+        yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
+                             "text": np.array([r["text"] for r in chunk], dtype=object)})
+
+
+def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
+         settings: EmbedSettings, ray_settings: RaySettings) -> Iterator[tuple[str, Batch]]:
+    import ray
+
+    from tasks.ray_runtime import ensure_ray
+
+    ensure_ray(ray_settings)
+    pool = {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_cpus": 1,
+            "fn_constructor_args": (profile_name, settings.torch_threads), "max_restarts": 0,
+            "batch_size": settings.batch_size, "batch_format": "numpy"}
+    if todo:
+        # Preprocessing is fused into the light read tasks, so it overlaps the model actor.
+        pixels = read_images(store, todo, ["image"]).map_batches(
+            preprocess_batch, fn_args=(profile_name,), batch_size=settings.batch_size,
+            batch_format="pyarrow", num_cpus=READ_CPUS)
+        for batch in pixels.map_batches(Encoder, **pool).iter_batches(batch_size=None,
+                                                                      batch_format="numpy"):
+            yield IMAGE, batch
+    if texts:
+        dataset = ray.data.from_items(texts)
+        for batch in dataset.map_batches(Encoder, **pool).iter_batches(batch_size=None,
+                                                                       batch_format="numpy"):
+            yield TEXT, batch
+
+
+# ---- the driver ------------------------------------------------------------------------
+def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings | None = None,
+                  ray_settings: RaySettings | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> EmbedReport:
+    """Embed every image (and caption) not yet embedded with this model and config."""
+    settings = settings or EmbedSettings()
+    model_id = embedding.model_id(load_profile(profile_name))
+    started = dt.datetime.now(dt.UTC)
+    report = EmbedReport(f"embed-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", model_id)
+    store.sweep_staging("embeddings")
+    done = {(r["image_id"], r["kind"], r["config_hash"]) for r in
+            store.read("embeddings", ["image_id", "kind", "config_hash"]).to_pylist()}
+    image_hash = config_hash(model_id)
+    todo = shards_to_do(store, {i for i, kind, h in done if kind == IMAGE and h == image_hash})
+    texts = [{"image_id": i, "text": text, "config_hash": config_hash(model_id, caption_hash)}
+             for i, (text, caption_hash) in sorted(latest_captions(store).items())
+             if (i, TEXT, config_hash(model_id, caption_hash)) not in done]
+    image_todo = sum(len(ids) for ids in todo.values())
+    report.skipped = store.row_count("images") - image_todo
+    text_hashes = {r["image_id"]: r["config_hash"] for r in texts}
+    if settings.executor == "ray":
+        batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())
+    else:
+        batches = _local(store, todo, texts, profile_name, settings)
+    total, pending = image_todo + len(texts), []
+    for kind, batch in batches:
+        for image_id, vector in zip(batch["image_id"], batch["vector"]):
+            pending.append({"image_id": str(image_id), "kind": kind, "model_id": model_id,
+                            "config_hash": image_hash if kind == IMAGE else
+                            text_hashes[str(image_id)], "vector": vector, "embedded_at": started})
+        setattr(report, f"{kind}s", getattr(report, f"{kind}s") + len(batch["image_id"]))
+        if len(pending) >= settings.shard_rows:
+            _commit(store, pending, report)
+        if progress:
+            progress(report.images + report.texts, total)
+    _commit(store, pending, report)
+    report.fingerprint = store.fingerprint(("embeddings",))
+    return report
+
+
+def _commit(store: ShardStore, rows: list[dict], report: EmbedReport) -> None:
+    """Write the pending rows as one shard and empty the list."""
+    if not rows:
+        return
+    vectors = np.stack([row.pop("vector") for row in rows]).astype(np.float32)
+    table = pa.Table.from_pylist(rows).append_column(
+        "vector", pa.ListArray.from_arrays(
+            pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
+            pa.array(vectors.ravel())))
+    store.write("embeddings", table, run_id=report.run_id,
+                metadata={"model_id": report.model_id})
+    report.shards += 1
+    rows.clear()
