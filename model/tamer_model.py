@@ -65,11 +65,19 @@ class TamerModel(torch.nn.Module):
         if config.trainable == "full":
             self.unet.requires_grad_(True)
         self.adapter.requires_grad_(True)
-        self.vae.eval()
-        self.text_encoder.eval()
+        self.train(False)
         empty = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
                                truncation=True, return_tensors="pt").input_ids
         self.register_buffer("empty_ids", empty, persistent=False)  # (1, L): the dropped caption
+
+    def train(self, mode: bool = True) -> TamerModel:
+        """Frozen parts stay in eval mode whatever the loop asks: they are fixed functions."""
+        super().train(mode)
+        self.vae.eval()
+        self.text_encoder.eval()
+        if self.config.trainable == "adapter":
+            self.unet.eval()
+        return self
 
     # ---- construction ----
 
@@ -134,8 +142,10 @@ class TamerModel(torch.nn.Module):
         if TamerModelConfig.model_validate(state["config"]) != self.config:
             raise ValueError("checkpoint was trained with another TamerModelConfig")
         self.adapter.load_state_dict(state["adapter"])
-        if "unet" in state:
-            self.unet.load_state_dict(state["unet"], strict=False)
+        if "unet" in state:  # strict except for the processors, which came with the adapter
+            result = self.unet.load_state_dict(state["unet"], strict=False)
+            if result.unexpected_keys or any(".processor." not in k for k in result.missing_keys):
+                raise ValueError(f"UNet state does not match this UNet: {result}")
 
     # ---- the training step ----
 
