@@ -66,6 +66,7 @@ INGEST_RUNS = pa.schema(
         pa.field("duplicates", pa.int64(), nullable=False),  # same bytes under another source
         pa.field("quarantined", pa.int64(), nullable=False),
         pa.field("fingerprint", pa.string(), nullable=False),  # dataset version after the run
+        pa.field("total_images", pa.int64()),  # images in that version (retrain policy)
     ],
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
@@ -191,6 +192,22 @@ TRAIN_METRICS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# Decisions of the retrain gate (orchestration): one row per evaluation, so debouncing and
+# "why did (not) it retrain" are answerable from the catalog.
+RETRAIN_DECISIONS = pa.schema(
+    [
+        pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),  # the dataset version judged
+        pa.field("trained_fingerprint", pa.string()),  # of the latest completed run, if any
+        pa.field("images", pa.int64(), nullable=False),
+        pa.field("added", pa.int64(), nullable=False),  # images since the trained version
+        pa.field("fraction", pa.float64(), nullable=False),
+        pa.field("retrain", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Table name -> schema. Later stages register their tables here too.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
@@ -205,6 +222,7 @@ TABLES: dict[str, pa.Schema] = {
     "indexes": INDEXES,
     "runs": RUNS,
     "train_metrics": TRAIN_METRICS,
+    "retrain_decisions": RETRAIN_DECISIONS,
 }
 
 # Tables whose content defines the dataset version (fingerprint).

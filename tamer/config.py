@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -66,13 +66,86 @@ class EmbedSettings(Strict):
     seed: int = Field(0, description="seed of the deterministic pair sampling")
 
 
+class CaptionSettings(Strict):
+    """VLM captions + CLIP attributes composed into training captions (tasks/caption.py)."""
+
+    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    batch_size: int = Field(32, ge=1, description="images per model call (bigger: faster)")
+    actors: int | None = Field(None, ge=1, description="model actors; None = one per GPU on "
+                               "cuda profiles, else one per CPU")
+    gpus_per_actor: float = Field(1.0, gt=0.0, le=8.0, description="on cuda profiles only")
+    batch_retries: int = Field(1, ge=0, description="retries of a failed batch before each "
+                               "of its rows is tried alone (failures are quarantined)")
+    shard_rows: int = Field(4096, ge=1, description="rows per committed captions shard")
+    # Everything below changes the captions, so it is part of the caption config hash.
+    max_new_tokens: int = Field(30, ge=1, le=512)
+    num_beams: int = Field(1, ge=1, description="1 = greedy: deterministic and cheapest")
+    prompt: str | None = Field(None, description="task prompt: '<MORE_DETAILED_CAPTION>' "
+                               "(Florence-2), '<image>caption en' (PaliGemma), or a BLIP prefix")
+    attributes: str = Field("attributes.yaml", description="vocabulary; relative to configs/")
+    template: str = Field("a photo of {object} {scene}. {raw}", description="model/compose.py")
+    object_phrase: str = Field("{color} {texture} {material} {shape} {class}",
+                               description="adjectives then class noun; fills {object}")
+    object_token: str = Field("<obj>", min_length=1,
+                              description="placeholder of the object in `object_caption`")
+
+
+class TrainSettings(Strict):
+    """Distributed training (tasks/train.py). `model` holds `TamerModelConfig` fields."""
+
+    steps: int = Field(1000, ge=1, description="optimizer steps (each over all workers)")
+    batch_size: int = Field(8, ge=1, description="rows per worker per micro-batch")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-4, gt=0.0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-2, ge=0.0)
+    # Fresh adapter weights get large, noisy gradients; ramping the LR avoids an early blow-up.
+    warmup_steps: int = Field(100, ge=0, description="linear LR warm-up, then cosine decay")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final LR / peak LR")
+    clip_norm: float | None = Field(1.0, gt=0.0, description="gradient norm clip; None = off")
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of trainable "
+                                    "weights (e.g. 0.999), exported when set; None = off")
+    mixed_precision: str = Field("no", pattern="^(no|bf16|fp16)$", description="autocast "
+                                 "dtype on GPU (fp16 adds a GradScaler); ignored on CPU")
+    seed: int = Field(0, description="model init, noise, dropout and batch policy")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int | None = Field(3, ge=1, description="newest kept; None = all")
+    log_every: int = Field(10, ge=1, description="steps between log lines and metric rows")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
+    # Fractional: Ray Data's read and preprocess tasks need CPUs left over (see DESIGN.md).
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL; else gloo on CPU")
+    max_failures: int = Field(2, ge=-1, description="worker restarts from the last "
+                              "checkpoint; -1 = unlimited")
+    data_cpus: float = Field(0.25, gt=0.0, description="CPUs per preprocessing task")
+    model: dict[str, Any] = Field(default_factory=dict, description="TamerModelConfig fields")
+
+    @field_validator("model")
+    @classmethod
+    def _model_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Imported here: model/ pulls in torch (seconds), which plain CLI commands do not need.
+        from model.tamer_model import TamerModelConfig
+
+        return TamerModelConfig.model_validate(value).model_dump(exclude_unset=True)
+
+
+class RetrainSettings(Strict):
+    """When new data is worth a training run: either threshold suffices."""
+
+    min_new_images: int = Field(100, ge=1, description="images added since the trained version")
+    min_fraction: float = Field(0.05, gt=0.0, description="... or this fraction of the dataset")
+    debounce_s: int = Field(600, ge=0, description="at most one retrain request per window")
+
+
 class TamerConfig(Strict):
     root: str = Field(DEFAULT_ROOT, description="dataset root URI (local path, s3://, ...)")
     profile: str = Field("tiny", description="model profile in configs/profiles/")
     ingest: IngestSettings = IngestSettings()
     ray: RaySettings = RaySettings()
     synth: SynthSettings = SynthSettings()
+    caption: CaptionSettings = CaptionSettings()
     embed: EmbedSettings = EmbedSettings()
+    train: TrainSettings = TrainSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
 
 class ConfigError(ValueError):

@@ -302,4 +302,5 @@ class _Committer:
             "ingested": self.report.ingested, "unchanged": self.report.unchanged,
             "duplicates": self.report.duplicates, "quarantined": self.report.quarantined,
             "fingerprint": self.report.fingerprint,
+            "total_images": self.store.row_count("images"),
         }]), run_id=run_id)
