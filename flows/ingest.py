@@ -38,5 +38,6 @@ def ingest_flow(source: str, root: str | None = None, config_file: str | None = 
     config = load_config(config_file, root=root)
     report = ingest(source, config.root, config_file)
     total = refresh_catalog(config.root)
-    emit_dataset_committed(config.root, report["fingerprint"], report["ingested"], total)
+    if report["ingested"]:  # nothing new, nothing to announce: downstream stays idle
+        emit_dataset_committed(config.root, report["fingerprint"], report["ingested"], total)
     return report

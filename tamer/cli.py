@@ -123,6 +123,37 @@ def _print_ingest(report: dict) -> None:
 
 
 @app.command()
+def caption(
+    executor: Annotated[Optional[str], typer.Option(help="ray (default) or local.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per model call.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Caption images: VLM caption + CLIP attributes, composed into training captions."""
+    from flows.caption import caption_flow
+    from model.profiles import ModelLoadError
+
+    config = state.config(**{"caption.executor": executor, "caption.batch_size": batch_size,
+                             "profile": profile})
+    try:
+        report = caption_flow(root=config.root, config_file=_config_path(),
+                              profile=config.profile)
+    except (ModelLoadError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if as_json:
+        _print_json(report)
+        return
+    console.print(
+        f"captioned [bold]{report['captioned']}[/bold] images "
+        f"({report['skipped']} already captioned, "
+        f"{report['quarantined']} quarantined) in {report['shards']} shard(s) with "
+        f"{report['captioner_id']} + {report['clip_id']}, config {report['config_hash']}")
+    for reason, count in sorted(report["reasons"].items()):
+        console.print(f"  quarantine: {reason} x{count}")
+
+
+@app.command()
 def stats(
     as_json: JsonFlag = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG figure.")] = None,
@@ -321,6 +352,32 @@ def run(
     for name, where in summary["locations"].items():
         console.print(f"{name}: [bold]{where}[/bold]")
     console.print('inspect it with: tamer stats, tamer sql "SELECT count(*) FROM images"')
+
+
+@app.command()
+def serve(
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", help="Serve only these deployments (repeatable).")] = None,
+    source: Annotated[Optional[str], typer.Option(
+        help="Folder the scheduled ingest reads (default ./incoming).")] = None,
+) -> None:
+    """Serve the prefect.yaml deployments (schedules and event triggers) from one process.
+
+    Needs a Prefect server (PREFECT_API_URL); see README "Run it on a schedule".
+    """
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import build_all
+
+    config = state.config()
+    parameters = {"root": config.root, "config_file": _config_path(), "source": source}
+    try:
+        deployments = build_all(only, {k: v for k, v in parameters.items() if v is not None})
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    err.print(f"serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
+    prefect_serve(*deployments)
 
 
 if __name__ == "__main__":
