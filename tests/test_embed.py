@@ -1,0 +1,146 @@
+"""Embeddings on real Ray and the embed flow on real Prefect, over a small synth dataset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from model.embedding import ClipEmbedder, model_id
+from model.profiles import load_profile
+from storage.catalog import connect
+from storage.shards import ShardStore
+from tamer import stats
+from tamer.config import EmbedSettings, IngestSettings
+from tamer.synth import generate
+from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
+from tasks.ingest import ingest_source
+
+TABLES = ("embeddings", "near_duplicates", "subject_groups", "pairs", "indexes")
+
+
+@pytest.fixture(scope="module")
+def synth_source(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "src"
+    generate(out, n_objects=5, views=3, size=32, seed=3)
+    return out
+
+
+def ingested(source: Path, root: Path) -> ShardStore:
+    store = ShardStore(str(root))
+    ingest_source(str(source), store, IngestSettings(executor="local"))
+    return store
+
+
+def add_captions(store: ShardStore, captions: dict[str, str], config_hash: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    store.write("captions", pa.Table.from_pylist([
+        {"image_id": i, "captioner_id": "test", "clip_id": "test", "config_hash": config_hash,
+         "class_name": "thing", "raw_caption": text, "composed_caption": text,
+         "object_caption": text, "attributes": [], "scores": "{}", "created_at": now}
+        for i, text in captions.items()]))
+
+
+def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_path, ray_local):
+    store = ingested(synth_source, tmp_path / "ray")
+    settings = EmbedSettings(executor="ray", batch_size=4)
+    first = embed_dataset(store, "tiny", settings)
+    assert (first.images, first.texts, first.skipped) == (15, 0, 0)
+    ids, vectors = current_vectors(store, IMAGE, first.model_id)
+    assert sorted(store.read("images", ["image_id"])["image_id"].to_pylist()) == ids
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    again = embed_dataset(store, "tiny", settings)
+    assert (again.images, again.skipped, again.shards) == (0, 15, 0)
+    assert store.row_count("embeddings") == 15 and again.fingerprint == first.fingerprint
+
+    local = ingested(synth_source, tmp_path / "local")
+    embed_dataset(local, "tiny", EmbedSettings(executor="local", batch_size=7))
+    local_ids, local_vectors = current_vectors(local, IMAGE, first.model_id)
+    assert local_ids == ids and np.allclose(local_vectors, vectors, atol=1e-5)
+
+
+def test_captions_get_text_vectors_and_new_caption_config_reembeds(synth_source, tmp_path):
+    store = ingested(synth_source, tmp_path / "data")
+    ids = sorted(store.read("images", ["image_id"])["image_id"].to_pylist())
+    captions = {image_id: f"a photo of thing number {n}" for n, image_id in enumerate(ids[:4])}
+    add_captions(store, captions, "cfg-a")
+    report = embed_dataset(store, "tiny", EmbedSettings(executor="local"))
+    assert (report.images, report.texts) == (15, 4)
+    text_ids, text_vectors = current_vectors(store, TEXT, report.model_id)
+    assert text_ids == sorted(captions)  # uncaptioned images get only an image vector
+    embedder = ClipEmbedder.from_profile(load_profile("tiny"))
+    expected = embedder.embed_texts([captions[i] for i in text_ids])
+    assert np.allclose(text_vectors, expected, atol=1e-5)
+    assert embed_dataset(store, "tiny", EmbedSettings(executor="local")).texts == 0
+    add_captions(store, {ids[0]: "another caption"}, "cfg-b")  # a new caption config
+    assert embed_dataset(store, "tiny", EmbedSettings(executor="local")).texts == 1
+
+
+def test_embed_flow_end_to_end_and_rerun_adds_nothing(synth_source, tmp_path, ray_local,
+                                                      prefect_server):
+    from flows.embed import embed_flow
+
+    root = tmp_path / "data"
+    store = ingested(synth_source, root)
+    ids = sorted(store.read("images", ["image_id"])["image_id"].to_pylist())
+    add_captions(store, {ids[1]: "a red star", ids[2]: "a blue ring"}, "cfg")
+    config = tmp_path / "embed.yaml"
+    config.write_text("embed: {pairs_per_subject: 4, near_duplicate_threshold: 0.5}\n")
+    report = embed_flow(root=str(root), config_file=str(config))
+
+    assert report["embed"]["images"] == 15 and report["embed"]["texts"] == 2
+    assert report["index"]["images"] == 15 and report["index"]["texts"] == 2
+    quality = report["groups"]["quality"]  # synth carries ground-truth identities
+    assert quality["identities"] == 5 and 0.0 <= quality["purity"] <= 1.0
+    assert 0.0 <= quality["recall"] <= 1.0
+    assert report["groups"]["labeled"] == 15 and report["groups"]["groups"] == 5
+
+    pairs = store.read("pairs").to_pylist()
+    subjects = {r["image_id"]: r["subject"] for r in store.read("images").to_pylist()}
+    assert all(p["reference_id"] != p["target_id"] for p in pairs)
+    assert all(subjects[p["reference_id"]] == subjects[p["target_id"]] == p["subject"]
+               for p in pairs)
+    per_subject = {s: sum(p["subject"] == s for p in pairs) for s in set(subjects.values())}
+    assert set(per_subject.values()) == {4}  # every subject covered, cap respected
+
+    export = root / "clip_export"
+    images = np.load(export / "img_emb" / "img_emb_0000.npy")
+    texts = np.load(export / "text_emb" / "text_emb_0000.npy")
+    metadata = pq.read_table(export / "metadata" / "metadata_0000.parquet").to_pandas()
+    assert images.dtype == np.float16 and images.shape == (15, 32) == texts.shape
+    assert list(metadata.columns) == ["image_path", "caption", "image_id", "subject"]
+    assert list(metadata["image_id"]) == ids and (np.abs(texts).sum(1) > 0).sum() == 2
+    assert metadata.set_index("image_id").loc[ids[1], "caption"] == "a red star"
+    assert json.loads((export / "_export.json").read_text())["rows"] == 15
+
+    before = {t: store.row_count(t) for t in TABLES}
+    again = embed_flow(root=str(root), config_file=str(config))
+    assert {t: store.row_count(t) for t in TABLES} == before
+    assert again["index"]["skipped"] and again["pairs"]["skipped"]
+    with connect(store) as con:
+        result = stats.collect(store, con)
+    assert result["near_duplicates"][0]["pairs"] == before["near_duplicates"]
+    assert {r["subject"]: r["pairs"] for r in result["pairs_per_subject"]} == per_subject
+
+
+def test_unlabeled_images_are_grouped_by_knn(synth_source, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted(synth_source.glob("*/0[0-2].png")):
+        (flat / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
+    store = ingested(flat, tmp_path / "data")
+    settings = EmbedSettings(executor="local", group_threshold=-0.99, group_min_size=2)
+    embed_dataset(store, "tiny", settings)
+    from tasks.pairs import record_groups, record_pairs
+
+    summary = record_groups(store, "tiny", settings)
+    assert summary["labeled"] == 0 and summary["proposed"] == 15 and summary["groups"] >= 1
+    assert model_id(load_profile("tiny")).startswith("tiny://clip@")
+    groups = {r["group_id"] for r in store.read("subject_groups").to_pylist()}
+    assert all(g.startswith("knn-") for g in groups)
+    assert record_pairs(store, settings)["subjects"] == len(groups)

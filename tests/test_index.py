@@ -1,0 +1,111 @@
+"""clip-retrieval index, the real `back` service on loopback, ClipClient and direct faiss search."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from storage.shards import ShardStore
+from tamer.cli import app
+from tamer.config import EmbedSettings, IngestSettings
+from tamer.synth import generate
+from tasks import index as knn
+from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
+from tasks.ingest import ingest_source
+
+CAPTIONS = {0: "a small red star on green grass", 4: "a blue striped ring in the sky"}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory) -> ShardStore:
+    """12 synth images, two of them captioned, embedded and indexed."""
+    base = tmp_path_factory.mktemp("index")
+    generate(base / "src", n_objects=4, views=3, size=32, seed=5)
+    store = ShardStore(str(base / "data"))
+    ingest_source(str(base / "src"), store, IngestSettings(executor="local"))
+    ids = sorted(store.read("images", ["image_id"])["image_id"].to_pylist())
+    now = dt.datetime.now(dt.UTC)
+    store.write("captions", pa.Table.from_pylist([
+        {"image_id": ids[n], "captioner_id": "t", "clip_id": "t", "config_hash": "c",
+         "class_name": "thing", "raw_caption": text, "composed_caption": text,
+         "object_caption": text, "attributes": [], "scores": "{}", "created_at": now}
+        for n, text in CAPTIONS.items()]))
+    embed_dataset(store, "tiny", EmbedSettings(executor="local"))
+    knn.build_index(store, "tiny")
+    return store
+
+
+def vectors(store: ShardStore, kind: str) -> tuple[list[str], np.ndarray]:
+    return current_vectors(store, kind, knn.latest_index(store)["model_id"])
+
+
+def test_index_is_recorded_once_per_fingerprint(indexed):
+    record = knn.latest_index(indexed)
+    assert record["fingerprint"] == knn.export_fingerprint(indexed)
+    assert (record["images"], record["texts"]) == (12, 2)
+    for name in ("image.index", "text.index", "metadata"):
+        assert (Path(record["index_path"]) / name).exists()
+    again = knn.build_index(indexed, "tiny")
+    assert again["skipped"] and indexed.row_count("indexes") == 1
+    assert knn.export_clip_retrieval(indexed, "tiny")["skipped"]
+
+
+def test_direct_search_returns_each_image_first(indexed):
+    ids, image_vectors = vectors(indexed, IMAGE)
+    for image_id, vector in zip(ids, image_vectors):
+        hits = knn.search_direct(indexed, vector, k=3)
+        assert hits[0].image_id == image_id and hits[0].score == pytest.approx(1.0, abs=1e-2)
+
+
+def test_served_back_answers_clip_client_by_embedding_image_and_text(indexed):
+    ids, image_vectors = vectors(indexed, IMAGE)
+    sources = {r["image_id"]: r["source"] for r in indexed.read("images").to_pylist()}
+    root = indexed.location.uri
+    with knn.served(root, timeout_s=120) as url:
+        port = int(url.rsplit(":", 1)[1])
+        listening = [c.laddr.ip for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+        assert listening == ["127.0.0.1"]  # loopback only, never 0.0.0.0
+        for image_id, vector in zip(ids, image_vectors):
+            hits = knn.search_service(url, indexed, vector=vector, k=3)
+            assert hits[0].image_id == image_id
+            assert [h.image_id for h in hits] == \
+                [h.image_id for h in knn.search_direct(indexed, vector, k=3)]
+        by_file = knn.search_service(url, indexed, image=sources[ids[3]], k=5)
+        assert by_file[0].image_id == ids[3] and by_file[0].image_path == sources[ids[3]]
+        assert by_file[0].score == pytest.approx(1.0, abs=1e-2)
+        by_text = knn.search_service(url, indexed, text="a red star", k=5)
+        assert len(by_text) == 5 and by_text[0].subject and by_text[0].image_path
+        assert [h.score for h in by_text] == sorted((h.score for h in by_text), reverse=True)
+        caption = knn.search_service(url, indexed, text=CAPTIONS[4], k=3, modality=TEXT)
+        assert caption[0].image_id == ids[4] and caption[0].caption == CAPTIONS[4]
+        assert caption[0].score == pytest.approx(1.0, abs=1e-2)
+        served = cli(root, "search", "--text", "a red star", "--url", url, "--k", "5")
+        assert served["via"] == "service"
+        assert [h["image_id"] for h in served["hits"]] == [h.image_id for h in by_text]
+
+
+def cli(root: str, *args: str) -> dict:
+    result = CliRunner().invoke(app, ["--root", root, *args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout
+    return json.loads(result.stdout)
+
+
+def test_cli_search_falls_back_to_faiss_without_a_service(indexed):
+    ids, _ = vectors(indexed, IMAGE)
+    source = next(r["source"] for r in indexed.read("images").to_pylist() if r["image_id"] == ids[2])
+    nowhere = f"http://127.0.0.1:{knn.free_port()}"
+    found = cli(indexed.location.uri, "search", "--image", source, "--url", nowhere, "--k", "4")
+    assert found["via"] == "faiss" and found["hits"][0]["image_id"] == ids[2]
+    direct = cli(indexed.location.uri, "search", "--text", CAPTIONS[0], "--direct",
+                 "--modality", "text")
+    assert direct["hits"][0]["image_id"] == ids[0]
+    result = CliRunner().invoke(app, ["--root", indexed.location.uri, "search"])
+    assert result.exit_code == 2
