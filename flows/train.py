@@ -1,0 +1,150 @@
+"""The `train` flow: 1. pin the dataset version, 2. register the run, 3. build the datasets,
+4. train on Ray Train (resuming the run's newest checkpoint), 5. export the pipeline,
+6. close the registry row, 7. publish metrics as Prefect artifacts, 8. announce the run (the
+evaluation deployment triggers on it).
+
+Only the current dataset version can be trained on: shards are append-only and no older
+manifest is kept, so an older fingerprint cannot be read back; the flow refuses it by name.
+Starting a run id again (`resume`) continues it from its checkpoint, with its recorded config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.events import emit_training_completed
+from storage.shards import ShardStore
+from tamer.config import TamerConfig, load_config
+from tasks import runs
+from tasks.train import CHECKPOINT_PREFIX, PIPELINE, FaultInjection, export_pipeline, run_training
+from tasks.train_data import build_datasets, build_plan
+
+METRIC_COLUMNS = ("step", "loss", "diffusion", "identity", "lr", "grad_norm", "samples_per_s", "data_share")
+
+
+@task
+def resolve_run(root: str, config_file: str | None, overrides: dict[str, Any], dataset: str | None,
+                resume: str | None) -> tuple[str, str, str]:
+    """(run id, config JSON, dataset fingerprint); refuses a dataset version it cannot read."""
+    store = ShardStore(root)
+    current = store.fingerprint()
+    config = load_config(config_file, root=root, **overrides)
+    run_id = resume or runs.new_run_id()
+    previous = runs.get_run(store, resume) if resume else None
+    if previous is not None:
+        recorded = TamerConfig.model_validate_json(previous["config"]).model_dump()
+        config = load_config(None, **{**_flatten(recorded), **overrides})
+        dataset = dataset or previous["dataset_fingerprint"]
+    if dataset and dataset != current:
+        why = f"run {resume} trained on it" if previous else "it was requested"
+        raise ValueError(f"dataset version {dataset} is not the current one ({current}) but {why}: "
+                         "shards are append-only and only the current version can be read. "
+                         "Start a new run on the current version instead.")
+    return run_id, config.model_dump_json(), current
+
+
+@task
+def register(root: str, run_id: str, config_json: str, fingerprint: str) -> dt.datetime:
+    """Append the "running" row; returns the start time the end row repeats."""
+    started = dt.datetime.now(dt.UTC)
+    runs.record_run(ShardStore(root), run_id, runs.RUNNING, TamerConfig.model_validate_json(config_json),
+                    fingerprint, started)
+    return started
+
+
+@task
+def train(root: str, run_id: str, config_json: str, fingerprint: str, started: dt.datetime,
+          fault: FaultInjection | None) -> dict:
+    """Build the datasets and run the trainer; a failure is registered, then raised."""
+    from tasks.ray_runtime import ensure_ray
+
+    config = TamerConfig.model_validate_json(config_json)
+    store = ShardStore(root)
+    try:
+        ensure_ray(config.ray)
+        plan = build_plan(store)
+        datasets = build_datasets(store, plan, config.profile, config.train.data_cpus)
+        result = run_training(config, run_id, fingerprint, datasets, fault)
+    except Exception as exc:
+        runs.record_run(store, run_id, runs.FAILED, config, fingerprint, started,
+                        ended_at=dt.datetime.now(dt.UTC), error=f"{type(exc).__name__}: {exc}"[:2000],
+                        checkpoint_uri=_latest_checkpoint(store, run_id))
+        raise
+    with result.checkpoint.as_directory() as directory:
+        pipeline = _export(store, run_id, directory)
+    return {"run_id": run_id, "step": result.step, "start_step": result.start_step,
+            "metrics": result.metrics, "checkpoint_uri": result.checkpoint.path,
+            "pipeline_uri": pipeline, "caption_source": plan.caption_source,
+            "pair_source": plan.pair_source, "dataset_fingerprint": fingerprint}
+
+
+@task
+def complete(root: str, config_json: str, report: dict, started: dt.datetime) -> None:
+    """Append the "completed" row: final metrics, checkpoint and pipeline locations."""
+    runs.record_run(ShardStore(root), report["run_id"], runs.COMPLETED, TamerConfig.model_validate_json(config_json),
+                    report["dataset_fingerprint"], started, ended_at=dt.datetime.now(dt.UTC),
+                    step=report["step"], final_metrics=report["metrics"],
+                    checkpoint_uri=report["checkpoint_uri"], pipeline_uri=report["pipeline_uri"])
+
+
+@task
+def publish(root: str, report: dict) -> None:
+    """Metrics table and a run summary, visible on the flow run's Artifacts tab."""
+    run_id = report["run_id"]
+    rows = [{k: row[k] for k in METRIC_COLUMNS} for row in runs.read_metrics(ShardStore(root), run_id)]
+    key = run_id.lower()
+    create_table_artifact(rows, key=f"{key}-metrics", description=f"training metrics of {run_id}")
+    summary = "\n".join(f"| {k} | {v} |" for k, v in report.items() if k != "metrics")
+    create_markdown_artifact(f"# Training run {run_id}\n\n| field | value |\n|---|---|\n{summary}\n",
+                             key=f"{key}-summary", description="run registry entry")
+
+
+@flow(name="train", log_prints=True)
+def train_flow(root: str | None = None, config_file: str | None = None, overrides: dict[str, Any] | None = None,
+               dataset: str | None = None, resume: str | None = None,
+               fault: FaultInjection | None = None) -> dict:
+    """Train on the current dataset version; `overrides` are dotted keys ({"train.steps": 500})."""
+    root = load_config(config_file, root=root).root
+    run_id, config_json, fingerprint = resolve_run(root, config_file, overrides or {}, dataset, resume)
+    started = register(root, run_id, config_json, fingerprint)
+    report = train(root, run_id, config_json, fingerprint, started, fault)
+    complete(root, config_json, report, started)
+    publish(root, report)
+    emit_training_completed(root, run_id, fingerprint, report["pipeline_uri"])
+    return report
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"steps": 5}} -> {"train.steps": 5}; `model` settings stay one dict."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "model":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _export(store: ShardStore, run_id: str, checkpoint_dir: str) -> str:
+    """The run's TamerPipeline at <root>/runs/<run_id>/pipeline (uploaded for remote roots)."""
+    target = store.location.join("runs", run_id, PIPELINE)
+    if store.location.is_local:
+        return export_pipeline(checkpoint_dir, target)
+    with tempfile.TemporaryDirectory() as local:
+        export_pipeline(checkpoint_dir, local)
+        store.fs.put(f"{local}/", target, recursive=True)
+    return store.location.url(target)
+
+
+def _latest_checkpoint(store: ShardStore, run_id: str) -> str | None:
+    directory = store.location.join("runs", run_id)
+    if not store.fs.exists(directory):
+        return None
+    found = sorted(p for p in store.fs.ls(directory, detail=False)
+                   if p.rsplit("/", 1)[-1].removeprefix(CHECKPOINT_PREFIX).isdigit())
+    return store.location.url(found[-1]) if found else None
