@@ -1,0 +1,106 @@
+"""DreamBooth with LoRA (Ruiz et al. 2023; Hu et al. 2021), the per-subject fine-tuning baseline:
+low-rank adapters on the UNet's attention projections, trained on "a photo of sks <class>".
+
+The recipe is diffusers' `train_dreambooth_lora.py`: rank 4 on to_q/to_k/to_v/to_out.0, lr 1e-4,
+500 steps, batch 1; prior preservation (class images sampled from the base model, their loss
+added with a weight) is optional, as there. Weights are saved with
+`StableDiffusionPipeline.save_lora_weights` (`pytorch_lora_weights.safetensors`), which
+`load_lora_weights` loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from model.finetune import denoising_loss, sample_latents, subject_posteriors, token_ids
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+class DreamBoothLoraConfig(BaseModel):
+    """The recipe's knobs; defaults are the diffusers example's documented run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(500, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    rank: int = Field(4, ge=1)
+    batch_size: int = Field(1, ge=1)
+    identifier: str = Field("sks", description="the rare token that names the subject")
+    instance_prompt: str = Field("a photo of {}", description="{} = '<identifier> <class>'")
+    prior_preservation: bool = False
+    class_images: int = Field(100, ge=1, description="sampled from the base model (prior only)")
+    class_prompt: str = Field("a photo of {}", description="{} = the class noun (prior only)")
+    prior_loss_weight: float = Field(1.0, ge=0.0)
+    class_inference_steps: int = Field(25, ge=1)
+    flip: bool = False  # the example does not flip
+    seed: int = 0
+
+
+def subject_phrase(config: DreamBoothLoraConfig, class_noun: str) -> str:
+    return f"{config.identifier} {class_noun}"
+
+
+def train_dreambooth_lora(pipe, images: Sequence[Image.Image], class_noun: str,
+                          config: DreamBoothLoraConfig, adapter_name: str) -> dict[str, torch.Tensor]:
+    """Train a LoRA adapter named `adapter_name` on `pipe.unet` (a base StableDiffusionPipeline);
+    returns its weights in diffusers' format. The adapter stays on the UNet: `delete_adapters`."""
+    generator = torch.Generator().manual_seed(config.seed)
+    posteriors = subject_posteriors(pipe, images, config.flip)
+    prompts = [config.instance_prompt.format(subject_phrase(config, class_noun))]
+    if config.prior_preservation:  # class images come from the base model, before any LoRA
+        class_posteriors = subject_posteriors(pipe, _class_images(pipe, class_noun, config), config.flip)
+        prompts.append(config.class_prompt.format(class_noun))
+    with torch.no_grad():
+        text_states = pipe.text_encoder(token_ids(pipe.tokenizer, prompts).to(pipe.text_encoder.device))[0]
+
+    pipe.unet.requires_grad_(False)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # LoRA's random init, without touching the caller's RNG
+        torch.manual_seed(config.seed)
+        pipe.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",
+                                         target_modules=TARGET_MODULES), adapter_name=adapter_name)
+    pipe.unet.set_adapters(adapter_name)
+    params = [p for p in pipe.unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    pipe.unet.train()
+    b = config.batch_size
+    for _ in range(config.steps):
+        rows = torch.randint(0, len(posteriors), (b,), generator=generator)
+        latents = sample_latents(pipe, posteriors, rows, generator)
+        loss = denoising_loss(pipe.unet, pipe.scheduler, latents, text_states[:1].expand(b, -1, -1), generator)
+        if config.prior_preservation:
+            rows = torch.randint(0, len(class_posteriors), (b,), generator=generator)
+            latents = sample_latents(pipe, class_posteriors, rows, generator)
+            prior = denoising_loss(pipe.unet, pipe.scheduler, latents, text_states[1:].expand(b, -1, -1), generator)
+            loss = loss + config.prior_loss_weight * prior
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    pipe.unet.eval()
+    pipe.unet.requires_grad_(False)
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name))
+
+
+def save_lora(pipe, directory: str | Path, weights: dict[str, torch.Tensor]) -> Path:
+    """Write `pytorch_lora_weights.safetensors` with diffusers' LoRA saver; returns its path."""
+    type(pipe).save_lora_weights(str(directory), unet_lora_layers=weights, safe_serialization=True)
+    return Path(directory) / LORA_FILE
+
+
+@torch.no_grad()
+def _class_images(pipe, class_noun: str, config: DreamBoothLoraConfig) -> list[Image.Image]:
+    generator = torch.Generator().manual_seed(config.seed)
+    prompt = config.class_prompt.format(class_noun)
+    return pipe([prompt] * config.class_images, num_inference_steps=config.class_inference_steps,
+                generator=generator).images
