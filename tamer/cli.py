@@ -380,5 +380,131 @@ def serve(
     prefect_serve(*deployments)
 
 
+@app.command()
+def train(
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (DDP ranks).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Rows per worker per micro-batch.")] = None,
+    gpu: Annotated[Optional[bool], typer.Option("--gpu/--cpu", help="One GPU per worker.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Dataset fingerprint to train on; default (and only readable): the current one.")] = None,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", help="Continue RUN_ID from its newest checkpoint, with its recorded config.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train on the current dataset version with Ray Train; checkpoints under <root>/runs."""
+    from flows.train import train_flow
+
+    overrides = {"train.steps": steps, "train.num_workers": workers,
+                 "train.batch_size": batch_size, "train.use_gpu": gpu}
+    config = state.config(**overrides)
+    try:
+        report = train_flow(root=config.root, config_file=_config_path(), dataset=dataset, resume=resume,
+                            overrides={k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - the run is registered as failed; say why and exit 1
+        err.print(f"[red]training failed:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(report)
+        return
+    console.print(f"run [bold]{report['run_id']}[/bold]: step {report['step']} "
+                  f"(started at {report['start_step']}), loss {report['metrics'].get('loss', float('nan')):.4f}")
+    console.print(f"pipeline: [bold]{report['pipeline_uri']}[/bold]")
+
+
+@app.command("runs")
+def list_training_runs(as_json: JsonFlag = False) -> None:
+    """The run registry: one line per training run (its newest row)."""
+    from storage.shards import ShardStore
+    from tasks.runs import list_runs
+
+    rows = list_runs(ShardStore(state.config().root))
+    for row in rows:
+        row.pop("config")
+    if as_json:
+        _print_json(rows)
+        return
+    columns = ("run_id", "status", "step", "dataset_fingerprint", "config_hash", "code_version",
+               "started_at", "ended_at", "pipeline_uri")
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(_cell(row[column]) for column in columns))
+    console.print(table)
+
+
+@app.command("generate")
+def generate_images(
+    checkpoint: Annotated[Path, typer.Option(help="A run's exported pipeline directory.")],
+    image: Annotated[Path, typer.Option(help="One reference photo of the object.")],
+    prompt: Annotated[str, typer.Option(help='Text with "{}" for the object.')],
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")],
+    n: Annotated[int, typer.Option(help="Images to generate.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
+    as_json: JsonFlag = False,
+) -> None:
+    """Images of the reference's object for a prompt, in one pass (no fine-tuning)."""
+    from model.generate import generate
+
+    for path in (checkpoint, image):
+        if not path.exists():
+            err.print(f"[red]{path} does not exist[/red]")
+            raise typer.Exit(2)
+    paths = generate(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+    if as_json:
+        _print_json([str(p) for p in paths])
+        return
+    console.print(f"wrote {len(paths)} image(s) to [bold]{out}[/bold]")
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[Optional[str], typer.Option(
+        help="DreamBench-layout or synth folder; default: the dataset's held-out subjects.")] = None,
+    pipeline: Annotated[Optional[str], typer.Option(
+        help="TamerPipeline directory; default: the latest completed training run's.")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Training run to evaluate.")] = None,
+    methods: Annotated[Optional[str], typer.Option(
+        help="Comma-separated: ours, ti (textual_inversion), lora (dreambooth_lora), real.")] = None,
+    subjects: Annotated[Optional[int], typer.Option(help="First N subjects.")] = None,
+    prompts: Annotated[Optional[int], typer.Option(help="First N prompts per subject.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Images (seeds) per prompt.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps.")] = None,
+    ti_steps: Annotated[Optional[int], typer.Option(help="Textual Inversion steps.")] = None,
+    lora_steps: Annotated[Optional[int], typer.Option(help="DreamBooth-LoRA steps.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Evaluate against Textual Inversion and DreamBooth-LoRA (DreamBench protocol) + report."""
+    from flows.evaluate import evaluate_flow
+
+    config = state.config(profile=profile)
+    settings = {key: value for key, value in {
+        "data": data, "pipeline": pipeline, "methods": methods, "subjects": subjects,
+        "prompts": prompts, "seeds": seeds, "steps": steps}.items() if value is not None}
+    for key, value in (("textual_inversion", ti_steps), ("dreambooth_lora", lora_steps)):
+        if value is not None:
+            settings[key] = {**getattr(config.eval, key), "steps": value}
+    config = state.config(profile=profile, **{f"eval.{k}": v for k, v in settings.items()})
+    if config.eval.data and not Path(config.eval.data).is_dir():
+        err.print(f"[red]data folder {config.eval.data} does not exist[/red]")
+        raise typer.Exit(2)
+    try:
+        summary = evaluate_flow(root=config.root, config_file=_config_path(), profile=config.profile,
+                                run_id=run_id, settings=settings)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(summary)
+        return
+    console.print(f"evaluation [bold]{summary['eval_run_id']}[/bold]: {summary['rows']} images of "
+                  f"{summary['subjects']} subjects by {', '.join(summary['methods'])}")
+    console.print(f"report: [bold]{summary['report']}[/bold]")
+
+
 if __name__ == "__main__":
     app()

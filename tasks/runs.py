@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from storage.schemas import schema_for
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, config_hash
 
@@ -53,11 +54,12 @@ def record_run(store: ShardStore, run_id: str, status: str, config: TamerConfig,
     """Append one registry row; `fields`: ended_at, step, final_metrics (dict), checkpoint_uri,
     pipeline_uri, error."""
     metrics = fields.pop("final_metrics", None)
-    row = {"run_id": run_id, "status": status, "dataset_fingerprint": fingerprint,
-           "config_hash": training_config_hash(config), "code_version": code_version(),
-           "started_at": started_at, "config": config.model_dump_json(),
-           "final_metrics": json.dumps(metrics) if metrics is not None else None,
-           "recorded_at": dt.datetime.now(dt.UTC), **fields}
+    row = dict.fromkeys(schema_for("runs").names) | {
+        "run_id": run_id, "status": status, "dataset_fingerprint": fingerprint,
+        "config_hash": training_config_hash(config), "code_version": code_version(),
+        "started_at": started_at, "config": config.model_dump_json(),
+        "final_metrics": json.dumps(metrics) if metrics is not None else None,
+        "recorded_at": dt.datetime.now(dt.UTC), **fields}
     store.write("runs", pa.Table.from_pylist([row]), run_id=run_id)
 
 
