@@ -208,6 +208,37 @@ RETRAIN_DECISIONS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# One row per generated image of an evaluation run: (method, subject, prompt, seed) and its
+# metrics; per-subject costs repeat on every row of the subject. Metrics are null where they do
+# not apply (clip_t of real images; a real subject with a single image has no other to compare).
+EVAL_RESULTS = pa.schema(
+    [
+        pa.field("eval_run_id", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),  # ours | textual_inversion | ...
+        pa.field("subject", pa.string(), nullable=False),
+        pa.field("class_name", pa.string(), nullable=False),
+        pa.field("prompt_index", pa.int32(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),  # with the class noun (what CLIP-T reads)
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("clip_i", pa.float64()),
+        pa.field("clip_t", pa.float64()),
+        pa.field("dino", pa.float64()),
+        pa.field("prepare_s", pa.float64()),  # seconds to customize the method to the subject
+        pa.field("generate_s", pa.float64()),  # seconds to generate this image
+        pa.field("subject_bytes", pa.int64()),  # bytes the method stores per subject
+        pa.field("image_path", pa.string(), nullable=False),  # relative to the report folder
+        pa.field("data_source", pa.string(), nullable=False),  # dreambench:<dir> | synth:<dir> | dataset:<root>
+        pa.field("dataset_fingerprint", pa.string(), nullable=False),  # of the evaluated subjects
+        pa.field("model_run_id", pa.string()),  # training run evaluated; null: a given pipeline
+        pa.field("pipeline_uri", pa.string()),  # the TamerPipeline evaluated (null without ours)
+        pa.field("profile", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),  # of the eval settings + profile
+        pa.field("code_version", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Table name -> schema. Later stages register their tables here too.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
@@ -223,6 +254,7 @@ TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "train_metrics": TRAIN_METRICS,
     "retrain_decisions": RETRAIN_DECISIONS,
+    "eval_results": EVAL_RESULTS,
 }
 
 # Tables whose content defines the dataset version (fingerprint).

@@ -54,6 +54,7 @@ class EmbedSettings(Strict):
     executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
     batch_size: int = Field(64, ge=1, description="images per model call")
     actors: int = Field(1, ge=1, description="model actors; leave CPUs for reading/decoding")
+    preprocess_actors: int = Field(1, ge=1, description="CPU actors decoding + preprocessing")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per model actor")
     shard_rows: int = Field(8192, ge=1, description="rows per committed embeddings shard")
     export_rows: int = Field(100_000, ge=1, description="rows per clip-retrieval export file")
@@ -136,6 +137,57 @@ class RetrainSettings(Strict):
     debounce_s: int = Field(600, ge=0, description="at most one retrain request per window")
 
 
+EVAL_METHODS = ("ours", "textual_inversion", "dreambooth_lora", "real")
+METHOD_ALIASES = {"ti": "textual_inversion", "lora": "dreambooth_lora"}
+
+
+class EvalSettings(Strict):
+    """The DreamBench-style evaluation (tasks/evaluate.py); None limits mean "all"."""
+
+    data: str | None = Field(None, description="DreamBench-layout or synth folder; None = the "
+                             "dataset's held-out subjects")
+    pipeline: str | None = Field(None, description="TamerPipeline directory used when no "
+                                 "training run is given or completed")
+    methods: list[str] = Field(list(EVAL_METHODS), min_length=1,
+                               description=f"of {EVAL_METHODS} (aliases ti, lora)")
+    subjects: int | None = Field(None, ge=1, description="first N subjects by name")
+    prompts: int | None = Field(None, ge=1, description="first N prompts per subject (of 25)")
+    seeds: int = Field(4, ge=1, description="images per prompt, one seed each (literature: 4)")
+    seed: int = Field(0, description="the first seed")
+    steps: int = Field(50, ge=1, description="sampling steps, every method")
+    guidance_scale: float = Field(7.5, ge=1.0, description="text CFG, every method")
+    object_guidance_scale: float = Field(3.0, ge=1.0, description="object CFG (ours)")
+    # DDIM: the deterministic sampler the literature's baselines report with; the saved DDPM
+    # schedule is the training one.
+    scheduler: str = Field("ddim", pattern="^(ddim|default)$")
+    bootstrap: int = Field(1000, ge=10, description="resamples of subjects for 95% intervals")
+    textual_inversion: dict[str, Any] = Field(default_factory=dict,
+                                              description="TextualInversionConfig fields")
+    dreambooth_lora: dict[str, Any] = Field(default_factory=dict,
+                                            description="DreamBoothLoraConfig fields")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _known_methods(cls, value: Any) -> list[str]:
+        names = value.split(",") if isinstance(value, str) else list(value)
+        names = [METHOD_ALIASES.get(name.strip(), name.strip()) for name in names]
+        unknown = sorted(set(names) - set(EVAL_METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {EVAL_METHODS} (aliases ti, lora)")
+        return list(dict.fromkeys(names))
+
+    @field_validator("textual_inversion", "dreambooth_lora")
+    @classmethod
+    def _recipe_fields(cls, value: dict[str, Any], info) -> dict[str, Any]:
+        # Imported here: model/ pulls in torch (seconds), which plain CLI commands do not need.
+        from model.dreambooth_lora import DreamBoothLoraConfig
+        from model.textual_inversion import TextualInversionConfig
+
+        recipe = {"textual_inversion": TextualInversionConfig,
+                  "dreambooth_lora": DreamBoothLoraConfig}[info.field_name]
+        return recipe.model_validate(value).model_dump(exclude_unset=True)
+
+
 class TamerConfig(Strict):
     root: str = Field(DEFAULT_ROOT, description="dataset root URI (local path, s3://, ...)")
     profile: str = Field("tiny", description="model profile in configs/profiles/")
@@ -146,6 +198,7 @@ class TamerConfig(Strict):
     embed: EmbedSettings = EmbedSettings()
     train: TrainSettings = TrainSettings()
     retrain: RetrainSettings = RetrainSettings()
+    eval: EvalSettings = EvalSettings()
 
 
 class ConfigError(ValueError):
