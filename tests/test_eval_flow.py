@@ -71,3 +71,15 @@ def test_ours_without_a_pipeline_fails_before_any_work(tmp_path, dreambench):
     assert model["pipeline_uri"] is None
     with pytest.raises(ValueError, match="pipeline"):
         run_evaluation(config, model, new_eval_run_id())
+
+
+def test_eval_cli_rejects_bad_input_with_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from tamer.cli import app
+
+    runner = CliRunner()
+    bad_method = runner.invoke(app, ["--root", str(tmp_path), "eval", "--methods", "ours,magic"])
+    assert bad_method.exit_code == 2 and "magic" in bad_method.output
+    missing = runner.invoke(app, ["--root", str(tmp_path), "eval", "--data", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
