@@ -67,6 +67,38 @@ SECTIONS += [
             "GROUP BY 1 ORDER BY 2 DESC, 1", chart="pairs"),
 ]
 
+# Captions: only the newest (captioner, clip, config hash) rows, the ones training reads.
+LATEST_CAPTIONS = (
+    "(SELECT c.* FROM captions c JOIN (SELECT captioner_id, clip_id, config_hash FROM captions "
+    "ORDER BY created_at DESC LIMIT 1) USING (captioner_id, clip_id, config_hash))")
+_WORDS = "len(string_split(trim({0}), ' '))"
+SECTIONS += [
+    Section("caption_configs", "Captions per model and config (newest first)",
+            "SELECT captioner_id, clip_id, config_hash, count(*) AS captions, "
+            "max(created_at) AS latest FROM captions GROUP BY 1, 2, 3 ORDER BY latest DESC"),
+    Section("caption_lengths", "Caption length in words (latest config)",
+            f"SELECT kind, count(*) AS captions, min(words) AS min, round(avg(words), 1) AS mean, "
+            f"median(words) AS median, max(words) AS max FROM ("
+            f"SELECT 'raw' AS kind, {_WORDS.format('raw_caption')} AS words FROM {LATEST_CAPTIONS} "
+            f"UNION ALL SELECT 'composed', {_WORDS.format('composed_caption')} "
+            f"FROM {LATEST_CAPTIONS}) GROUP BY 1 ORDER BY 1"),
+    Section("caption_length_histogram", "Composed caption length (words)",
+            f"SELECT (bucket * 5) || '-' || (bucket * 5 + 4) AS words, count(*) AS captions "
+            f"FROM (SELECT {_WORDS.format('composed_caption')} // 5 AS bucket "
+            f"FROM {LATEST_CAPTIONS}) GROUP BY bucket ORDER BY bucket", chart="captions"),
+    Section("caption_attributes", "Top attribute values per class (latest config)",
+            "SELECT class, attribute, value, count(*) AS images, "
+            "round(avg(probability), 3) AS mean_probability, count(*) FILTER (named) AS named "
+            "FROM (SELECT class_name AS class, unnest(attributes, recursive := true) "
+            f"FROM {LATEST_CAPTIONS}) GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC, 3"),
+    Section("caption_words", "Most common words in raw captions (latest config)",
+            "SELECT word, count(*) AS uses FROM (SELECT unnest(string_split(regexp_replace("
+            "lower(raw_caption), '[^a-z]+', ' ', 'g'), ' ')) AS word "
+            f"FROM {LATEST_CAPTIONS}) WHERE length(word) > 2 AND word NOT IN ('the', 'and', "
+            "'with', 'for', 'are', 'its', 'this', 'that', 'from', 'has', 'there') "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 25", chart="uses"),
+]
+
 
 def overview(store: ShardStore, con: duckdb.DuckDBPyConnection) -> dict:
     """Headline numbers: sizes from the manifests, counts from the catalog."""

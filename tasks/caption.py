@@ -28,8 +28,7 @@ from model.profiles import TINY_SCHEME, Profile, load_profile, preflight
 from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
-from tasks.images_dataset import (READ_CPUS, decode_image, iter_images_local, read_images,
-                                  shards_to_do)
+from tasks.images_dataset import decode_image, iter_images_local, read_images, shards_to_do
 
 ROLES = ["captioner", "clip"]
 READ_COLUMNS = ["image_id", "source", "class_name", "image"]
@@ -63,7 +62,8 @@ class CaptionReport:
     captioner_id: str
     clip_id: str
     config_hash: str
-    todo: int = 0
+    todo: int = 0  # images not yet captioned under this key
+    skipped: int = 0  # images already captioned under this key, or known undecodable
     captioned: int = 0
     quarantined: int = 0
     shards: int = 0
@@ -195,11 +195,12 @@ def run_ray(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob,
         job = replace(job, device="cuda")  # Ray sets CUDA_VISIBLE_DEVICES per actor
     else:
         actors = settings.actors or max(1, int(cpus))
-        # Leave a CPU share for read tasks, or the actors starve them and the job stalls.
-        share = max(0.1, (cpus - 2 * READ_CPUS) / actors)
+        # Leave one CPU for the read, filter and repartition tasks (the latter asks for a
+        # whole CPU): actors holding it would starve them and the job would stall.
+        share = max(0.1, (cpus - 1) / actors)
         placement = {"num_cpus": share}
         job = replace(job, device="cpu", torch_threads=max(1, int(cpus // actors)))
-    dataset = read_images(store, todo, READ_COLUMNS)
+    dataset = read_images(store, todo, READ_COLUMNS, settings.batch_size)
     outcomes = dataset.map_batches(CaptionWorker, fn_constructor_args=(job,),
                                    batch_size=settings.batch_size, batch_format="pyarrow",
                                    concurrency=actors, max_restarts=0, **placement)
@@ -232,8 +233,9 @@ def caption_images(
     report = CaptionReport(f"caption-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", *key)
     for table in ("captions", "quarantine"):
         store.sweep_staging(table)
-    todo = shards_to_do(store, _captioned_ids(store, key))
+    todo = shards_to_do(store, _captioned_ids(store, key) | _undecodable_ids(store))
     report.todo = sum(len(ids) for ids in todo.values())
+    report.skipped = store.row_count("images") - report.todo
     if not todo:
         return report
     job = CaptionJob(profile_name, settings, vocabulary, key, device=profile.device)
@@ -251,6 +253,13 @@ def _captioned_ids(store: ShardStore, key: tuple[str, str, str]) -> set[str]:
     rows = store.read("captions", ["image_id", "captioner_id", "clip_id", "config_hash"])
     return {row["image_id"] for row in rows.to_pylist()
             if (row["captioner_id"], row["clip_id"], row["config_hash"]) == key}
+
+
+def _undecodable_ids(store: ShardStore) -> set[str]:
+    """Images whose bytes did not decode: ids are content hashes, so they never will."""
+    rows = store.read("quarantine", ["stage", "content_sha256", "reason"]).to_pylist()
+    return {row["content_sha256"] for row in rows
+            if row["stage"] == "caption" and row["reason"] == "undecodable"}
 
 
 class _Committer:

@@ -41,8 +41,14 @@ def keep_ids(batch: pa.Table, ids: pa.Array) -> pa.Table:
     return batch.filter(pc.is_in(batch.column("image_id"), value_set=ids))
 
 
-def read_images(store: ShardStore, todo: dict[str, list[str]], columns: list[str]):
-    """A Ray dataset of the `columns` of every to-do row (`todo` from `shards_to_do`)."""
+def read_images(store: ShardStore, todo: dict[str, list[str]], columns: list[str],
+                block_rows: int):
+    """A Ray dataset of the `columns` of every to-do row (`todo` from `shards_to_do`).
+
+    Blocks hold at most `block_rows` rows (use the model batch size): a shard is one block
+    when read, and an actor pool hands out whole blocks, so without this one actor would get
+    a whole shard while the others idle.
+    """
     import ray
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -52,8 +58,9 @@ def read_images(store: ShardStore, todo: dict[str, list[str]], columns: list[str
     dataset = ray.data.read_parquet(sorted(todo), filesystem=filesystem,
                                     columns=sorted({"image_id", *columns}),
                                     ray_remote_args={"num_cpus": READ_CPUS})
-    return dataset.map_batches(keep_ids, fn_kwargs={"ids": ids}, batch_format="pyarrow",
-                               batch_size=None, num_cpus=READ_CPUS)
+    dataset = dataset.map_batches(keep_ids, fn_kwargs={"ids": ids}, batch_format="pyarrow",
+                                  batch_size=None, num_cpus=READ_CPUS)
+    return dataset.repartition(target_num_rows_per_block=block_rows)
 
 
 def iter_images_local(store: ShardStore, todo: dict[str, list[str]], columns: list[str],

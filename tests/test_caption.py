@@ -1,0 +1,129 @@
+"""The caption flow end to end on real Ray and Prefect with the tiny profile: synth and DreamBench,
+one row per image, class nouns in captions, idempotent re-runs, re-captioning on a changed
+config, quarantine of undecodable rows, preflight before any data work, stats sections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from model.profiles import ModelLoadError
+from storage.catalog import connect
+from storage.shards import ShardStore
+from tamer import stats
+from tamer.config import CaptionSettings, IngestSettings
+from tasks.caption import attribute_accuracy, latest_captions, load_vocabulary, vocabulary_path
+from tasks.ingest import ingest_source
+
+VOCABULARY = load_vocabulary(vocabulary_path(CaptionSettings()))
+
+
+def write_config(path: Path, **caption) -> str:
+    path.write_text(yaml.safe_dump({"caption": {"max_new_tokens": 8, **caption}}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def synth_store(tmp_path_factory) -> ShardStore:
+    """6 synth objects x 3 views, ingested, plus one images row whose bytes do not decode."""
+    from tamer.synth import generate
+
+    work = tmp_path_factory.mktemp("caption-synth")
+    generate(work / "src", n_objects=6, views=3, size=64, seed=3)
+    store = ShardStore(str(work / "data"))
+    ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
+    good = store.read("images").slice(0, 1).to_pylist()[0]
+    bad = {**good, "image_id": "f" * 64, "source": "hand-written/bad.png", "mask": None,
+           "image": b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "ingested_at": dt.datetime.now(dt.UTC)}
+    store.write("images", pa.Table.from_pylist([bad]))
+    return store
+
+
+def test_synth_caption_rerun_and_changed_config(synth_store, tmp_path, ray_local, prefect_server):
+    from flows.caption import caption_flow
+
+    root, store = synth_store.location.root, synth_store
+    config = write_config(tmp_path / "a.yaml", batch_size=4)
+    report = caption_flow(root=root, config_file=config)
+
+    # 1. one row per decodable image; the undecodable row is quarantined, the run finished
+    images = {r["image_id"]: r for r in store.read("images").to_pylist()}
+    captions = store.read("captions").to_pylist()
+    assert report["captioned"] == len(images) - 1 == len(captions) == 18
+    assert len({row["image_id"] for row in captions}) == len(captions)
+    quarantine = [r for r in store.read("quarantine").to_pylist() if r["stage"] == "caption"]
+    assert [(q["content_sha256"], q["reason"]) for q in quarantine] == [("f" * 64, "undecodable")]
+
+    # 2. class noun named, every group scored with probabilities, ground truth joins by id
+    for row in captions:
+        shape = json.loads(images[row["image_id"]]["meta"])["identity"]["shape"]
+        assert row["class_name"] == shape and shape in row["composed_caption"]
+        assert f"<obj> {shape}" in row["object_caption"] and row["raw_caption"]
+        assert {a["attribute"] for a in row["attributes"]} == set(VOCABULARY.groups)
+        for values in json.loads(row["scores"]).values():
+            assert sum(values.values()) == pytest.approx(1.0, abs=1e-4)
+    scored = attribute_accuracy(store, VOCABULARY)
+    assert {"color", "shape", "texture", "category", "scene"} <= set(scored)
+    assert all(group["n"] == 18 for group in scored.values())
+
+    # 3. a re-run adds nothing (not even quarantine rows)
+    again = caption_flow(root=root, config_file=config)
+    assert again["captioned"] == 0 and again["skipped"] == 19
+    assert store.row_count("captions") == 18 and len(quarantine) == 1
+
+    # 4. a changed template re-captions under a new hash; readers see only the new rows
+    changed = caption_flow(root=root, config_file=write_config(
+        tmp_path / "b.yaml", batch_size=8, template="{object}, {scene}. {raw}"))
+    assert changed["config_hash"] != report["config_hash"] and changed["captioned"] == 18
+    assert store.row_count("captions") == 36
+    latest = latest_captions(store).to_pylist()
+    assert len(latest) == 18 and {r["config_hash"] for r in latest} == {changed["config_hash"]}
+    assert not any(r["composed_caption"].startswith("a photo of") for r in latest)
+
+    # 5. stats read the latest config's rows
+    with connect(store) as con:
+        result = stats.collect(store, con)
+    assert {r["kind"]: r["captions"] for r in result["caption_lengths"]} == {
+        "composed": 18, "raw": 18}
+    assert len(result["caption_configs"]) == 2 and result["caption_words"]
+    per_class = {}
+    for row in result["caption_attributes"]:
+        per_class.setdefault(row["class"], {}).setdefault(row["attribute"], 0)
+        per_class[row["class"]][row["attribute"]] += row["images"]
+    shapes = {row["class_name"] for row in latest}
+    assert set(per_class) == shapes
+    assert sum(groups["color"] for groups in per_class.values()) == 18
+
+
+def test_unloadable_model_fails_before_data_work(synth_store, tmp_path, prefect_server):
+    from flows.caption import caption_flow
+
+    profile = yaml.safe_load(Path("configs/profiles/tiny.yaml").read_text())
+    profile["roles"]["captioner"] = {"id": "./no-such-captioner"}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    before = {t: synth_store.row_count(t) for t in ("captions", "quarantine")}
+    with pytest.raises(ModelLoadError, match="no-such-captioner"):
+        caption_flow(root=synth_store.location.root, profile=str(path))
+    assert {t: synth_store.row_count(t) for t in before} == before
+
+
+def test_dreambench_captions_name_the_class(dreambench, tmp_path, ray_local, prefect_server):
+    from flows.caption import caption_flow
+
+    root = str(tmp_path / "data")
+    store = ShardStore(root)
+    ingest_source(str(dreambench), store, IngestSettings(executor="local"))
+    report = caption_flow(root=root, config_file=write_config(tmp_path / "c.yaml"))
+    images = {r["image_id"]: r["class_name"] for r in
+              store.read("images", ["image_id", "class_name"]).to_pylist()}
+    captions = store.read("captions").to_pylist()
+    assert report["captioned"] == len(images) == len(captions) > 100
+    for row in captions:
+        assert images[row["image_id"]] in row["composed_caption"]
+        assert f"<obj> {images[row['image_id']]}" in row["object_caption"]
