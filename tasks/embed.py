@@ -25,7 +25,7 @@ from model.profiles import load_profile
 from storage.schemas import TABLES
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
-from tasks.images_dataset import READ_CPUS, decode_image, iter_images_local, read_images, shards_to_do
+from tasks.images_dataset import decode_image, iter_images_local, read_images, shards_to_do
 
 IMAGE, TEXT = "image", "text"
 Batch = dict[str, np.ndarray]  # {"image_id": (N,), "vector": (N, D)}
@@ -82,28 +82,29 @@ def _image_processor(profile_name: str):
     return embedding.load_image_processor(load_profile(profile_name))
 
 
-def preprocess_batch(batch: pa.Table, profile_name: str) -> Batch:
-    """Ray task: stored image bytes -> pixel tensors; runs beside the read, not in the actor."""
-    images = [decode_image(data) for data in batch["image"].to_pylist()]
-    pixels = embedding.preprocess(_image_processor(profile_name), images)
-    return {"image_id": batch["image_id"].to_numpy(zero_copy_only=False),
-            "pixels": pixels.numpy()}
+def preprocess(images: list[bytes], profile_name: str):
+    """Stored image bytes -> pixel tensors (N, 3, H, W), as the service preprocesses queries."""
+    return embedding.preprocess(_image_processor(profile_name), [decode_image(b) for b in images])
 
 
 class Encoder:
-    """Ray actor (or local object): the CLIP model, loaded once; pixels or texts -> vectors."""
+    """Ray actor (or local object): the CLIP model, loaded once; images or texts -> vectors.
+
+    Decoding and preprocessing run in the actor too: a separate CPU stage costs a second set
+    of worker processes (each importing torch), and did not finish in our 2-CPU benchmark.
+    """
 
     def __init__(self, profile_name: str, torch_threads: int) -> None:
         import torch
 
         torch.set_num_threads(torch_threads)
+        self.profile_name = profile_name
         self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
 
     def __call__(self, batch: Batch) -> Batch:
-        import torch
-
-        if "pixels" in batch:
-            vectors = self.embedder.embed_pixels(torch.from_numpy(batch["pixels"]))
+        if "image" in batch:
+            pixels = preprocess(list(batch["image"]), self.profile_name)
+            vectors = self.embedder.embed_pixels(pixels)
         else:
             vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
         return {"image_id": batch["image_id"], "vector": vectors}
@@ -113,7 +114,8 @@ def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], pro
            settings: EmbedSettings) -> Iterator[tuple[str, Batch]]:
     encoder = Encoder(profile_name, settings.torch_threads)
     for chunk in iter_images_local(store, todo, ["image"], settings.batch_size):
-        yield IMAGE, encoder(preprocess_batch(chunk, profile_name))
+        yield IMAGE, encoder({"image_id": np.array(chunk["image_id"].to_pylist()),
+                              "image": chunk["image"].to_pylist()})
     for start in range(0, len(texts), settings.batch_size):
         chunk = texts[start:start + settings.batch_size]
         yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
@@ -131,11 +133,8 @@ def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profi
             "fn_constructor_args": (profile_name, settings.torch_threads), "max_restarts": 0,
             "batch_size": settings.batch_size, "batch_format": "numpy"}
     if todo:
-        # Preprocessing is fused into the light read tasks, so it overlaps the model actor.
-        pixels = read_images(store, todo, ["image"]).map_batches(
-            preprocess_batch, fn_args=(profile_name,), batch_size=settings.batch_size,
-            batch_format="pyarrow", num_cpus=READ_CPUS)
-        for batch in pixels.map_batches(Encoder, **pool).iter_batches(batch_size=None,
+        images = read_images(store, todo, ["image"], block_rows=settings.batch_size)
+        for batch in images.map_batches(Encoder, **pool).iter_batches(batch_size=None,
                                                                       batch_format="numpy"):
             yield IMAGE, batch
     if texts:
