@@ -35,17 +35,20 @@ def peak_rss() -> Iterator[Callable[[], float]]:
     """Samples the RSS of this process tree every 50 ms; yields a getter of the peak (MiB)."""
     me, peak, stop = psutil.Process(), [0], threading.Event()
 
-    def sample() -> None:
-        while not stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    pass
-            peak[0] = max(peak[0], total)
-            stop.wait(0.05)
+    def measure() -> None:
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:  # exited while we looked
+                pass
+        peak[0] = max(peak[0], total)
 
+    def sample() -> None:
+        while not stop.wait(0.05):
+            measure()
+
+    measure()  # so the peak is known from the first moment
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
@@ -111,7 +114,7 @@ def main() -> None:
 
     ceiling()  # warm-up: first calls allocate
     with peak_rss() as peak:
-        baseline_mib = peak()
+        baseline_mib = peak()  # models loaded, tensors of (c) prepared
         naive_s, _ = timed(naive)
         naive_mib = peak()
     with peak_rss() as peak:
