@@ -1,0 +1,126 @@
+"""Event-driven orchestration against a real Prefect server (SQLite on loopback).
+
+New data -> ingest emits `tamer.dataset.committed` -> the served `refresh-on-commit`
+deployment captions/embeds and its retrain gate emits `tamer.retrain.requested` -> the
+`retrain` deployment gets a flow run. Ingesting nothing new creates no run at all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+CONFIG = """
+synth: {objects: 3, views: 2, size: 32}
+retrain: {min_new_images: 1, debounce_s: 0}
+train: {steps: 2, num_workers: 1, batch_size: 2, checkpoint_every: 2}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Api:
+    """The few REST calls the test needs, against the server it started."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def deployment_id(self, flow: str, name: str) -> str | None:
+        response = self.http.get(f"/deployments/name/{flow}/{name}")
+        return response.json()["id"] if response.status_code == 200 else None
+
+    def runs_of(self, deployment_id: str) -> list[dict]:
+        body = {"deployments": {"id": {"any_": [deployment_id]}}}
+        return self.http.post("/flow_runs/filter", json=body).json()
+
+
+@pytest.fixture
+def prefect_api(tmp_path):
+    port = free_port()
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = {**os.environ, "PREFECT_HOME": str(home),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+           "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = Api(env["PREFECT_API_URL"])
+    try:
+        wait_for(api.healthy, 120, "the Prefect server to start")
+        yield api, env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def test_new_data_triggers_retrain_and_nothing_new_triggers_nothing(tmp_path, prefect_api):
+    api, env = prefect_api
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    root, src = str(tmp_path / "data"), tmp_path / "incoming"
+    tamer = [str(BIN / "tamer"), "--root", root, "--config", str(config)]
+    subprocess.run([*tamer, "synth", "--out", str(src), "--json"], env=env, check=True,
+                   capture_output=True)
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([*tamer, "serve", "--only", "refresh-on-commit", "--only",
+                              "retrain"], env=env, start_new_session=True,
+                             stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        refresh = wait_for(lambda: api.deployment_id("refresh", "refresh-on-commit"), 120,
+                           "the refresh deployment")
+        retrain = wait_for(lambda: api.deployment_id("train", "retrain"), 60,
+                           "the retrain deployment")
+        time.sleep(10)  # the server's trigger service loads new automations periodically
+
+        subprocess.run([*tamer, "ingest", str(src), "--json"], env=env, check=True,
+                       capture_output=True, timeout=300)
+        wait_for(lambda: api.runs_of(refresh), 120, "a refresh run triggered by the ingest")
+        try:
+            wait_for(lambda: api.runs_of(retrain), 400, "a retrain run requested by the gate")
+        except AssertionError:
+            print(log.read_text()[-6000:])  # what the served refresh run did
+            raise
+        before = (len(api.runs_of(refresh)), len(api.runs_of(retrain)))
+
+        again = subprocess.run([*tamer, "ingest", str(src), "--json"], env=env, check=True,
+                               capture_output=True, text=True, timeout=300)
+        assert '"ingested": 0' in again.stdout
+        time.sleep(20)  # long enough for a trigger to fire, had an event been emitted
+        assert (len(api.runs_of(refresh)), len(api.runs_of(retrain))) == before
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=60)
