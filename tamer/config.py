@@ -53,7 +53,8 @@ class EmbedSettings(Strict):
 
     executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
     batch_size: int = Field(64, ge=1, description="images per model call")
-    actors: int = Field(1, ge=1, description="model actors; leave CPUs for reading/decoding")
+    actors: int = Field(1, ge=1, description="model actors, 1 CPU each; keep below the "
+                        "cluster's CPUs so read tasks get one (2 on 2 CPUs stalls)")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per model actor")
     shard_rows: int = Field(8192, ge=1, description="rows per committed embeddings shard")
     export_rows: int = Field(100_000, ge=1, description="rows per clip-retrieval export file")

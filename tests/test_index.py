@@ -100,7 +100,8 @@ def cli(root: str, *args: str) -> dict:
 
 def test_cli_search_falls_back_to_faiss_without_a_service(indexed):
     ids, _ = vectors(indexed, IMAGE)
-    source = next(r["source"] for r in indexed.read("images").to_pylist() if r["image_id"] == ids[2])
+    sources = {r["image_id"]: r["source"] for r in indexed.read("images").to_pylist()}
+    source = sources[ids[2]]
     nowhere = f"http://127.0.0.1:{knn.free_port()}"
     found = cli(indexed.location.uri, "search", "--image", source, "--url", nowhere, "--k", "4")
     assert found["via"] == "faiss" and found["hits"][0]["image_id"] == ids[2]

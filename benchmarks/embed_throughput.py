@@ -1,0 +1,105 @@
+"""Embedding throughput of the pipeline vs the model-only ceiling (issue 4). Prints, writes JSON.
+
+    python benchmarks/embed_throughput.py [--images 8000] [--size 64] [--batch 64]
+
+(a) ceiling: the clip role's `embed_pixels` on pre-processed tensors already in memory, with
+    the torch threads of one pipeline actor (`embed.torch_threads`), times `--actors`;
+(b) tamer embed on Ray Data: read shards in tasks; decode + CLIPProcessor + model in an actor
+    pool (`embed.actors`, 1 CPU each); shards committed by the driver; Ray already started, as
+    in a running service. Reported end to end and in steady state (first batch to last: actor
+    start-up and model load excluded, as they are paid once per run, not per image).
+Also printed: preprocessing alone, which the pipeline must do and the ceiling does not.
+Target: (b) steady state / (a) >= 0.7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import timed, write_result  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--actors", type=int, default=1)
+    args = parser.parse_args()
+
+    import ray
+    import torch
+
+    from model.embedding import ClipEmbedder
+    from model.profiles import load_profile
+    from storage.shards import ShardStore
+    from tamer.config import EmbedSettings, IngestSettings, RaySettings
+    from tamer.synth import generate
+    from tasks.embed import embed_dataset
+    from tasks.ingest import ingest_source
+    from tasks.ray_runtime import ensure_ray
+
+    work = Path(tempfile.mkdtemp(prefix="tamer-bench-embed-"))
+    views = 8
+    generate(work / "src", n_objects=args.images // views, views=views, size=args.size,
+             workers=args.cpus)
+    store = ShardStore(str(work / "root"))
+    ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
+    settings = EmbedSettings(executor="ray", batch_size=args.batch, actors=args.actors)
+
+    # (a) the ceiling: model only, on tensors prepared beforehand
+    torch.set_num_threads(settings.torch_threads)
+    embedder = ClipEmbedder.from_profile(load_profile("tiny"))
+    images = store.read("images", ["image"])["image"].to_pylist()
+    pixels = [embedder.preprocess(images[i:i + args.batch])
+              for i in range(0, len(images), args.batch)]
+    embedder.embed_pixels(pixels[0])  # warm-up
+    model_s, _ = timed(lambda: [embedder.embed_pixels(batch) for batch in pixels])
+    preprocess_s, _ = timed(lambda: [embedder.preprocess(images[i:i + args.batch])
+                                     for i in range(0, len(images), args.batch)])
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    # (b) the pipeline
+    ensure_ray(RaySettings(num_cpus=args.cpus))
+    marks: list[tuple[float, int]] = []
+    started = time.perf_counter()
+    pipeline_s, report = timed(lambda: embed_dataset(
+        store, "tiny", settings, progress=lambda done, _: marks.append((time.perf_counter(),
+                                                                          done))))
+    rerun_s, rerun = timed(lambda: embed_dataset(store, "tiny", settings))
+    ray.shutdown()
+
+    n = report.images
+    (first_t, first_n), (last_t, last_n) = marks[0], marks[-1]
+    steady = (last_n - first_n) / (last_t - first_t)
+    ceiling = settings.actors * n / model_s  # each actor runs the model at most this fast
+    result = {
+        "images": n, "size": args.size, "batch_size": args.batch, "ray_cpus": args.cpus,
+        "actors": settings.actors, "torch_threads_per_actor": settings.torch_threads,
+        "ceiling_model_only_images_per_s": ceiling,
+        "preprocess_only_images_per_s": n / preprocess_s,
+        "pipeline_end_to_end_images_per_s": n / pipeline_s,
+        "pipeline_steady_images_per_s": steady,
+        "ratio_steady_vs_ceiling": steady / ceiling,
+        "ratio_end_to_end_vs_ceiling": (n / pipeline_s) / ceiling,
+        "seconds_to_first_batch": first_t - started,
+        "rerun_seconds": rerun_s, "rerun_added": rerun.images,
+        "target": ">= 0.7 of the model-only ceiling (steady state)",
+    }
+    for key, value in result.items():
+        print(f"{key:40s} {value:.3f}" if isinstance(value, float) else f"{key:40s} {value}")
+    write_result("embed_throughput" + (f"_{args.actors}actors" if args.actors > 1 else ""),
+                 result)
+    os.system(f"rm -rf {work}")
+
+
+if __name__ == "__main__":
+    main()
