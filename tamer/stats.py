@@ -56,7 +56,7 @@ SECTIONS += [
     Section("near_duplicates", "Near-duplicate image pairs (CLIP cosine above threshold)",
             "SELECT count(*) AS pairs, (SELECT count(*) FROM (SELECT image_id FROM "
             "near_duplicates UNION SELECT other_id FROM near_duplicates)) AS images, "
-            "round(min(cosine), 4) AS min_cosine, round(max(cosine), 4) AS max_cosine "
+            "round(min(cosine)::DOUBLE, 4) AS min_cosine, round(max(cosine)::DOUBLE, 4) AS max_cosine "
             "FROM near_duplicates"),
     Section("subject_groups", "Subject groups by origin (label, kNN proposal, none)",
             "SELECT origin, count(*) AS images, count(DISTINCT group_id) AS groups "
