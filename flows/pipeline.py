@@ -1,7 +1,11 @@
-"""The main job, `pipeline`: each stage is its own flow, run in order, each incremental.
+"""The main job, `pipeline`: every stage is its own flow, run in order, each incremental.
 
-1. sample data (synth) when no source is given   2. ingest
-Later stages (caption, embed/index/pairs, train, evaluate, report) join this recipe.
+1. sample data (synth) when no source is given   2. ingest   3. caption
+4. embed / index / near-duplicates / pairs       5. train (skipped when a completed run
+already trained on this dataset version)         6. evaluate + report (skipped when that
+run already has an evaluation)
+Training policy on new data: a new run from the base weights on the new version (stated in
+the summary); the previous runs stay in the registry.
 """
 
 from __future__ import annotations
@@ -10,10 +14,17 @@ from pathlib import Path
 
 from prefect import flow, task
 
+from flows.caption import caption_flow
+from flows.embed import embed_flow
+from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
+from flows.train import train_flow
 from storage.catalog import CATALOG_FILE
 from storage.fs import open_location
+from storage.shards import ShardStore
 from tamer.config import load_config
+from tasks import evaluate as protocol
+from tasks.runs import COMPLETED, list_runs
 
 
 @task
@@ -30,12 +41,57 @@ def synthesize_sample(root: str, config_file: str | None) -> str:
     return str(out)
 
 
+@task
+def trained_run(root: str) -> dict | None:
+    """The completed run that trained on the current dataset version, if there is one."""
+    store = ShardStore(root)
+    fingerprint = store.fingerprint()
+    return next((run for run in list_runs(store) if run["status"] == COMPLETED
+                 and run["dataset_fingerprint"] == fingerprint and run["pipeline_uri"]), None)
+
+
+@task
+def evaluated_report(root: str, run_id: str) -> str | None:
+    """The report of an evaluation already made of this training run, if there is one."""
+    store = ShardStore(root)
+    rows = store.read("eval_results", ["eval_run_id", "model_run_id", "created_at"]).to_pylist()
+    done = sorted((r for r in rows if r["model_run_id"] == run_id), key=lambda r: r["created_at"])
+    return f"{protocol.report_dir(store, done[-1]['eval_run_id'])}/index.html" if done else None
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(data: str | None = None, root: str | None = None,
                   config_file: str | None = None, profile: str | None = None) -> dict:
     config = load_config(config_file, root=root, profile=profile)
-    source = data or synthesize_sample(config.root, config_file)
-    report = ingest_flow(source, root=config.root, config_file=config_file)
-    location = open_location(config.root)
-    catalog = location.join(CATALOG_FILE) if location.is_local else "(in memory: remote root)"
-    return {"ingest": report, "locations": {"dataset root": config.root, "catalog": catalog}}
+    root, profile = config.root, config.profile
+    source = data or synthesize_sample(root, config_file)
+    summary: dict = {"ingest": ingest_flow(source, root=root, config_file=config_file)}
+    summary["caption"] = caption_flow(root, config_file, profile)
+    summary["embed"] = embed_flow(root, config_file, profile)
+
+    run = trained_run(root)
+    if run is None:
+        report = train_flow(root, config_file)
+        summary["train"] = {"policy": "trained a new run on this dataset version", **report}
+        run_id, pipeline_uri = report["run_id"], report["pipeline_uri"]
+    else:
+        summary["train"] = {"policy": "skipped: already trained on this dataset version",
+                            "run_id": run["run_id"], "pipeline_uri": run["pipeline_uri"]}
+        run_id, pipeline_uri = run["run_id"], run["pipeline_uri"]
+
+    report_path = evaluated_report(root, run_id)
+    if report_path is None:
+        evaluation = evaluate_flow(root, config_file, profile, run_id=run_id)
+        summary["evaluate"] = {"policy": "evaluated the run", **evaluation}
+        report_path = evaluation["report"]
+    else:
+        summary["evaluate"] = {"policy": "skipped: this run is already evaluated"}
+
+    location = open_location(root)
+    summary["locations"] = {
+        "dataset root": str(Path(root).resolve()) if location.is_local else root,
+        "catalog": location.join(CATALOG_FILE) if location.is_local else "(in memory)",
+        "checkpoint": pipeline_uri,
+        "report": report_path,
+    }
+    return summary

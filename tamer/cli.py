@@ -336,22 +336,36 @@ def run(
     data: Annotated[Optional[str], typer.Option(
         help="Source to ingest; default: a synthesized sample dataset.")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML overriding configs/default.yaml (same as the global option).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The main job: the whole pipeline on the embedded default, or on --data."""
+    """The main job: ingest, caption, embed/index/pairs, train, evaluate, report.
+
+    On the embedded default (no arguments) it runs on a synthesized sample dataset with the
+    tiny profile; a second run with no new data redoes no stage's work.
+    """
     from flows.pipeline import pipeline_flow
 
-    config = state.config(profile=profile)
-    summary = pipeline_flow(data=data, root=config.root, config_file=_config_path(),
-                            profile=config.profile)
+    if config is not None:
+        state.config_file = config
+    settings = state.config(profile=profile)
+    if data is not None and not Path(data).exists():
+        err.print(f"[red]source {data} does not exist[/red]")
+        raise typer.Exit(2)
+    summary = pipeline_flow(data=data, root=settings.root, config_file=_config_path(),
+                            profile=settings.profile)
     if as_json:
         _print_json(summary)
         return
     _print_ingest(summary["ingest"])
     stats(as_json=False, plot=None)
+    console.print(f"train: {summary['train']['policy']} (run {summary['train']['run_id']})")
+    console.print(f"evaluate: {summary['evaluate']['policy']}")
     for name, where in summary["locations"].items():
         console.print(f"{name}: [bold]{where}[/bold]")
-    console.print('inspect it with: tamer stats, tamer sql "SELECT count(*) FROM images"')
+    console.print('next: tamer stats, tamer sql "SELECT ...", tamer runs, tamer generate --help')
 
 
 @app.command()

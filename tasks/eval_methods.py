@@ -118,7 +118,8 @@ class _Baseline:
 
     def trainer(self, **swap) -> Any:
         """A pipeline with the training scheduler (and any swapped components) on shared modules."""
-        return type(self.pipe)(**{**self.pipe.components, "scheduler": self.train_scheduler, **swap})
+        return type(self.pipe)(**{**self.pipe.components, "scheduler": self.train_scheduler, **swap},
+                               requires_safety_checker=False)  # tiny/base SD has none
 
 
 class TextualInversion(_Baseline):

@@ -24,6 +24,7 @@ from PIL import Image
 
 from storage.images import load_rgb
 from storage.shards import ShardStore
+from storage.splits import is_held_out
 from tamer.synth import SCENE_PHRASES, scene_phrase, view_scene
 
 PROMPTS_FILE = "prompts_and_classes.txt"
@@ -132,8 +133,7 @@ def held_out_subjects(store: ShardStore, run: dict | None, limit: int | None,
     started = run["started_at"] if run else None
 
     def unseen(name: str) -> bool:
-        metas = [json.loads(row["meta"] or "{}") for row in rows[name]]
-        if any(meta.get("split") == "held_out" for meta in metas):
+        if any(is_held_out(row["meta"]) for row in rows[name]):
             return True
         return started is not None and min(row["ingested_at"] for row in rows[name]) > started
 

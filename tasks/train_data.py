@@ -33,6 +33,7 @@ from model.generate import DEFAULT_NOUN
 from model.profiles import load_profile, load_role
 from storage.images import load_rgb
 from storage.shards import ShardStore
+from storage.splits import is_held_out
 
 FALLBACK_CAPTION = "a photo of a {}"
 DOMAIN, GENERAL = "domain", "general"
@@ -84,9 +85,11 @@ def cross_reference_pairs(store: ShardStore, images: list[dict]) -> tuple[list[t
 
 def build_plan(store: ShardStore) -> TrainingPlan:
     """Join images, captions and pairs (metadata only) into the rows of both datasets."""
-    images = store.read("images", ["image_id", "subject", "class_name", "text"]).to_pylist()
+    rows = store.read("images", ["image_id", "subject", "class_name", "text", "meta"]).to_pylist()
+    images = [row for row in rows if not is_held_out(row.pop("meta"))]  # kept for evaluation
     if not images:
-        raise ValueError(f"no committed images under {store.location.uri}: ingest data first")
+        raise ValueError(f"no trainable images under {store.location.uri}: ingest data first "
+                         f"({len(rows)} held out)")
     captions, caption_source = captions_by_image(store, images)
     pairs, pair_source = cross_reference_pairs(store, images)
     if not pairs:
