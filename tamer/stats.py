@@ -50,23 +50,6 @@ SECTIONS: list[Section] = [
             "FROM duplicates"),
 ]
 
-# Embeddings: near-duplicates, and the newest snapshot of identity groups and training pairs.
-_NEWEST = "snapshot = (SELECT snapshot FROM {0} ORDER BY created_at DESC LIMIT 1)"
-SECTIONS += [
-    Section("near_duplicates", "Near-duplicate image pairs (CLIP cosine above threshold)",
-            "SELECT count(*) AS pairs, (SELECT count(*) FROM (SELECT image_id FROM "
-            "near_duplicates UNION SELECT other_id FROM near_duplicates)) AS images, "
-            "round(min(cosine)::DOUBLE, 4) AS min_cosine, round(max(cosine)::DOUBLE, 4) AS max_cosine "
-            "FROM near_duplicates"),
-    Section("subject_groups", "Subject groups by origin (label, kNN proposal, none)",
-            "SELECT origin, count(*) AS images, count(DISTINCT group_id) AS groups "
-            f"FROM subject_groups WHERE {_NEWEST.format('subject_groups')} "
-            "GROUP BY 1 ORDER BY 1"),
-    Section("pairs_per_subject", "Cross-reference pairs per subject",
-            f"SELECT subject, count(*) AS pairs FROM pairs WHERE {_NEWEST.format('pairs')} "
-            "GROUP BY 1 ORDER BY 2 DESC, 1", chart="pairs"),
-]
-
 # Captions: only the newest (captioner, clip, config hash) rows, the ones training reads.
 LATEST_CAPTIONS = (
     "(SELECT c.* FROM captions c JOIN (SELECT captioner_id, clip_id, config_hash FROM captions "
@@ -97,6 +80,23 @@ SECTIONS += [
             f"FROM {LATEST_CAPTIONS}) WHERE length(word) > 2 AND word NOT IN ('the', 'and', "
             "'with', 'for', 'are', 'its', 'this', 'that', 'from', 'has', 'there') "
             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 25", chart="uses"),
+]
+
+# Embeddings: near-duplicates, and the newest snapshot of identity groups and training pairs.
+_NEWEST = "snapshot = (SELECT snapshot FROM {0} ORDER BY created_at DESC LIMIT 1)"
+SECTIONS += [
+    Section("near_duplicates", "Near-duplicate image pairs (CLIP cosine above threshold)",
+            "SELECT count(*) AS pairs, (SELECT count(*) FROM (SELECT image_id FROM "
+            "near_duplicates UNION SELECT other_id FROM near_duplicates)) AS images, "
+            "round(min(cosine)::DOUBLE, 4) AS min_cosine, round(max(cosine)::DOUBLE, 4) AS max_cosine "
+            "FROM near_duplicates"),
+    Section("subject_groups", "Subject groups by origin (label, kNN proposal, none)",
+            "SELECT origin, count(*) AS images, count(DISTINCT group_id) AS groups "
+            f"FROM subject_groups WHERE {_NEWEST.format('subject_groups')} "
+            "GROUP BY 1 ORDER BY 1"),
+    Section("pairs_per_subject", "Cross-reference pairs per subject",
+            f"SELECT subject, count(*) AS pairs FROM pairs WHERE {_NEWEST.format('pairs')} "
+            "GROUP BY 1 ORDER BY 2 DESC, 1", chart="pairs"),
 ]
 
 
