@@ -368,6 +368,33 @@ def run(
     console.print('next: tamer stats, tamer sql "SELECT ...", tamer runs, tamer generate --help')
 
 
+models_app = typer.Typer(help="Model profiles: check what each role loads.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("check")
+def models_check(
+    profile: Annotated[str, typer.Option(help="Profile name (configs/profiles) or YAML path.")
+                       ] = "tiny",
+    as_json: JsonFlag = False,
+) -> None:
+    """Dry-run a profile without downloading: ids, classes, local cache (tiny: build + load)."""
+    from model.profiles import check_profile
+
+    checks = [check.model_dump() for check in check_profile(profile)]
+    if as_json:
+        _print_json(checks)
+    else:
+        table = Table("role", "id", "status", "detail", title=f"profile {profile}")
+        for check in checks:
+            status = ("[red]error[/red]" if not check["ok"] else
+                      "[yellow]warning[/yellow]" if check["warning"] else "[green]ok[/green]")
+            table.add_row(check["role"], check["id"] or "(none)", status, check["reason"])
+        console.print(table)
+    if not all(check["ok"] for check in checks):
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(
     only: Annotated[Optional[list[str]], typer.Option(

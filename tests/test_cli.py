@@ -19,7 +19,7 @@ def invoke(*args: str):
 
 def test_every_command_has_help():
     names = sorted(get_command(app).commands)
-    assert {"synth", "ingest", "stats", "sql", "run"} <= set(names)
+    assert {"synth", "ingest", "stats", "sql", "run", "models"} <= set(names)
     for name in names:
         result = invoke(name, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, name
@@ -59,3 +59,12 @@ def test_bad_sql_and_bad_config_exit_nonzero(tmp_path):
 @pytest.mark.parametrize("missing", ["/no/such/folder"])
 def test_ingest_of_missing_source_is_a_usage_error(tmp_path, missing):
     assert invoke("--root", str(tmp_path), "ingest", missing).exit_code == 2
+
+
+def test_models_check_dry_runs_real_profiles_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = invoke("models", "check", "--profile", "sd15", "--json")
+    assert result.exit_code == 0
+    checks = {c["role"]: c for c in json.loads(result.stdout)}
+    assert checks["unet"]["id"].startswith("stable-diffusion-v1-5/") and checks["unet"]["ok"]
+    assert invoke("models", "check", "--profile", "no-such-profile").exit_code == 1
