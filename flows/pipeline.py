@@ -10,6 +10,7 @@ the summary); the previous runs stay in the registry.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, task
@@ -64,14 +65,16 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
                   config_file: str | None = None, profile: str | None = None) -> dict:
     config = load_config(config_file, root=root, profile=profile)
     root, profile = config.root, config.profile
+    clock = _StageClock()
     source = data or synthesize_sample(root, config_file)
-    summary: dict = {"ingest": ingest_flow(source, root=root, config_file=config_file)}
-    summary["caption"] = caption_flow(root, config_file, profile)
-    summary["embed"] = embed_flow(root, config_file, profile)
+    summary: dict = {"ingest": clock("ingest", ingest_flow, source, root=root,
+                                     config_file=config_file)}
+    summary["caption"] = clock("caption", caption_flow, root, config_file, profile)
+    summary["embed"] = clock("embed", embed_flow, root, config_file, profile)
 
     run = trained_run(root)
     if run is None:
-        report = train_flow(root, config_file)
+        report = clock("train", train_flow, root, config_file)
         summary["train"] = {"policy": "trained a new run on this dataset version", **report}
         run_id, pipeline_uri = report["run_id"], report["pipeline_uri"]
     else:
@@ -81,13 +84,14 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
 
     report_path = evaluated_report(root, run_id)
     if report_path is None:
-        evaluation = evaluate_flow(root, config_file, profile, run_id=run_id)
+        evaluation = clock("evaluate", evaluate_flow, root, config_file, profile, run_id=run_id)
         summary["evaluate"] = {"policy": "evaluated the run", **evaluation}
         report_path = evaluation["report"]
     else:
         summary["evaluate"] = {"policy": "skipped: this run is already evaluated"}
 
     location = open_location(root)
+    summary["seconds"] = clock.seconds
     summary["locations"] = {
         "dataset root": str(Path(root).resolve()) if location.is_local else root,
         "catalog": location.join(CATALOG_FILE) if location.is_local else "(in memory)",
@@ -95,3 +99,17 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
         "report": report_path,
     }
     return summary
+
+
+class _StageClock:
+    """Runs a stage and keeps its wall time, so every run reports where its time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, stage: str, function, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 2)

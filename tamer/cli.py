@@ -363,6 +363,8 @@ def run(
     stats(as_json=False, plot=None)
     console.print(f"train: {summary['train']['policy']} (run {summary['train']['run_id']})")
     console.print(f"evaluate: {summary['evaluate']['policy']}")
+    timing = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in summary["seconds"].items())
+    console.print(f"stage times: {timing}")
     for name, where in summary["locations"].items():
         console.print(f"{name}: [bold]{where}[/bold]")
     console.print('next: tamer stats, tamer sql "SELECT ...", tamer runs, tamer generate --help')

@@ -52,6 +52,8 @@ class EmbedSettings(Strict):
     """CLIP embeddings, kNN index, near-duplicates, identity groups and cross-reference pairs."""
 
     executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    local_below: int = Field(64, ge=0, description="fewer images to do than this run "
+                             "in-process: Ray actor start-up would cost more than it saves")
     batch_size: int = Field(64, ge=1, description="images per model call")
     actors: int = Field(1, ge=1, description="model actors, 1 CPU each; keep below the "
                         "cluster's CPUs so read tasks get one (2 on 2 CPUs stalls)")
@@ -71,6 +73,8 @@ class CaptionSettings(Strict):
     """VLM captions + CLIP attributes composed into training captions (tasks/caption.py)."""
 
     executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    local_below: int = Field(64, ge=0, description="fewer images to do than this run "
+                             "in-process: Ray actor start-up would cost more than it saves")
     batch_size: int = Field(32, ge=1, description="images per model call (bigger: faster)")
     actors: int | None = Field(None, ge=1, description="model actors; None = one per GPU on "
                                "cuda profiles, else one per CPU")

@@ -33,8 +33,8 @@ from tasks.images_dataset import decode_image, iter_images_local, read_images, s
 ROLES = ["captioner", "clip"]
 READ_COLUMNS = ["image_id", "source", "class_name", "image"]
 # Settings that change how fast captions are made, not what they say: not in the config hash.
-RUNTIME_FIELDS = {"executor", "batch_size", "actors", "gpus_per_actor", "batch_retries",
-                  "shard_rows"}
+RUNTIME_FIELDS = {"executor", "local_below", "batch_size", "actors", "gpus_per_actor",
+                  "batch_retries", "shard_rows"}
 OUTCOME_SCHEMA = pa.schema(
     [pa.field("outcome", pa.string()),  # captioned | quarantined
      pa.field("source", pa.string()), pa.field("reason", pa.string()),
@@ -239,7 +239,7 @@ def caption_images(
     if not todo:
         return report
     job = CaptionJob(profile_name, settings, vocabulary, key, device=profile.device)
-    if settings.executor == "ray":
+    if settings.executor == "ray" and report.todo >= settings.local_below:
         outcomes = run_ray(store, todo, job, ray_settings or RaySettings())
     else:
         outcomes = run_local(store, todo, job)

@@ -164,7 +164,7 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     image_todo = sum(len(ids) for ids in todo.values())
     report.skipped = store.row_count("images") - image_todo
     text_hashes = {r["image_id"]: r["config_hash"] for r in texts}
-    if settings.executor == "ray":
+    if settings.executor == "ray" and image_todo + len(texts) >= settings.local_below:
         batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())
     else:
         batches = _local(store, todo, texts, profile_name, settings)

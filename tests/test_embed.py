@@ -48,7 +48,7 @@ def add_captions(store: ShardStore, captions: dict[str, str], config_hash: str) 
 
 def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_path, ray_local):
     store = ingested(synth_source, tmp_path / "ray")
-    settings = EmbedSettings(executor="ray", batch_size=4)
+    settings = EmbedSettings(executor="ray", batch_size=4, local_below=0)  # Ray, however few
     first = embed_dataset(store, "tiny", settings)
     assert (first.images, first.texts, first.skipped) == (15, 0, 0)
     ids, vectors = current_vectors(store, IMAGE, first.model_id)
