@@ -470,11 +470,16 @@ def list_training_runs(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    columns = ("run_id", "status", "step", "dataset_fingerprint", "config_hash", "code_version",
-               "started_at", "ended_at", "pipeline_uri")
-    table = Table(*columns)
+    table = Table("run", "status", "step", "dataset", "started", "minutes", "loss",
+                  caption="pipelines under <root>/runs/<run>/pipeline; all fields: --json")
     for row in rows:
-        table.add_row(*(_cell(row[column]) for column in columns))
+        minutes = ((row["ended_at"] - row["started_at"]).total_seconds() / 60
+                   if row["ended_at"] else None)
+        loss = json.loads(row["final_metrics"] or "{}").get("loss")
+        table.add_row(row["run_id"], row["status"], _cell(row["step"]),
+                      row["dataset_fingerprint"], f"{row['started_at']:%Y-%m-%d %H:%M}",
+                      f"{minutes:.1f}" if minutes is not None else "",
+                      f"{loss:.4f}" if isinstance(loss, float) else "")
     console.print(table)
 
 
