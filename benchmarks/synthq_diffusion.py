@@ -1,0 +1,173 @@
+"""Pixel-space diffusion for the synth-quality benchmark, trained here through the stage code
+paths: the base model with the shared diffusion loss (`model.finetune.denoising_loss`), ours with
+`TamerModel.training_step` on `JointBatchPolicy` + `collate` batches, Textual Inversion with
+`model.textual_inversion`, sampling with `TamerPipeline` and diffusers' `StableDiffusionPipeline`.
+
+At 32 px a VAE does not pay for itself (a 16x16x4 latent saves little compute and its
+reconstruction error would blur 2-pixel eyes), so the "VAE" is an exact pass-through with the
+AutoencoderKL interface that TamerModel and the pipelines call.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from diffusers import ConfigMixin, DDIMScheduler, DDPMScheduler, ModelMixin, StableDiffusionPipeline
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers import UNet2DConditionModel
+from transformers import CLIPModel, CLIPTextModel
+
+from benchmarks.synthq_models import clip_pixels
+from benchmarks.synthq_world import Renders, caption, object_prompt
+from model.batching import JointBatchPolicy, collate, cross_reference
+from model.finetune import denoising_loss, token_ids
+from model.tamer_model import TamerModel, TamerModelConfig
+from model.textual_inversion import TextualInversionConfig, train_textual_inversion
+
+_LOGVAR = -30.0  # diffusers' clamp floor: the posterior is a point mass at the pixels
+
+
+class PassThroughVAE(ModelMixin, ConfigMixin):
+    """latents = pixels (scaling 1, one "block" so vae_scale_factor = 1)."""
+
+    @register_to_config
+    def __init__(self, block_out_channels: tuple[int, ...] = (3,), scaling_factor: float = 1.0):
+        super().__init__()
+        # ModelMixin reads .dtype/.device from parameters; this one carries no information
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        posterior = DiagonalGaussianDistribution(torch.cat([x, torch.full_like(x, _LOGVAR)], dim=1))
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
+        return DecoderOutput(sample=z) if return_dict else (z,)
+
+
+def build_unet(size: int, cross_attention_dim: int) -> UNet2DConditionModel:
+    """RGB in, RGB out; attention only at 16 and 8 px, where it is cheap."""
+    return UNet2DConditionModel(
+        sample_size=size, in_channels=3, out_channels=3, block_out_channels=[32, 64, 64],
+        layers_per_block=1, cross_attention_dim=cross_attention_dim, attention_head_dim=8,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], norm_num_groups=16)
+
+
+def scheduler() -> DDPMScheduler:
+    """DDPM's own pixel-space schedule (linear betas), epsilon prediction."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                         prediction_type="epsilon", clip_sample=True)
+
+
+def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
+    """The in-domain CLIP's text tower as the diffusion text encoder (frozen, as in SD)."""
+    encoder = CLIPTextModel(clip.config.text_config)
+    encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    return encoder.eval().requires_grad_(False)
+
+
+def _optimize(parameters, steps: int, lr: float, step_fn) -> float:
+    """AdamW with a short warm-up; returns seconds spent."""
+    start = time.perf_counter()
+    parameters = list(parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
+    for step in range(steps):
+        loss = step_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        warmup.step()
+    return time.perf_counter() - start
+
+
+def train_base(data: Renders, text_encoder, tokenizer, steps: int, batch: int, seed: int,
+               ) -> tuple[UNet2DConditionModel, float]:
+    """Text-to-image base on full captions of the training identities (the shared loss)."""
+    torch.manual_seed(seed)
+    unet = build_unet(data.pixels.shape[-1], text_encoder.config.hidden_size).train()
+    ids = token_ids(tokenizer, [caption(data.identity(i), data.scenes[i]) for i in range(len(data))])
+    with torch.no_grad():
+        states = torch.cat([text_encoder(ids[i:i + 256])[0] for i in range(0, len(ids), 256)])  # (N, L, D)
+    noise_schedule, generator = scheduler(), torch.Generator().manual_seed(seed)
+
+    def step_fn(_: int) -> torch.Tensor:
+        rows = torch.randint(0, len(data), (batch,), generator=generator)
+        return denoising_loss(unet, noise_schedule, data.pixels[rows], states[rows], generator)
+
+    seconds = _optimize(unet.parameters(), steps, 1e-3, step_fn)
+    return unet.eval().requires_grad_(False), seconds
+
+
+VARIANTS: dict[str, dict] = {
+    "ours": {},  # the full recipe: whole network, cross-reference, masking, identity loss
+    "ours_no_crossref": {"cross_reference": False},
+    "ours_no_idloss": {"identity_loss_weight": 0.0},
+    "ours_adapter_only": {"trainable": "adapter"},
+}
+
+
+def train_ours(data: Renders, base_unet, text_encoder, tokenizer, clip: CLIPModel, processor,
+               variant: str, steps: int, batch: int, seed: int) -> tuple[TamerModel, float]:
+    """One recipe variant fine-tuned from (a copy of) the base, with the frozen in-domain CLIP as
+    the object encoder. Domain rows: "a <obj> star, <scene>" with a reference view; general rows:
+    full captions, no object (regularized joint training)."""
+    options = dict(VARIANTS[variant])
+    use_cross_reference = options.pop("cross_reference", True)
+    config = TamerModelConfig(**options)
+    torch.manual_seed(seed)
+    model = TamerModel.from_components(copy.deepcopy(base_unet), PassThroughVAE(), text_encoder, tokenizer,
+                                       scheduler(), clip, processor.image_processor, config)
+    model.train()
+    views = {k: (data.subject == k).nonzero().squeeze(1).tolist() for k in range(len(data.subjects))}
+    policy = JointBatchPolicy(batch, config.domain_ratio, seed)
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+
+    def example(pool: str, index: int) -> dict:
+        if pool == "general":
+            row = index
+            return {"pixel_values": data.pixels[row], "reference_pixel_values": None, "reference_mask": None,
+                    "input_ids": token_ids(tokenizer, [caption(data.identity(row), data.scenes[row])])[0]}
+        row = index
+        own = views[int(data.subject[row])]
+        ref = own[cross_reference(len(own), own.index(row), rng)] if use_cross_reference else row
+        prompt = object_prompt(data.identity(row), data.scenes[row])
+        return {"pixel_values": data.pixels[row], "input_ids": token_ids(tokenizer, [prompt])[0],
+                "reference_pixel_values": clip_pixels(data.pixels[ref:ref + 1], processor)[0],
+                "reference_mask": data.masks[ref]}
+
+    def step_fn(step: int) -> torch.Tensor:
+        plan = policy.indices(step, len(data), len(data))
+        return model.training_step(collate([example(pool, i) for pool, i in plan]), generator)["total"]
+
+    seconds = _optimize(model.trainable_parameters(), steps, 5e-4, step_fn)
+    return model.train(False), seconds
+
+
+def sd_pipeline(unet, text_encoder, tokenizer) -> StableDiffusionPipeline:
+    """diffusers' text-to-image pipeline over the base model (text-only and TI sampling)."""
+    pipe = StableDiffusionPipeline(vae=PassThroughVAE(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=DDIMScheduler.from_config(scheduler().config), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def train_ti(base_unet, text_encoder, tokenizer, images: list, token: str, initializer: str,
+             config: TextualInversionConfig) -> tuple[StableDiffusionPipeline, torch.Tensor, float]:
+    """Textual Inversion of one object on the base model, with its own tokenizer/text-encoder
+    copies; returns a pipeline that knows `token`, the learned embeds and seconds spent."""
+    start = time.perf_counter()
+    pipe = SimpleNamespace(unet=base_unet, vae=PassThroughVAE(), text_encoder=copy.deepcopy(text_encoder),
+                           tokenizer=copy.deepcopy(tokenizer), scheduler=scheduler(), vae_scale_factor=1)
+    embeds = train_textual_inversion(pipe, images, token, initializer, config)
+    base_unet.requires_grad_(False)
+    seconds = time.perf_counter() - start
+    return sd_pipeline(base_unet, pipe.text_encoder.eval(), pipe.tokenizer), embeds, seconds

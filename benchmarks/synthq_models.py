@@ -1,0 +1,144 @@
+"""Models the synth-quality benchmark trains from scratch: the attribute oracle (a small CNN) and
+the in-domain tiny CLIP (contrastive on synth image-caption pairs, saved with `save_pretrained`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+from benchmarks.synthq_world import KEYS, VOCAB, Renders, caption
+from model.tiny import ensure_built
+
+
+class Oracle(nn.Module):
+    """Image (B, 3, S, S) in [-1, 1] -> one logit vector per attribute in KEYS.
+
+    Four conv stages (one conv each: 2 shared CPU cores) keep full resolution early (eyes and textures are a few pixels at 32 px),
+    then a global pool; position is still readable because padding breaks translation symmetry
+    and a coordinate channel is appended.
+    """
+
+    def __init__(self, width: int = 24):
+        super().__init__()
+        def stage(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+        self.features = nn.Sequential(stage(5, width), nn.MaxPool2d(2), stage(width, 2 * width), nn.MaxPool2d(2),
+                                      stage(2 * width, 4 * width), nn.MaxPool2d(2), stage(4 * width, 4 * width))
+        self.heads = nn.ModuleDict({key: nn.Linear(4 * width * 5, len(VOCAB[key])) for key in KEYS})
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = images.shape
+        ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
+        x = self.features(torch.cat([images, xs, ys], dim=1))  # (B, C, h/8, w/8)
+        # global mean + a 2x2 pool keep both "what" and coarse "where"
+        pooled = torch.cat([x.mean((2, 3)), F.adaptive_avg_pool2d(x, 2).flatten(1)], dim=1)  # (B, 5C)
+        return {key: head(pooled) for key, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, len(KEYS)) predicted vocabulary indices."""
+        self.eval()
+        out = []
+        for i in range(0, len(images), batch):
+            logits = self(images[i:i + batch])
+            out.append(torch.stack([logits[key].argmax(-1) for key in KEYS], dim=1))
+        return torch.cat(out)
+
+
+def train_oracle(data: Renders, steps: int, batch: int, seed: int, width: int = 24) -> tuple[Oracle, float]:
+    """Cross-entropy on every attribute head; returns the model and seconds spent."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    oracle = Oracle(width)
+    optimizer = torch.optim.AdamW(oracle.parameters(), lr=3e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    oracle.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(data), (batch,), generator=generator)
+        logits = oracle(data.pixels[rows])
+        loss = sum(F.cross_entropy(logits[key], data.labels[rows, k]) for k, key in enumerate(KEYS))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return oracle.eval(), time.perf_counter() - start
+
+
+def accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Per-attribute exact-match rate of (N, len(KEYS)) index tensors."""
+    return {key: float((predicted[:, k] == truth[:, k]).float().mean()) for k, key in enumerate(KEYS)}
+
+
+# ---- the in-domain CLIP ----
+
+def clip_config(size: int) -> CLIPConfig:
+    """Small enough for minutes of CPU training; the text width is also the UNet's
+    cross-attention width, since the diffusion model reuses this text tower."""
+    vision = dict(image_size=size, patch_size=4, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=3, num_attention_heads=4)
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                max_position_embeddings=77)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def clip_processor(size: int) -> CLIPProcessor:
+    """The tiny profile's processor (real CLIP BPE tokenizer), resized to `size`."""
+    processor = CLIPProcessor.from_pretrained(ensure_built("clip"))
+    processor.image_processor.size = {"shortest_edge": size}
+    processor.image_processor.crop_size = {"height": size, "width": size}
+    return processor
+
+
+def clip_pixels(pixels: torch.Tensor, processor: CLIPProcessor) -> torch.Tensor:
+    """[-1, 1] pixels already at CLIP's side -> CLIP-normalised pixels (what the processor does)."""
+    image = processor.image_processor
+    mean = torch.tensor(image.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(image.image_std).view(1, 3, 1, 1)
+    return ((pixels + 1) / 2 - mean) / std
+
+
+def train_clip(data: Renders, processor: CLIPProcessor, steps: int, batch: int, seed: int,
+               out: Path) -> tuple[CLIPModel, float]:
+    """Symmetric InfoNCE on (render, caption) pairs; saved with `save_pretrained` to `out`, so it
+    loads through `from_pretrained` like every profile component. Returns (model, seconds)."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    size = data.pixels.shape[-1]
+    model = CLIPModel(clip_config(size))
+    captions = [caption(data.identity(i), data.scenes[i]) for i in range(len(data))]
+    tokens = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(data), (batch,), generator=generator)
+        output = model(input_ids=tokens.input_ids[rows], attention_mask=tokens.attention_mask[rows],
+                       pixel_values=clip_pixels(data.pixels[rows], processor), return_loss=True)
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return CLIPModel.from_pretrained(out).eval(), time.perf_counter() - start
+
+
+@torch.no_grad()
+def retrieval_accuracy(model: CLIPModel, processor: CLIPProcessor, data: Renders, n: int = 64) -> float:
+    """Image -> caption top-1 among n pairs: a sanity figure that the CLIP learned the world."""
+    n = min(n, len(data))
+    captions = [caption(data.identity(i), data.scenes[i]) for i in range(n)]
+    tokens = processor.tokenizer(captions, padding=True, return_tensors="pt")
+    images = F.normalize(model.get_image_features(pixel_values=clip_pixels(data.pixels[:n], processor)), dim=-1)
+    texts = F.normalize(model.get_text_features(**tokens), dim=-1)
+    return float(((images @ texts.T).argmax(1) == torch.arange(n)).float().mean())

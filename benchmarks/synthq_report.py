@@ -1,0 +1,90 @@
+"""The synth-quality report: `report.md` (the table, oracle accuracy, timings), an identity-vs-prompt
+accuracy plot with 95% intervals, and a sample grid (reference, then each method's images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks.synthq_measure import MEASURES  # noqa: E402
+
+LABELS = {"real": "real renders (oracle ceiling)", "copy_reference": "copy the reference",
+          "text_only": "text only (no object)", "ours": "ours (full recipe)",
+          "ours_no_crossref": "ours, no cross-reference", "ours_no_idloss": "ours, no identity loss",
+          "ours_adapter_only": "ours, adapter only", "textual_inversion": "Textual Inversion"}
+
+
+def _cell(entry: dict, measure: str) -> str:
+    low, high = entry[f"{measure}_ci"]
+    return f"{entry[measure]:.3f} [{low:.2f}, {high:.2f}]"
+
+
+def table(summary: dict) -> str:
+    """Markdown table: every measure with its interval, and cost per object."""
+    head = "| method | " + " | ".join(MEASURES) + " | cost/object (s) | cost/object (bytes) |"
+    lines = [head, "|" + "---|" * (len(MEASURES) + 3)]
+    for method, entry in summary.items():
+        cells = [_cell(entry, m) for m in MEASURES]
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells)
+                     + f" | {entry.get('cost_s', 0):.3g} | {entry.get('cost_bytes', 0)} |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for method, entry in summary.items():
+        x, y = entry["prompt_acc"], entry["identity_acc"]
+        xerr = [[x - entry["prompt_acc_ci"][0]], [entry["prompt_acc_ci"][1] - x]]
+        yerr = [[y - entry["identity_acc_ci"][0]], [entry["identity_acc_ci"][1] - y]]
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=LABELS.get(method, method))
+    ax.set_xlabel("prompt accuracy (oracle, scene attributes)")
+    ax.set_ylabel("identity accuracy (oracle, identity attributes)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sample_grid(grid: dict[str, list[torch.Tensor]], path: Path, objects: int = 4) -> None:
+    """One row per (object, method): the reference first, then that method's images."""
+    rows = []
+    for k in range(min(objects, len(grid["reference"]))):
+        reference = grid["reference"][k][0]
+        for method, batches in grid.items():
+            if method != "reference":
+                rows.append(torch.cat([reference, *batches[k]], dim=2))  # (3, S, S * (1 + n))
+    width = max(r.shape[-1] for r in rows)
+    rows = [torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows]
+    image = ((torch.cat(rows, dim=1).clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).byte().numpy()
+    Image.fromarray(np.ascontiguousarray(image)).resize((image.shape[1] * 2, image.shape[0] * 2),
+                                                        Image.Resampling.NEAREST).save(path)
+
+
+def write_report(result: dict, grid: dict[str, list[torch.Tensor]], out: Path) -> Path:
+    plot(result["summary"], out / "accuracy.png")
+    sample_grid(grid, out / "samples.png")
+    methods = [m for m in grid if m != "reference"]
+    oracle = ", ".join(f"{k} {v:.3f}" for k, v in result["oracle_accuracy"].items())
+    timings = ", ".join(f"{k} {v:.0f}s" for k, v in result["timings_s"].items())
+    text = "\n\n".join([
+        "# Synth quality benchmark", f"{result['date']}, {result['machine']['platform']}, "
+        f"{result['machine']['cpus']} CPUs, torch {result['machine']['torch']}",
+        table(result["summary"]),
+        "Means over held-out objects with 95% bootstrap intervals (objects are the units).",
+        f"Oracle accuracy on fresh renders: {oracle} (target >= {result['settings']['oracle_target']}: "
+        f"{'met' if result['oracle_target_met'] else 'NOT met'}). "
+        f"CLIP image->caption top-1: {result['clip_retrieval_top1']:.3f}.",
+        f"Timings: {timings}.", "![accuracy](accuracy.png)",
+        f"Samples, per object, rows = {', '.join(methods)}; the reference is the first column.",
+        "![samples](samples.png)"])
+    path = out / "report.md"
+    path.write_text(text + "\n")
+    return path

@@ -1,0 +1,112 @@
+"""The synth-quality benchmark's world: labelled renders of `tamer.synth` objects as tensors,
+their captions, and the evaluation prompts.
+
+Identity = shape x palette x texture x eyes; scene = background, position, scale, rotation,
+lighting (what a prompt controls). Captions are `tamer.synth.describe` + `scene_phrase` (the
+captioning flow's attribute composition reduces to exactly these words for synth objects, with
+no VLM caption to merge, so the benchmark uses the synth functions directly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tamer.synth import (BACKGROUNDS, COLORS, EYES, LIGHTINGS, POSITIONS, ROTATIONS, SCALES, SHAPES,
+                         TEXTURES, Identity, Scene, Subject, describe, identities, render,
+                         sample_scene, scene_phrase)
+
+IDENTITY_KEYS = ("shape", "primary", "secondary", "texture", "eyes")
+SCENE_KEYS = ("background", "position", "scale", "rotation", "lighting")
+VOCAB: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES, "primary": tuple(COLORS), "secondary": tuple(COLORS), "texture": TEXTURES,
+    "eyes": EYES, "background": BACKGROUNDS, "position": tuple(POSITIONS), "scale": tuple(SCALES),
+    "rotation": tuple(ROTATIONS), "lighting": LIGHTINGS,
+}
+KEYS = IDENTITY_KEYS + SCENE_KEYS
+OBJECT_WORD = "<obj>"  # the placeholder the training recipe's object captions use (model.compose)
+
+
+def labels(identity: Identity, scene: Scene) -> list[int]:
+    """Vocabulary index of every attribute, in KEYS order."""
+    values = {**identity.attributes(), **scene.attributes()}
+    return [VOCAB[key].index(values[key]) for key in KEYS]
+
+
+def caption(identity: Identity, scene: Scene) -> str:
+    """Full caption: "a red and white striped star with one eye, against a blue sky, ..."."""
+    return f"{describe(identity)}, {scene_phrase(scene.attributes())}"
+
+
+def class_prompt(identity: Identity, scene: Scene, noun: str | None = None) -> str:
+    """Prompt naming only the class noun (DreamBench's rule): "a star, against a blue sky, ..."."""
+    return f"a {noun or identity.shape}, {scene_phrase(scene.attributes())}"
+
+
+def object_prompt(identity: Identity, scene: Scene) -> str:
+    """The recipe's object caption: "a <obj> star, ..."; identity comes from the object tokens."""
+    return class_prompt(identity, scene, f"{OBJECT_WORD} {identity.shape}")
+
+
+@dataclass
+class Renders:
+    """N labelled views: pixels in [-1, 1], masks in {0, 1}, and who/where each one is."""
+
+    pixels: torch.Tensor  # (N, 3, S, S) float
+    masks: torch.Tensor  # (N, 1, S, S) float
+    labels: torch.Tensor  # (N, len(KEYS)) long
+    subject: torch.Tensor  # (N,) long: index into `subjects`
+    subjects: list[Subject]
+    scenes: list[Scene]
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def identity(self, row: int) -> Identity:
+        return self.subjects[int(self.subject[row])].identity
+
+
+def to_tensor(image) -> torch.Tensor:
+    """PIL RGB -> (3, S, S) float in [-1, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+
+
+def render_views(subjects: Sequence[Subject], views: int, size: int, seed: int) -> Renders:
+    """`views` fresh random scenes per subject; a pure function of the arguments."""
+    rng = np.random.default_rng([seed, 0x5E])
+    pixels, masks, rows, owner, scenes = [], [], [], [], []
+    for k, subject in enumerate(subjects):
+        for _ in range(views):
+            scene = sample_scene(rng)
+            image, mask = render(subject.identity, scene, size)
+            pixels.append(to_tensor(image))
+            masks.append(torch.from_numpy(np.asarray(mask, dtype=np.float32)[None] / 255.0))
+            rows.append(labels(subject.identity, scene))
+            owner.append(k)
+            scenes.append(scene)
+    return Renders(torch.stack(pixels), torch.stack(masks), torch.tensor(rows), torch.tensor(owner),
+                   list(subjects), scenes)
+
+
+def random_subjects(n: int, seed: int) -> list[Subject]:
+    """n identities drawn independently of any split (for the oracle and CLIP, which see the
+    whole attribute space, as an attribute classifier trained on renders would)."""
+    return identities(n, seed)
+
+
+def split_subjects(n_train: int, n_held_out: int, seed: int) -> tuple[list[Subject], list[Subject]]:
+    """Training identities and held-out identities that no diffusion model sees before evaluation."""
+    total = n_train + n_held_out
+    subjects = identities(total * 2, seed, held_out_fraction=n_held_out / total)
+    train = [s for s in subjects if s.split == "train"][:n_train]
+    held_out = [s for s in subjects if s.split == "held_out"][:n_held_out]
+    return train, held_out
+
+
+def eval_scenes(n: int, seed: int) -> list[Scene]:
+    """The prompts' scenes, shared by every method and held-out object."""
+    rng = np.random.default_rng([seed, 0xE7A1])
+    return [sample_scene(rng) for _ in range(n)]
