@@ -5,8 +5,9 @@
 (a) ceiling, serial: PIL open + full decode + RGB conversion of every file ingest decodes
     (the images and their foreground masks), one process;
 (b) ceiling, parallel: the same over a process pool of `--workers`;
-(c) tamer ingest on Ray Data with `--workers` actors (hash, decode, validate, dedupe,
-    Parquet shards with atomic commit), Ray already started as it is in a running service.
+(c) tamer ingest on Ray Data with `--workers` CPUs (hash, decode, validate, dedupe, Parquet
+    shards with atomic commit), Ray and its worker processes already started, as the process
+    pool's are for (b) and as they are in a running service.
 Target: (c) / (b) >= 0.8.
 """
 
@@ -50,7 +51,9 @@ def main() -> None:
     from storage.shards import ShardStore
     from tamer.config import IngestSettings, RaySettings
     from tamer.synth import generate
-    from tasks.ingest import ingest_source
+    from storage.images import ImageLimits
+    from storage.sources import list_chunks
+    from tasks.ingest import ingest_source, run_ray
     from tasks.ray_runtime import ensure_ray
 
     work = Path(tempfile.mkdtemp(prefix="tamer-bench-ingest-"))
@@ -68,6 +71,9 @@ def main() -> None:
 
     ensure_ray(RaySettings(num_cpus=args.workers))
     settings = IngestSettings(executor="ray", files_per_chunk=256)
+    # Start Ray's worker processes untimed, as the process pool's were above.
+    warm = list_chunks(str(work / "src"), 16)[:args.workers * 2]
+    list(run_ray(warm, {}, ImageLimits(), RaySettings()))
     ingest_s, report = timed(lambda: ingest_source(str(work / "src"), ShardStore(
         str(work / "root")), settings))
     rerun_s, rerun = timed(lambda: ingest_source(str(work / "src"), ShardStore(

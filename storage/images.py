@@ -68,9 +68,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedIma
     if getattr(image, "n_frames", 1) > 1:
         flags.append("multi_frame")  # first frame kept
     _load_fully(image)
-    upright = ImageOps.exif_transpose(image)
-    rotated = upright is not image and upright.size != (0, 0) and _has_orientation(image)
-    rgb = to_rgb(upright)
+    rotated = _has_orientation(image)
+    rgb = to_rgb(ImageOps.exif_transpose(image) if rotated else image)
     width, height = rgb.size
     if min(width, height) < limits.min_side:
         flags.append("tiny")

@@ -181,6 +181,12 @@ class ShardStore:
 
 
 def _parquet_bytes(data: pa.Table, row_group_rows: int) -> bytes:
+    """zstd for every column except binary ones (encoded images: already compressed, so
+    zstd and min/max statistics over them would only cost CPU)."""
+    binary = {f.name for f in data.schema if pa.types.is_binary(f.type)}
     buffer = io.BytesIO()
-    pq.write_table(data, buffer, compression="zstd", row_group_size=row_group_rows)
+    pq.write_table(data, buffer, row_group_size=row_group_rows,
+                   compression={f.name: "none" if f.name in binary else "zstd"
+                                for f in data.schema},
+                   write_statistics=[f.name for f in data.schema if f.name not in binary])
     return buffer.getvalue()

@@ -9,6 +9,7 @@ any filesystem fsspec knows works, and a killed run commits nothing partial.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -128,20 +129,21 @@ def run_local(chunks: list[SourceChunk], known: dict[str, str], limits) -> Itera
         yield decode_chunk(chunk, known, limits)
 
 
-class _ChunkDecoder:
-    """Ray Data actor: holds the known-id map once, decodes one chunk per call."""
+@functools.lru_cache(maxsize=1)
+def _known_in_worker(ref_hex: str, ref) -> dict[str, str]:
+    """The known-id map, fetched once per Ray worker process (workers are reused)."""
+    import ray
 
-    def __init__(self, known_ref, limits: imaging.ImageLimits) -> None:
-        import ray
+    return ray.get(ref)
 
-        self.known = ray.get(known_ref[0])
-        self.limits = limits
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        (row,) = batch.to_pylist()  # batch_size=1: one chunk per call
-        chunk = SourceChunk(row["kind"], row["root"], tuple(row["paths"]),
-                            tuple((pair[0], pair[1]) for pair in row["classes"]))
-        return decode_chunk(chunk, self.known, self.limits)
+def _decode_block(batch: pa.Table, known_ref: list, limits: imaging.ImageLimits) -> pa.Table:
+    """Ray Data task: one chunk per call (batch_size=1)."""
+    (row,) = batch.to_pylist()
+    chunk = SourceChunk(row["kind"], row["root"], tuple(row["paths"]),
+                        tuple((pair[0], pair[1]) for pair in row["classes"]))
+    (ref,) = known_ref  # wrapped in a list so Ray passes the reference, not the value
+    return decode_chunk(chunk, _known_in_worker(ref.hex(), ref), limits)
 
 
 def run_ray(
@@ -152,23 +154,20 @@ def run_ray(
     from tasks.ray_runtime import ensure_ray
 
     ensure_ray(ray_settings)
-    # Results in chunk order, so "the first copy wins" dedupe is deterministic.
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    workers = max(1, min(len(chunks), int(ray.available_resources().get("CPU", 1))))
     items = [{"kind": c.kind, "root": c.root, "paths": list(c.paths),
               "classes": [list(pair) for pair in c.classes]} for c in chunks]
     dataset = ray.data.from_items(items, override_num_blocks=len(chunks))
-    decoded = dataset.map_batches(
-        _ChunkDecoder,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_constructor_args=([ray.put(known)], limits),  # list: keep the ref unresolved
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=1,
-        max_restarts=0,  # a lost actor fails its chunk; the Prefect task retries the run
-    )
-    for batch in decoded.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield batch.cast(OUTCOME_SCHEMA)
+    # Tasks, not actors: Ray reuses its warm worker processes, so no per-run start-up.
+    decoded = dataset.map_batches(_decode_block, batch_size=1, batch_format="pyarrow",
+                                  fn_args=([ray.put(known)], limits), num_cpus=1)
+    context = ray.data.DataContext.get_current()
+    preserve = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # chunk order: "first copy wins" dedupe
+    try:
+        for batch in decoded.iter_batches(batch_format="pyarrow", batch_size=None):
+            yield batch.cast(OUTCOME_SCHEMA)
+    finally:
+        context.execution_options.preserve_order = preserve
 
 
 # ---- the driver ------------------------------------------------------------------------
