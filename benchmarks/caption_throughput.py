@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 
-from benchmarks.common import timed, write_result  # noqa: E402
+from benchmarks.common import synth_workdir, timed, write_result  # noqa: E402
 
 
 @contextmanager
@@ -73,15 +72,12 @@ def main() -> None:
     from model.profiles import load_profile, load_role
     from storage.shards import ShardStore
     from tamer.config import CaptionSettings, IngestSettings, RaySettings
-    from tamer.synth import generate
     from tasks.caption import caption_images, load_vocabulary, template_of, vocabulary_path
     from tasks.images_dataset import decode_image
     from tasks.ingest import ingest_source
     from tasks.ray_runtime import ensure_ray
 
-    work = Path(tempfile.mkdtemp(prefix="tamer-bench-caption-"))
-    views = 8
-    generate(work / "src", n_objects=args.images // views, views=views, size=64)
+    work = synth_workdir("caption", args.images, size=64)
     store = ShardStore(str(work / "data"))
     ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
     rows = store.read("images", ["image_id", "class_name", "image"]).to_pylist()

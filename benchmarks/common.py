@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,17 @@ def timed(function: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     value = function()
     return time.perf_counter() - start, value
+
+
+def synth_workdir(name: str, images: int, size: int, workers: int = 1) -> Path:
+    """A fresh temporary folder whose `src/` holds about `images` synth renders (8 views)."""
+    from tamer.synth import generate
+
+    work = Path(tempfile.mkdtemp(prefix=f"tamer-bench-{name}-"))
+    views = 8
+    generate(work / "src", n_objects=max(1, images // views), views=views, size=size,
+             workers=workers)
+    return work
 
 
 def machine() -> dict[str, Any]:

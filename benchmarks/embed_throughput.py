@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import timed, write_result  # noqa: E402
+from benchmarks.common import synth_workdir, timed, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -42,15 +41,11 @@ def main() -> None:
     from model.profiles import load_profile
     from storage.shards import ShardStore
     from tamer.config import EmbedSettings, IngestSettings, RaySettings
-    from tamer.synth import generate
     from tasks.embed import embed_dataset
     from tasks.ingest import ingest_source
     from tasks.ray_runtime import ensure_ray
 
-    work = Path(tempfile.mkdtemp(prefix="tamer-bench-embed-"))
-    views = 8
-    generate(work / "src", n_objects=args.images // views, views=views, size=args.size,
-             workers=args.cpus)
+    work = synth_workdir("embed", args.images, args.size, workers=args.cpus)
     store = ShardStore(str(work / "root"))
     ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
     settings = EmbedSettings(executor="ray", batch_size=args.batch, actors=args.actors)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
+import shutil
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import timed, write_result  # noqa: E402
+from benchmarks.common import synth_workdir, timed, write_result  # noqa: E402
 
 
 def decode_file(path: str) -> int:
@@ -50,16 +49,12 @@ def main() -> None:
 
     from storage.shards import ShardStore
     from tamer.config import IngestSettings, RaySettings
-    from tamer.synth import generate
     from storage.images import ImageLimits
     from storage.sources import list_chunks
     from tasks.ingest import ingest_source, run_ray
     from tasks.ray_runtime import ensure_ray
 
-    work = Path(tempfile.mkdtemp(prefix="tamer-bench-ingest-"))
-    views = 8
-    generate(work / "src", n_objects=args.images // views, views=views, size=args.size,
-             workers=args.workers)
+    work = synth_workdir("ingest", args.images, args.size, workers=args.workers)
     paths = sorted(str(p) for p in (work / "src").rglob("*.png"))  # images and masks
     decode_many(paths)  # warm the page cache the same way for every contender
 
@@ -94,7 +89,7 @@ def main() -> None:
     for key, value in result.items():
         print(f"{key:40s} {value:.3f}" if isinstance(value, float) else f"{key:40s} {value}")
     write_result("ingest_throughput", result)
-    os.system(f"rm -rf {work}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
