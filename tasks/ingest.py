@@ -156,14 +156,16 @@ def run_ray(
     ensure_ray(ray_settings)
     items = [{"kind": c.kind, "root": c.root, "paths": list(c.paths),
               "classes": [list(pair) for pair in c.classes]} for c in chunks]
-    dataset = ray.data.from_items(items, override_num_blocks=len(chunks))
-    # Tasks, not actors: Ray reuses its warm worker processes, so no per-run start-up.
-    decoded = dataset.map_batches(_decode_block, batch_size=1, batch_format="pyarrow",
-                                  fn_args=([ray.put(known)], limits), num_cpus=1)
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True  # chunk order: "first copy wins" dedupe
+    # Chunk order makes "first copy wins" dedupe deterministic. A dataset copies the context
+    # when it is created, so set it before, and restore it for other stages after.
+    context.execution_options.preserve_order = True
     try:
+        dataset = ray.data.from_items(items, override_num_blocks=len(chunks))
+        # Tasks, not actors: Ray reuses its warm worker processes, so no per-run start-up.
+        decoded = dataset.map_batches(_decode_block, batch_size=1, batch_format="pyarrow",
+                                      fn_args=([ray.put(known)], limits), num_cpus=1)
         for batch in decoded.iter_batches(batch_format="pyarrow", batch_size=None):
             yield batch.cast(OUTCOME_SCHEMA)
     finally:
