@@ -19,6 +19,7 @@ from tamer import stats
 from tamer.config import CaptionSettings, IngestSettings
 from tasks.caption import attribute_accuracy, latest_captions, load_vocabulary, vocabulary_path
 from tasks.ingest import ingest_source
+from synth_data import ingested_synth
 
 VOCABULARY = load_vocabulary(vocabulary_path(CaptionSettings()))
 
@@ -33,12 +34,7 @@ def write_config(path: Path, **caption) -> str:
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> ShardStore:
     """6 synth objects x 3 views, ingested, plus one images row whose bytes do not decode."""
-    from tamer.synth import generate
-
-    work = tmp_path_factory.mktemp("caption-synth")
-    generate(work / "src", n_objects=6, views=3, size=64, seed=3)
-    store = ShardStore(str(work / "data"))
-    ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
+    store = ingested_synth(tmp_path_factory.mktemp("caption-synth"), 6, 3, size=64, seed=3)
     good = store.read("images").slice(0, 1).to_pylist()[0]
     bad = {**good, "image_id": "f" * 64, "source": "hand-written/bad.png", "mask": None,
            "image": b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "ingested_at": dt.datetime.now(dt.UTC)}

@@ -14,11 +14,10 @@ from typer.testing import CliRunner
 
 from storage.shards import ShardStore
 from tamer.cli import app
-from tamer.config import EmbedSettings, IngestSettings
-from tamer.synth import generate
+from tamer.config import EmbedSettings
 from tasks import index as knn
 from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
-from tasks.ingest import ingest_source
+from synth_data import ingested_synth
 
 CAPTIONS = {0: "a small red star on green grass", 4: "a blue striped ring in the sky"}
 
@@ -26,10 +25,7 @@ CAPTIONS = {0: "a small red star on green grass", 4: "a blue striped ring in the
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory) -> ShardStore:
     """12 synth images, two of them captioned, embedded and indexed."""
-    base = tmp_path_factory.mktemp("index")
-    generate(base / "src", n_objects=4, views=3, size=32, seed=5)
-    store = ShardStore(str(base / "data"))
-    ingest_source(str(base / "src"), store, IngestSettings(executor="local"))
+    store = ingested_synth(tmp_path_factory.mktemp("index"), 4, 3, size=32, seed=5)
     ids = sorted(store.read("images", ["image_id"])["image_id"].to_pylist())
     now = dt.datetime.now(dt.UTC)
     store.write("captions", pa.Table.from_pylist([

@@ -11,8 +11,9 @@ import torch
 
 from model.optim import EMA, optimizer_step, warmup_cosine
 from storage.shards import ShardStore
-from tamer.config import IngestSettings, load_config
+from tamer.config import load_config
 from tasks import runs
+from synth_data import ingested_synth
 
 SMALL = {"train.batch_size": 4, "train.warmup_steps": 1, "train.log_every": 1,
          "train.keep_checkpoints": None, "train.cpus_per_worker": 0.5}
@@ -21,13 +22,8 @@ SMALL = {"train.batch_size": 4, "train.warmup_steps": 1, "train.log_every": 1,
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> str:
     """4 objects x 3 views at 32 px, ingested: 12 images, 24 cross-reference pairs."""
-    from tamer.synth import generate
-    from tasks.ingest import ingest_source
-
-    base = tmp_path_factory.mktemp("train")
-    generate(base / "src", n_objects=4, views=3, size=32, seed=0)
-    ingest_source(str(base / "src"), ShardStore(str(base / "data")), IngestSettings(executor="local"))
-    return str(base / "data")
+    store = ingested_synth(tmp_path_factory.mktemp("train"), 4, 3, size=32, seed=0)
+    return store.location.root
 
 
 def test_plan_falls_back_to_subjects_and_own_captions(root):
