@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -32,8 +32,7 @@ class State:
         try:
             return load_config(self.config_file, root=self.root, **overrides)
         except ConfigError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+            _fail(str(exc), 2)
 
 
 state = State()
@@ -49,6 +48,12 @@ def main(
 ) -> None:
     """Global options shared by every command."""
     state.root, state.config_file = root, config
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Say what went wrong on stderr (red) and exit: 1 the work failed, 2 bad usage."""
+    err.print(message, style="red", markup=False, highlight=False)
+    raise typer.Exit(code)
 
 
 def _print_json(value: Any) -> None:
@@ -102,8 +107,7 @@ def ingest(
 
     config = state.config(**{"ingest.executor": executor})
     if not Path(source).exists():
-        err.print(f"[red]source {source} does not exist[/red]")
-        raise typer.Exit(2)
+        _fail(f"source {source} does not exist", 2)
     report = ingest_flow(source, root=config.root, config_file=_config_path())
     _print_json(report) if as_json else _print_ingest(report)
 
@@ -139,8 +143,7 @@ def caption(
         report = caption_flow(root=config.root, config_file=_config_path(),
                               profile=config.profile)
     except (ModelLoadError, ValueError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     if as_json:
         _print_json(report)
         return
@@ -193,8 +196,7 @@ def sql(
         try:
             cursor = con.execute(query)
         except duckdb.Error as exc:
-            err.print(f"[red]query failed:[/red] {exc}")
-            raise typer.Exit(1) from None
+            _fail(f"query failed: {exc}", 1)
         names = [column[0] for column in cursor.description or []]
         rows = [dict(zip(names, row)) for row in cursor.fetchall()]
     if as_json:
@@ -259,8 +261,7 @@ def index(
     try:
         record = build_index(ShardStore(config.root), config.profile, config.embed)
     except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        _fail(str(exc), 1)
     if as_json:
         _print_json(record)
         return
@@ -282,8 +283,7 @@ def serve_index(
     try:
         serve(ShardStore(config.root), config.profile, port)
     except FileNotFoundError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        _fail(str(exc), 1)
 
 
 @app.command()
@@ -302,11 +302,9 @@ def search(
     from tasks import index as knn
 
     if (text is None) == (image is None) or modality not in ("image", "text"):
-        err.print("[red]give exactly one of --text or --image; --modality image|text[/red]")
-        raise typer.Exit(2)
+        _fail("give exactly one of --text or --image; --modality image|text", 2)
     if image is not None and not image.is_file():
-        err.print(f"[red]image {image} does not exist[/red]")
-        raise typer.Exit(2)
+        _fail(f"image {image} does not exist", 2)
     config = state.config()
     store = ShardStore(config.root)
     try:
@@ -319,8 +317,7 @@ def search(
             vector = knn.query_vector(config.profile, text=text, image=image)
             hits = knn.search_direct(store, vector, k=k, modality=modality)
     except FileNotFoundError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        _fail(str(exc), 1)
     if as_json:
         _print_json({"via": via, "hits": knn.hits_as_dicts(hits)})
         return
@@ -352,8 +349,7 @@ def run(
         state.config_file = config
     settings = state.config(profile=profile)
     if data is not None and not Path(data).exists():
-        err.print(f"[red]source {data} does not exist[/red]")
-        raise typer.Exit(2)
+        _fail(f"source {data} does not exist", 2)
     summary = pipeline_flow(data=data, root=settings.root, config_file=_config_path(),
                             profile=settings.profile)
     if as_json:
@@ -417,8 +413,7 @@ def serve(
     try:
         deployments = build_all(only, {k: v for k, v in parameters.items() if v is not None})
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     err.print(f"serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
     prefect_serve(*deployments)
 
@@ -445,11 +440,9 @@ def train(
         report = train_flow(root=config.root, config_file=_config_path(), dataset=dataset, resume=resume,
                             overrides={k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     except Exception as exc:  # noqa: BLE001 - the run is registered as failed; say why and exit 1
-        err.print(f"[red]training failed:[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from None
+        _fail(f"training failed: {type(exc).__name__}: {exc}", 1)
     if as_json:
         _print_json(report)
         return
@@ -499,8 +492,7 @@ def generate_images(
 
     for path in (checkpoint, image):
         if not path.exists():
-            err.print(f"[red]{path} does not exist[/red]")
-            raise typer.Exit(2)
+            _fail(f"{path} does not exist", 2)
     paths = generate(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
     if as_json:
         _print_json([str(p) for p in paths])
@@ -538,14 +530,12 @@ def evaluate(
             settings[key] = {**getattr(config.eval, key), "steps": value}
     config = state.config(profile=profile, **{f"eval.{k}": v for k, v in settings.items()})
     if config.eval.data and not Path(config.eval.data).is_dir():
-        err.print(f"[red]data folder {config.eval.data} does not exist[/red]")
-        raise typer.Exit(2)
+        _fail(f"data folder {config.eval.data} does not exist", 2)
     try:
         summary = evaluate_flow(root=config.root, config_file=_config_path(), profile=config.profile,
                                 run_id=run_id, settings=settings)
     except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        _fail(str(exc), 1)
     if as_json:
         _print_json(summary)
         return
