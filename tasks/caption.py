@@ -28,7 +28,8 @@ from model.profiles import TINY_SCHEME, Profile, load_profile, preflight
 from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
-from tasks.images_dataset import decode_image, iter_images_local, read_images, shards_to_do
+from tasks.images_dataset import (decode_image, iter_images_local, read_images, shards_to_do,
+                                  undecodable_ids)
 
 ROLES = ["captioner", "clip"]
 READ_COLUMNS = ["image_id", "source", "class_name", "image"]
@@ -233,7 +234,7 @@ def caption_images(
     report = CaptionReport(f"caption-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", *key)
     for table in ("captions", "quarantine"):
         store.sweep_staging(table)
-    todo = shards_to_do(store, _captioned_ids(store, key) | _undecodable_ids(store))
+    todo = shards_to_do(store, _captioned_ids(store, key) | undecodable_ids(store, "caption"))
     report.todo = sum(len(ids) for ids in todo.values())
     report.skipped = store.row_count("images") - report.todo
     if not todo:
@@ -253,13 +254,6 @@ def _captioned_ids(store: ShardStore, key: tuple[str, str, str]) -> set[str]:
     rows = store.read("captions", ["image_id", "captioner_id", "clip_id", "config_hash"])
     return {row["image_id"] for row in rows.to_pylist()
             if (row["captioner_id"], row["clip_id"], row["config_hash"]) == key}
-
-
-def _undecodable_ids(store: ShardStore) -> set[str]:
-    """Images whose bytes did not decode: ids are content hashes, so they never will."""
-    rows = store.read("quarantine", ["stage", "content_sha256", "reason"]).to_pylist()
-    return {row["content_sha256"] for row in rows
-            if row["stage"] == "caption" and row["reason"] == "undecodable"}
 
 
 class _Committer:

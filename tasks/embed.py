@@ -25,9 +25,11 @@ from model.profiles import load_profile
 from storage.schemas import TABLES
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
-from tasks.images_dataset import decode_image, iter_images_local, read_images, shards_to_do
+from tasks.images_dataset import (READ_CPUS, decode_image, iter_images_local, read_images, shards_to_do,
+                                  undecodable_ids)
 
 IMAGE, TEXT = "image", "text"
+IMAGE_COLUMNS = ["image_id", "source", "image"]
 Batch = dict[str, np.ndarray]  # {"image_id": (N,), "vector": (N, D)}
 
 
@@ -39,7 +41,8 @@ class EmbedReport:
     model_id: str
     images: int = 0  # new image vectors
     texts: int = 0  # new caption vectors
-    skipped: int = 0  # already embedded with this model and config
+    skipped: int = 0  # already embedded with this model and config, or known undecodable
+    quarantined: int = 0  # images whose stored bytes did not decode (new this run)
     shards: int = 0
     fingerprint: str = ""
 
@@ -82,40 +85,59 @@ def _image_processor(profile_name: str):
     return embedding.load_image_processor(load_profile(profile_name))
 
 
-def preprocess(images: list[bytes], profile_name: str):
-    """Stored image bytes -> pixel tensors (N, 3, H, W), as the service preprocesses queries."""
-    return embedding.preprocess(_image_processor(profile_name), [decode_image(b) for b in images])
+def prepare_images(batch: Batch, profile_name: str) -> Batch:
+    """Ray task (CPU): stored bytes -> CLIP pixels (N, 3, H, W), as the service preprocesses
+    queries. Bytes that do not decode get an `error` and zero pixels instead of failing the
+    batch; the driver quarantines them."""
+    images, errors = [], []
+    for data in batch["image"]:
+        try:
+            images.append(decode_image(data))
+            errors.append("")
+        except Exception as exc:  # noqa: BLE001 - bad bytes quarantine the row, not the batch
+            images.append(None)
+            errors.append(f"{type(exc).__name__}: {exc}")
+    good = [image for image in images if image is not None]
+    prepared = embedding.preprocess(_image_processor(profile_name), good).numpy() if good else None
+    pixels = np.zeros((len(images), *prepared.shape[1:]) if good else (len(images), 0), np.float32)
+    if good:
+        pixels[[n for n, image in enumerate(images) if image is not None]] = prepared
+    return {"image_id": batch["image_id"], "source": batch["source"], "pixels": pixels,
+            "error": np.array(errors, dtype=object)}
 
 
 class Encoder:
-    """Ray actor (or local object): the CLIP model, loaded once; images or texts -> vectors.
+    """Ray actor (or local object): the CLIP model, loaded once; pixels or texts -> vectors.
 
-    Decoding and preprocessing run in the actor too: a separate CPU stage costs a second set
-    of worker processes (each importing torch), and did not finish in our 2-CPU benchmark.
+    Only the model runs here: decoding and preprocessing are a separate task stage, so on a
+    2-CPU machine one core prepares the next batches while the other runs the model.
     """
 
     def __init__(self, profile_name: str, torch_threads: int) -> None:
         import torch
 
         torch.set_num_threads(torch_threads)
-        self.profile_name = profile_name
         self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
 
     def __call__(self, batch: Batch) -> Batch:
-        if "image" in batch:
-            pixels = preprocess(list(batch["image"]), self.profile_name)
-            vectors = self.embedder.embed_pixels(pixels)
-        else:
-            vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
+        import torch
+
+        if "pixels" in batch:
+            ok = batch["error"] == ""
+            vectors = np.zeros((len(ok), self.embedder.dim), np.float32)
+            if ok.any():
+                vectors[ok] = self.embedder.embed_pixels(torch.from_numpy(batch["pixels"][ok]))
+            return {**{k: batch[k] for k in ("image_id", "source", "error")}, "vector": vectors}
+        vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
         return {"image_id": batch["image_id"], "vector": vectors}
 
 
 def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
            settings: EmbedSettings) -> Iterator[tuple[str, Batch]]:
     encoder = Encoder(profile_name, settings.torch_threads)
-    for chunk in iter_images_local(store, todo, ["image"], settings.batch_size):
-        yield IMAGE, encoder({"image_id": np.array(chunk["image_id"].to_pylist()),
-                              "image": chunk["image"].to_pylist()})
+    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, settings.batch_size):
+        columns = {name: np.array(chunk[name].to_pylist(), dtype=object) for name in IMAGE_COLUMNS}
+        yield IMAGE, encoder(prepare_images(columns, profile_name))
     for start in range(0, len(texts), settings.batch_size):
         chunk = texts[start:start + settings.batch_size]
         yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
@@ -133,9 +155,11 @@ def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profi
             "fn_constructor_args": (profile_name, settings.torch_threads), "max_restarts": 0,
             "batch_size": settings.batch_size, "batch_format": "numpy"}
     if todo:
-        images = read_images(store, todo, ["image"], block_rows=settings.batch_size)
-        for batch in images.map_batches(Encoder, **pool).iter_batches(batch_size=None,
-                                                                      batch_format="numpy"):
+        images = read_images(store, todo, IMAGE_COLUMNS, block_rows=settings.batch_size)
+        prepared = images.map_batches(prepare_images, fn_args=(profile_name,), batch_format="numpy",
+                                      batch_size=settings.batch_size, num_cpus=READ_CPUS)
+        for batch in prepared.map_batches(Encoder, **pool).iter_batches(batch_size=None,
+                                                                        batch_format="numpy"):
             yield IMAGE, batch
     if texts:
         dataset = ray.data.from_items(texts)
@@ -157,7 +181,8 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     done = {(r["image_id"], r["kind"], r["config_hash"]) for r in
             store.read("embeddings", ["image_id", "kind", "config_hash"]).to_pylist()}
     image_hash = config_hash(model_id)
-    todo = shards_to_do(store, {i for i, kind, h in done if kind == IMAGE and h == image_hash})
+    todo = shards_to_do(store, {i for i, kind, h in done if kind == IMAGE and h == image_hash}
+                        | undecodable_ids(store, "embed"))
     texts = [{"image_id": i, "text": text, "config_hash": config_hash(model_id, caption_hash)}
              for i, (text, caption_hash) in sorted(latest_captions(store).items())
              if (i, TEXT, config_hash(model_id, caption_hash)) not in done]
@@ -168,8 +193,10 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
         batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())
     else:
         batches = _local(store, todo, texts, profile_name, settings)
-    total, pending = image_todo + len(texts), []
+    total, pending, quarantine = image_todo + len(texts), [], []
     for kind, batch in batches:
+        if kind == IMAGE:
+            batch = _split_failures(batch, quarantine, report)
         for image_id, vector in zip(batch["image_id"], batch["vector"]):
             pending.append({"image_id": str(image_id), "kind": kind, "model_id": model_id,
                             "config_hash": image_hash if kind == IMAGE else
@@ -178,10 +205,23 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
         if len(pending) >= settings.shard_rows:
             _commit(store, pending, report)
         if progress:
-            progress(report.images + report.texts, total)
+            progress(report.images + report.texts + report.quarantined, total)
     _commit(store, pending, report)
+    store.write("quarantine", pa.Table.from_pylist(quarantine), run_id=report.run_id)
     report.fingerprint = store.fingerprint(("embeddings",))
     return report
+
+
+def _split_failures(batch: Batch, quarantine: list[dict], report: EmbedReport) -> Batch:
+    """Move rows whose bytes did not decode into `quarantine`; return the embedded rows."""
+    failed = batch["error"] != ""
+    now = dt.datetime.now(dt.UTC)
+    for image_id, source, error in zip(batch["image_id"][failed], batch["source"][failed],
+                                       batch["error"][failed]):
+        quarantine.append({"stage": "embed", "source": str(source), "content_sha256": str(image_id),
+                           "reason": "undecodable", "detail": str(error), "quarantined_at": now})
+    report.quarantined += int(failed.sum())
+    return {key: value[~failed] for key, value in batch.items()}
 
 
 def _commit(store: ShardStore, rows: list[dict], report: EmbedReport) -> None:

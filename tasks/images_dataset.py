@@ -74,6 +74,13 @@ def iter_images_local(store: ShardStore, todo: dict[str, list[str]], columns: li
             yield table.slice(start, batch_size)
 
 
+def undecodable_ids(store: ShardStore, stage: str) -> set[str]:
+    """Images a stage quarantined as undecodable: ids are content hashes, so they never will."""
+    rows = store.read("quarantine", ["stage", "content_sha256", "reason"]).to_pylist()
+    return {row["content_sha256"] for row in rows
+            if row["stage"] == stage and row["reason"] == "undecodable"}
+
+
 def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     """Stored bytes -> fully decoded RGB image; raises for bytes that do not decode.
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+
+import pyarrow as pa
 
 from storage.shards import ShardStore
 from tamer.config import IngestSettings
@@ -16,3 +19,15 @@ def ingested_synth(base: Path, objects: int, views: int, size: int, seed: int) -
     store = ShardStore(str(base / "data"))
     ingest_source(str(base / "src"), store, IngestSettings(executor="local"))
     return store
+
+
+UNDECODABLE_ID = "f" * 64
+
+
+def add_undecodable_image(store: ShardStore) -> str:
+    """Commit one images row whose bytes do not decode (as bit rot would leave it); its id."""
+    good = store.read("images").slice(0, 1).to_pylist()[0]
+    bad = {**good, "image_id": UNDECODABLE_ID, "source": "hand-written/bad.png", "mask": None,
+           "image": b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "ingested_at": dt.datetime.now(dt.UTC)}
+    store.write("images", pa.Table.from_pylist([bad]))
+    return UNDECODABLE_ID

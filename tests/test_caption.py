@@ -4,11 +4,9 @@ config, quarantine of undecodable rows, preflight before any data work, stats se
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 
@@ -19,7 +17,7 @@ from tamer import stats
 from tamer.config import CaptionSettings, IngestSettings
 from tasks.caption import attribute_accuracy, latest_captions, load_vocabulary, vocabulary_path
 from tasks.ingest import ingest_source
-from synth_data import ingested_synth
+from synth_data import UNDECODABLE_ID, add_undecodable_image, ingested_synth
 
 VOCABULARY = load_vocabulary(vocabulary_path(CaptionSettings()))
 
@@ -35,10 +33,7 @@ def write_config(path: Path, **caption) -> str:
 def synth_store(tmp_path_factory) -> ShardStore:
     """6 synth objects x 3 views, ingested, plus one images row whose bytes do not decode."""
     store = ingested_synth(tmp_path_factory.mktemp("caption-synth"), 6, 3, size=64, seed=3)
-    good = store.read("images").slice(0, 1).to_pylist()[0]
-    bad = {**good, "image_id": "f" * 64, "source": "hand-written/bad.png", "mask": None,
-           "image": b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "ingested_at": dt.datetime.now(dt.UTC)}
-    store.write("images", pa.Table.from_pylist([bad]))
+    add_undecodable_image(store)
     return store
 
 
@@ -55,7 +50,7 @@ def test_synth_caption_rerun_and_changed_config(synth_store, tmp_path, ray_local
     assert report["captioned"] == len(images) - 1 == len(captions) == 18
     assert len({row["image_id"] for row in captions}) == len(captions)
     quarantine = [r for r in store.read("quarantine").to_pylist() if r["stage"] == "caption"]
-    assert [(q["content_sha256"], q["reason"]) for q in quarantine] == [("f" * 64, "undecodable")]
+    assert [(q["content_sha256"], q["reason"]) for q in quarantine] == [(UNDECODABLE_ID, "undecodable")]
 
     # 2. class noun named, every group scored with probabilities, ground truth joins by id
     for row in captions:

@@ -20,6 +20,7 @@ from tamer.config import EmbedSettings, IngestSettings
 from tamer.synth import generate
 from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
 from tasks.ingest import ingest_source
+from synth_data import add_undecodable_image
 
 TABLES = ("embeddings", "near_duplicates", "subject_groups", "pairs", "indexes")
 
@@ -62,6 +63,26 @@ def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_p
     embed_dataset(local, "tiny", EmbedSettings(executor="local", batch_size=7))
     local_ids, local_vectors = current_vectors(local, IMAGE, first.model_id)
     assert local_ids == ids and np.allclose(local_vectors, vectors, atol=1e-5)
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_undecodable_stored_image_is_quarantined_and_the_rest_embedded(synth_source, tmp_path, executor,
+                                                                      request):
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    store = ingested(synth_source, tmp_path / "data")
+    bad = add_undecodable_image(store)
+    settings = EmbedSettings(executor=executor, batch_size=4, local_below=0)
+    report = embed_dataset(store, "tiny", settings)
+    assert (report.images, report.quarantined) == (15, 1)
+    ids, _ = current_vectors(store, IMAGE, report.model_id)
+    assert bad not in ids and len(ids) == 15
+    quarantine = [r for r in store.read("quarantine").to_pylist() if r["stage"] == "embed"]
+    assert [(q["content_sha256"], q["reason"]) for q in quarantine] == [(bad, "undecodable")]
+    assert quarantine[0]["detail"]  # the decoder's message, for whoever reads the table
+    again = embed_dataset(store, "tiny", settings)  # known-bad bytes are not retried
+    assert (again.images, again.quarantined, again.skipped) == (0, 0, 16)
+    assert store.row_count("quarantine") == 1
 
 
 def test_captions_get_text_vectors_and_new_caption_config_reembeds(synth_source, tmp_path):
