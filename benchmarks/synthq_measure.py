@@ -17,25 +17,39 @@ from benchmarks.synthq_world import IDENTITY_KEYS, KEYS, SCENE_KEYS
 from tasks.eval_report import bootstrap_interval
 
 MEASURES = ("identity_acc", "identity_exact", "prompt_acc", "clip_i", "clip_t")
-_ID = [KEYS.index(k) for k in IDENTITY_KEYS]
-_SCENE = [KEYS.index(k) for k in SCENE_KEYS]
+HITS = tuple(f"{key}_hit" for key in KEYS)  # per-attribute oracle agreement, also summarized
+
+
+def readable(oracle_accuracy: dict[str, float], target: float) -> tuple[list[str], list[str]]:
+    """(identity keys, scene keys) the oracle reads at >= target on fresh renders: only those
+    count towards identity and prompt accuracy; the others are still reported per attribute.
+    A group with no readable key counts all of its keys (and the run does not count)."""
+    def group(keys: tuple[str, ...]) -> list[str]:
+        return [k for k in keys if oracle_accuracy[k] >= target] or list(keys)
+    return group(IDENTITY_KEYS), group(SCENE_KEYS)
 
 
 @torch.no_grad()
 def score(oracle: Oracle, clip: CLIPModel, processor: CLIPProcessor, images: torch.Tensor,
-          reference: torch.Tensor, truth: torch.Tensor, prompts: list[str]) -> list[dict[str, float]]:
+          reference: torch.Tensor, truth: torch.Tensor, prompts: list[str],
+          counted: tuple[list[str], list[str]]) -> list[dict[str, float]]:
     """Per image (N, 3, S, S) in [-1, 1], against its reference image (N, 3, S, S), the wanted
     labels (N, len(KEYS)) (identity of the reference, scene of the prompt) and the class-noun
-    prompts: identity accuracy (mean over identity attributes), exact identity, prompt accuracy
-    (mean over scene attributes), CLIP-I (cosine to the reference) and CLIP-T (to the prompt)."""
+    prompts: identity accuracy (mean over the counted identity attributes), exact identity,
+    prompt accuracy (mean over the counted scene attributes), CLIP-I (cosine to the
+    reference), CLIP-T (to the prompt) and every attribute's hit."""
+    identity_columns = [KEYS.index(k) for k in counted[0]]
+    scene_columns = [KEYS.index(k) for k in counted[1]]
     hits = (oracle.predict(images) == truth).float()  # (N, len(KEYS))
     image_emb = F.normalize(clip.get_image_features(pixel_values=clip_pixels(images, processor)), dim=-1)
     ref_emb = F.normalize(clip.get_image_features(pixel_values=clip_pixels(reference, processor)), dim=-1)
     tokens = processor.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
     text_emb = F.normalize(clip.get_text_features(**tokens), dim=-1)
     clip_i, clip_t = (image_emb * ref_emb).sum(-1), (image_emb * text_emb).sum(-1)
-    return [{"identity_acc": float(hits[n, _ID].mean()), "identity_exact": float(hits[n, _ID].min()),
-             "prompt_acc": float(hits[n, _SCENE].mean()), "clip_i": float(clip_i[n]), "clip_t": float(clip_t[n])}
+    return [{"identity_acc": float(hits[n, identity_columns].mean()),
+             "identity_exact": float(hits[n, identity_columns].min()),
+             "prompt_acc": float(hits[n, scene_columns].mean()), "clip_i": float(clip_i[n]),
+             "clip_t": float(clip_t[n]), **{hit: float(hits[n, k]) for k, hit in enumerate(HITS)}}
             for n in range(len(images))]
 
 
@@ -47,7 +61,7 @@ def summarize(rows: list[dict], resamples: int = 2000) -> dict[str, dict]:
     summary = {}
     for method, objects in by_method.items():
         entry: dict[str, object] = {"images": sum(map(len, objects.values())), "objects": len(objects)}
-        for measure in MEASURES:
+        for measure in MEASURES + HITS:
             per_object = np.array([np.mean([r[measure] for r in group]) for group in objects.values()])
             entry[measure] = float(per_object.mean())
             entry[f"{measure}_ci"] = bootstrap_interval(per_object, resamples)

@@ -19,15 +19,17 @@ from model.tiny import ensure_built
 class Oracle(nn.Module):
     """Image (B, 3, S, S) in [-1, 1] -> one logit vector per attribute in KEYS.
 
-    Four conv stages (one conv each: 2 shared CPU cores) keep full resolution early (eyes and textures are a few pixels at 32 px),
-    then a global pool; position is still readable because padding breaks translation symmetry
-    and a coordinate channel is appended.
+    Four conv stages of two convs each keep full resolution early (eyes and textures are a few
+    pixels at 32 px), then a global pool; position stays readable through appended coordinate
+    channels. One conv per stage underfit identity (shape 0.93, texture 0.69 on its own
+    training renders).
     """
 
     def __init__(self, width: int = 24):
         super().__init__()
         def stage(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                 nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
         self.features = nn.Sequential(stage(5, width), nn.MaxPool2d(2), stage(width, 2 * width), nn.MaxPool2d(2),
                                       stage(2 * width, 4 * width), nn.MaxPool2d(2), stage(4 * width, 4 * width))
         self.heads = nn.ModuleDict({key: nn.Linear(4 * width * 5, len(VOCAB[key])) for key in KEYS})

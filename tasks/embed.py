@@ -1,8 +1,8 @@
 """Embed images and composed captions with CLIP on Ray Data; the driver commits `embeddings`.
 
-Reading and preprocessing run as Ray tasks (fused with the Parquet read); the model runs in an
-actor pool, loaded once per actor. The same two functions run serially with
-`executor="local"`. A vector is identified by (image_id, kind, config_hash): the hash covers
+Reading runs as Ray tasks; decoding, preprocessing and the model run in an actor pool (the
+model loaded once per actor, preprocessing overlapped with it). The same `Encoder` runs in
+process with `executor="local"`. A vector is identified by (image_id, kind, config_hash): the hash covers
 the model, the embedding recipe and, for text, the caption config, so a re-run with the same
 model and captions embeds nothing.
 """
@@ -14,22 +14,25 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from model import embedding
 from model.profiles import load_profile
 from storage.schemas import TABLES
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
-from tasks.images_dataset import (READ_CPUS, decode_image, iter_images_local, read_images, shards_to_do,
+from tasks.images_dataset import (decode_image, iter_images_local, read_images, shards_to_do,
                                   undecodable_ids)
 
 IMAGE, TEXT = "image", "text"
 IMAGE_COLUMNS = ["image_id", "source", "image"]
+PIPELINE_DEPTH = 4  # model batches per Ray batch: preparing one overlaps the model on another
 Batch = dict[str, np.ndarray]  # {"image_id": (N,), "vector": (N, D)}
 
 
@@ -85,59 +88,63 @@ def _image_processor(profile_name: str):
     return embedding.load_image_processor(load_profile(profile_name))
 
 
-def prepare_images(batch: Batch, profile_name: str) -> Batch:
-    """Ray task (CPU): stored bytes -> CLIP pixels (N, 3, H, W), as the service preprocesses
-    queries. Bytes that do not decode get an `error` and zero pixels instead of failing the
-    batch; the driver quarantines them."""
-    images, errors = [], []
-    for data in batch["image"]:
+def prepare_images(images: list[bytes], profile_name: str) -> tuple[torch.Tensor | None, list[str]]:
+    """Stored bytes -> CLIP pixels (M, 3, H, W) of the decodable ones, as the service
+    preprocesses queries, and one error per image ("" = fine): bad bytes are quarantined by
+    the driver instead of failing the batch."""
+    decoded, errors = [], []
+    for data in images:
         try:
-            images.append(decode_image(data))
+            decoded.append(decode_image(data))
             errors.append("")
         except Exception as exc:  # noqa: BLE001 - bad bytes quarantine the row, not the batch
-            images.append(None)
             errors.append(f"{type(exc).__name__}: {exc}")
-    good = [image for image in images if image is not None]
-    prepared = embedding.preprocess(_image_processor(profile_name), good).numpy() if good else None
-    pixels = np.zeros((len(images), *prepared.shape[1:]) if good else (len(images), 0), np.float32)
-    if good:
-        pixels[[n for n, image in enumerate(images) if image is not None]] = prepared
-    return {"image_id": batch["image_id"], "source": batch["source"], "pixels": pixels,
-            "error": np.array(errors, dtype=object)}
+    return (embedding.preprocess(_image_processor(profile_name), decoded) if decoded else None), errors
 
 
 class Encoder:
-    """Ray actor (or local object): the CLIP model, loaded once; pixels or texts -> vectors.
+    """Ray actor (or local object): the CLIP model, loaded once; images or texts -> vectors.
 
-    Only the model runs here: decoding and preprocessing are a separate task stage, so on a
-    2-CPU machine one core prepares the next batches while the other runs the model.
+    An image batch is cut into model batches of `batch_size`; a helper thread decodes and
+    preprocesses the next one while the model runs the current one (PIL, numpy and torch
+    release the GIL), so one actor keeps a second core busy without a second CPU stage (whose
+    resource reservation stalled Ray Data on 2 CPUs).
     """
 
-    def __init__(self, profile_name: str, torch_threads: int) -> None:
-        import torch
-
+    def __init__(self, profile_name: str, torch_threads: int, batch_size: int) -> None:
         torch.set_num_threads(torch_threads)
+        self.profile_name, self.batch_size = profile_name, batch_size
         self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
+        # torch's thread count is per OS thread under OpenMP: set it in the helper too
+        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="prepare", initializer=torch.set_num_threads,
+                                           initargs=(torch_threads,))
 
     def __call__(self, batch: Batch) -> Batch:
-        import torch
-
-        if "pixels" in batch:
-            ok = batch["error"] == ""
-            vectors = np.zeros((len(ok), self.embedder.dim), np.float32)
-            if ok.any():
-                vectors[ok] = self.embedder.embed_pixels(torch.from_numpy(batch["pixels"][ok]))
-            return {**{k: batch[k] for k in ("image_id", "source", "error")}, "vector": vectors}
-        vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
-        return {"image_id": batch["image_id"], "vector": vectors}
+        if "image" not in batch:
+            vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
+            return {"image_id": batch["image_id"], "vector": vectors}
+        images = list(batch["image"])
+        starts = range(0, len(images), self.batch_size)
+        prepared = [self.preparer.submit(prepare_images, images[i:i + self.batch_size], self.profile_name)
+                    for i in starts]  # queued in order; the helper thread runs ahead of the model
+        vectors, errors = [], []
+        for future in prepared:
+            pixels, chunk_errors = future.result()
+            chunk = np.zeros((len(chunk_errors), self.embedder.dim), np.float32)
+            if pixels is not None:
+                chunk[[not error for error in chunk_errors]] = self.embedder.embed_pixels(pixels)
+            vectors.append(chunk)
+            errors += chunk_errors
+        return {"image_id": batch["image_id"], "source": batch["source"],
+                "vector": np.concatenate(vectors), "error": np.array(errors, dtype=object)}
 
 
 def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
            settings: EmbedSettings) -> Iterator[tuple[str, Batch]]:
-    encoder = Encoder(profile_name, settings.torch_threads)
-    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, settings.batch_size):
+    encoder = Encoder(profile_name, settings.torch_threads, settings.batch_size)
+    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, settings.batch_size * PIPELINE_DEPTH):
         columns = {name: np.array(chunk[name].to_pylist(), dtype=object) for name in IMAGE_COLUMNS}
-        yield IMAGE, encoder(prepare_images(columns, profile_name))
+        yield IMAGE, encoder(columns)
     for start in range(0, len(texts), settings.batch_size):
         chunk = texts[start:start + settings.batch_size]
         yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
@@ -152,14 +159,11 @@ def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profi
 
     ensure_ray(ray_settings)
     pool = {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_cpus": 1,
-            "fn_constructor_args": (profile_name, settings.torch_threads), "max_restarts": 0,
-            "batch_size": settings.batch_size, "batch_format": "numpy"}
+            "fn_constructor_args": (profile_name, settings.torch_threads, settings.batch_size),
+            "max_restarts": 0, "batch_size": settings.batch_size * PIPELINE_DEPTH, "batch_format": "numpy"}
     if todo:
-        images = read_images(store, todo, IMAGE_COLUMNS, block_rows=settings.batch_size)
-        prepared = images.map_batches(prepare_images, fn_args=(profile_name,), batch_format="numpy",
-                                      batch_size=settings.batch_size, num_cpus=READ_CPUS)
-        for batch in prepared.map_batches(Encoder, **pool).iter_batches(batch_size=None,
-                                                                        batch_format="numpy"):
+        images = read_images(store, todo, IMAGE_COLUMNS, block_rows=settings.batch_size * PIPELINE_DEPTH)
+        for batch in images.map_batches(Encoder, **pool).iter_batches(batch_size=None, batch_format="numpy"):
             yield IMAGE, batch
     if texts:
         dataset = ray.data.from_items(texts)
