@@ -1,11 +1,13 @@
-"""The synth-quality report: `report.md` (the table, oracle accuracy, timings), an identity-vs-prompt
-accuracy plot with 95% intervals, and a sample grid (reference, then each method's images).
+"""The synth-quality report: `index.html` (targets, table, per-attribute agreement, plot, samples,
+timings), `report.md` (the table for the README), an identity-vs-prompt accuracy plot with 95%
+intervals, and a sample grid (reference, then each method's images).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # headless
@@ -15,6 +17,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.synthq_measure import MEASURES  # noqa: E402
+from benchmarks.synthq_world import KEYS  # noqa: E402
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 LABELS = {"real": "real renders (oracle ceiling)", "copy_reference": "copy the reference",
           "text_only": "text only (no object)", "ours": "ours (full recipe)",
@@ -68,10 +73,37 @@ def sample_grid(grid: dict[str, list[torch.Tensor]], path: Path, objects: int = 
                                                         Image.Resampling.NEAREST).save(path)
 
 
-def write_report(result: dict, grid: dict[str, list[torch.Tensor]], out: Path) -> Path:
+def targets(summary: dict) -> list[dict]:
+    """The issue's targets, each with what was measured and whether it was met."""
+    ours, text, ti = summary["ours"], summary["text_only"], summary["textual_inversion"]
+    ratio = ti["cost_s"] / max(ours["cost_s"], 1e-12)
+    return [
+        {"target": "ours' identity accuracy above text-only (95% intervals do not overlap)",
+         "measured": f"{_cell(ours, 'identity_acc')} vs {_cell(text, 'identity_acc')}",
+         "met": ours["identity_acc_ci"][0] > text["identity_acc_ci"][1]},
+        {"target": "ours within reach of Textual Inversion on identity (intervals overlap or ours above)",
+         "measured": f"{_cell(ours, 'identity_acc')} vs {_cell(ti, 'identity_acc')}",
+         "met": ours["identity_acc_ci"][1] >= ti["identity_acc_ci"][0]},
+        {"target": "at >= 1000x lower cost per object than Textual Inversion",
+         "measured": f"{ratio:,.0f}x ({ti['cost_s']:.3g} s vs {ours['cost_s']:.3g} s)", "met": ratio >= 1000},
+        {"target": "prompt accuracy not collapsed: >= 0.8 of text-only's",
+         "measured": f"{ours['prompt_acc']:.3f} vs 0.8 x {text['prompt_acc']:.3f} = {0.8 * text['prompt_acc']:.3f}",
+         "met": ours["prompt_acc"] >= 0.8 * text["prompt_acc"]},
+    ]
+
+
+def write_report(result: dict, grid: dict[str, list[torch.Tensor]] | None, out: Path) -> Path:
+    """Plots, report.md and index.html (and the sample grid, unless `grid` is None: a report
+    re-rendered from a run's JSON keeps that run's samples.png); returns the HTML path."""
     plot(result["summary"], out / "accuracy.png")
-    sample_grid(grid, out / "samples.png")
-    methods = [m for m in grid if m != "reference"]
+    if grid is not None:
+        sample_grid(grid, out / "samples.png")
+    methods = list(result["summary"])
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                                     autoescape=jinja2.select_autoescape(["html", "j2"]))
+    html = environment.get_template("synth_quality.html.j2").render(
+        r=result, measures=MEASURES, keys=KEYS, labels=LABELS, methods=methods)
+    (out / "index.html").write_text(html)
     oracle = ", ".join(f"{k} {v:.3f}" for k, v in result["oracle_accuracy"].items())
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result["timings_s"].items())
     text = "\n\n".join([
@@ -85,6 +117,5 @@ def write_report(result: dict, grid: dict[str, list[torch.Tensor]], out: Path) -
         f"Timings: {timings}.", "![accuracy](accuracy.png)",
         f"Samples, per object, rows = {', '.join(methods)}; the reference is the first column.",
         "![samples](samples.png)"])
-    path = out / "report.md"
-    path.write_text(text + "\n")
-    return path
+    (out / "report.md").write_text(text + "\n")
+    return out / "index.html"

@@ -31,7 +31,8 @@ def test_every_method_has_a_row_with_valid_ranges(smoke):
             low, high = (0.0, 1.0) if measure.endswith(("acc", "exact")) else (-1.0, 1.0)
             assert low - 1e-6 <= entry[measure] <= high + 1e-6, (method, measure)
             assert all(math.isnan(v) or low - 1e-6 <= v <= high + 1e-6 for v in entry[f"{measure}_ci"])
-    assert {"report.md", "accuracy.png", "samples.png"} <= {p.name for p in out.iterdir()}
+    assert {"index.html", "report.md", "accuracy.png", "samples.png"} <= {p.name for p in out.iterdir()}
+    assert "Targets" in (out / "index.html").read_text()
     assert (out / "clip" / "model.safetensors").exists()  # the CLIP loads via from_pretrained
 
 
@@ -44,3 +45,19 @@ def test_smoke_oracle_reads_background_and_copy_beats_text_only(smoke):
     # Identity accuracy needs an oracle that reads identity (the full setting); here it must not invert.
     assert copy["identity_acc"] >= text_only["identity_acc"]
     assert result["summary"]["textual_inversion"]["cost_s"] > 0
+
+
+def _entry(identity: tuple[float, float, float], prompt: float, cost_s: float) -> dict:
+    mean, low, high = identity
+    return {"identity_acc": mean, "identity_acc_ci": (low, high), "prompt_acc": prompt, "cost_s": cost_s}
+
+
+def test_targets_are_judged_from_intervals_costs_and_prompt_ratio():
+    from benchmarks.synthq_report import targets
+
+    text_only = _entry((0.40, 0.35, 0.45), 0.90, 0.0)
+    good = {"ours": _entry((0.70, 0.62, 0.78), 0.80, 0.1), "text_only": text_only,
+            "textual_inversion": _entry((0.80, 0.74, 0.86), 0.85, 200.0)}
+    assert [t["met"] for t in targets(good)] == [True, True, True, True]
+    bad = {**good, "ours": _entry((0.44, 0.40, 0.50), 0.60, 1.0)}  # overlaps text-only; 200x; 0.6 < 0.72
+    assert [t["met"] for t in targets(bad)] == [False, False, False, False]
