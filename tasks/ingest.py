@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - registers pa.compute
+import ray.data as ray_data
+from ray.data.block import BlockMetadata
 
 from storage import images as imaging
 from storage.schemas import IMAGES
@@ -137,13 +139,28 @@ def _known_in_worker(ref_hex: str, ref) -> dict[str, str]:
     return ray.get(ref)
 
 
-def _decode_block(batch: pa.Table, known_ref: list, limits: imaging.ImageLimits) -> pa.Table:
-    """Ray Data task: one chunk per call (batch_size=1)."""
-    (row,) = batch.to_pylist()
-    chunk = SourceChunk(row["kind"], row["root"], tuple(row["paths"]),
-                        tuple((pair[0], pair[1]) for pair in row["classes"]))
+class ChunkDatasource(ray_data.Datasource):
+    """Ray Data source whose read tasks decode: one read task per chunk yields its outcome
+    rows, so blocks are produced where the files are read, with no separate map stage."""
+
+    def __init__(self, chunks: list[SourceChunk], known_ref, limits: imaging.ImageLimits) -> None:
+        self.chunks, self.known_ref, self.limits = chunks, known_ref, limits
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ray_data.ReadTask]:
+        return [ray_data.ReadTask(functools.partial(_read_chunk, chunk, [self.known_ref], self.limits),
+                                  BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
+                                                input_files=None),
+                                  schema=OUTCOME_SCHEMA)
+                for chunk in self.chunks]
+
+
+def _read_chunk(chunk: SourceChunk, known_ref: list, limits: imaging.ImageLimits) -> list[pa.Table]:
     (ref,) = known_ref  # wrapped in a list so Ray passes the reference, not the value
-    return decode_chunk(chunk, _known_in_worker(ref.hex(), ref), limits)
+    return [decode_chunk(chunk, _known_in_worker(ref.hex(), ref), limits)]
 
 
 def run_ray(
@@ -154,19 +171,16 @@ def run_ray(
     from tasks.ray_runtime import ensure_ray
 
     ensure_ray(ray_settings)
-    items = [{"kind": c.kind, "root": c.root, "paths": list(c.paths),
-              "classes": [list(pair) for pair in c.classes]} for c in chunks]
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
     # Chunk order makes "first copy wins" dedupe deterministic. A dataset copies the context
     # when it is created, so set it before, and restore it for other stages after.
     context.execution_options.preserve_order = True
     try:
-        dataset = ray.data.from_items(items, override_num_blocks=len(chunks))
-        # Tasks, not actors: Ray reuses its warm worker processes, so no per-run start-up.
-        decoded = dataset.map_batches(_decode_block, batch_size=1, batch_format="pyarrow",
-                                      fn_args=([ray.put(known)], limits), num_cpus=1)
-        for batch in decoded.iter_batches(batch_format="pyarrow", batch_size=None):
+        # Read tasks, not actors: Ray reuses its warm worker processes, so no per-run start-up.
+        dataset = ray.data.read_datasource(ChunkDatasource(chunks, ray.put(known), limits),
+                                           override_num_blocks=len(chunks), num_cpus=1)
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             yield batch.cast(OUTCOME_SCHEMA)
     finally:
         context.execution_options.preserve_order = preserve
