@@ -162,6 +162,7 @@ def _evaluate(s: Settings, held_out, base, text_encoder, tokenizer, clip, proces
         images["text_only"] = _to_model_range(text_only(class_prompts, guidance_scale=s.guidance, **common).images)
         for name, model in models.items():
             model.pipe.scheduler = text_only.scheduler
+            model.pipe.set_progress_bar_config(disable=True)
             encode_start = time.perf_counter()
             embeds = model.pipe.encode_object(clip_pixels(reference, processor), mask)
             costs[name]["cost_s"] += (time.perf_counter() - encode_start) / len(held_out)
