@@ -156,6 +156,10 @@ def sd_pipeline(unet, text_encoder, tokenizer) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(vae=PassThroughVAE(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=DDIMScheduler.from_config(scheduler().config), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
+    # The constructor rewrites `clip_sample` to False (right for SD latents, whose range is open);
+    # these are pixels in [-1, 1], and without clipping an x0 estimate can run to +-200 and
+    # sample saturated noise. Assigned after construction, the clipping scheduler stays.
+    pipe.scheduler = DDIMScheduler.from_config(scheduler().config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -61,3 +61,34 @@ def test_targets_are_judged_from_intervals_costs_and_prompt_ratio():
     assert [t["met"] for t in targets(good)] == [True, True, True, True]
     bad = {**good, "ours": _entry((0.44, 0.40, 0.50), 0.60, 1.0)}  # overlaps text-only; 200x; 0.6 < 0.72
     assert [t["met"] for t in targets(bad)] == [False, False, False, False]
+
+
+def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler():
+    """StableDiffusionPipeline's constructor turns `clip_sample` off (right for latents); in pixel
+    space that let x0 estimates run to +-200 and every method sampled saturated noise. The
+    benchmark's pipeline must equal a plain clipping DDIM loop over the same UNet."""
+    import torch
+    from diffusers import DDIMScheduler
+    from transformers import CLIPModel
+
+    from benchmarks.synthq_diffusion import build_unet, scheduler, sd_pipeline, text_encoder_from_clip
+    from benchmarks.synthq_models import clip_config, clip_processor
+    from model.finetune import token_ids
+
+    torch.manual_seed(0)
+    processor = clip_processor(32)
+    text_encoder = text_encoder_from_clip(CLIPModel(clip_config(32)))
+    unet = build_unet(32, text_encoder.config.hidden_size).eval()
+    prompts, start = ["a circle, on a wooden surface"] * 2, torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        states = text_encoder(token_ids(processor.tokenizer, prompts))[0]
+        ddim = DDIMScheduler.from_config(scheduler().config)
+        ddim.set_timesteps(5)
+        expected = start.clone()
+        for t in ddim.timesteps:
+            expected = ddim.step(unet(expected, t, encoder_hidden_states=states).sample, t, expected).prev_sample
+        pipe = sd_pipeline(unet, text_encoder, processor.tokenizer)
+        got = pipe(prompts, guidance_scale=1.0, num_inference_steps=5, output_type="latent", latents=start.clone()).images
+    assert pipe.scheduler.config.clip_sample
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert got.abs().max() <= 1.0 + 1e-5
