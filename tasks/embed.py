@@ -149,6 +149,7 @@ def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], pro
         chunk = texts[start:start + settings.batch_size]
         yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
                              "text": np.array([r["text"] for r in chunk], dtype=object)})
+    encoder.preparer.shutdown()
 
 
 def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,

@@ -151,16 +151,16 @@ class ChunkDatasource(ray_data.Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ray_data.ReadTask]:
-        return [ray_data.ReadTask(functools.partial(_read_chunk, chunk, [self.known_ref], self.limits),
+        return [ray_data.ReadTask(functools.partial(_read_chunk, chunk, self.known_ref, self.limits),
                                   BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
                                                 input_files=None),
                                   schema=OUTCOME_SCHEMA)
                 for chunk in self.chunks]
 
 
-def _read_chunk(chunk: SourceChunk, known_ref: list, limits: imaging.ImageLimits) -> list[pa.Table]:
-    (ref,) = known_ref  # wrapped in a list so Ray passes the reference, not the value
-    return [decode_chunk(chunk, _known_in_worker(ref.hex(), ref), limits)]
+def _read_chunk(chunk: SourceChunk, known_ref, limits: imaging.ImageLimits) -> list[pa.Table]:
+    """A read task's body; the known-id map travels as one object reference, fetched once per worker."""
+    return [decode_chunk(chunk, _known_in_worker(known_ref.hex(), known_ref), limits)]
 
 
 def run_ray(
