@@ -40,7 +40,7 @@ TI_TOKEN = "<ti-object>"
 class Settings:
     """Sizes and step counts. FULL is budgeted to 45 minutes on 2 CPU cores from per-step costs
     measured there (oracle 0.10 s at batch 64, CLIP 0.23 s at 128, base/recipe UNet step
-    0.53-0.59 s at 16, adapter-only 0.41 s, TI 0.15 s at 4): about 5 + 3 + 11 + 9 + 8 minutes of
+    0.48-0.59 s at 16, adapter-only 0.41 s, TI 0.15 s at 4): about 5 + 3 + 13 + 9 + 7 minutes of
     training and 3 of sampling. The oracle and the CLIP see many identities with few views each:
     with 3000 objects x 4 views the oracle overfit identities (shape 0.93 train, 0.81 fresh)."""
 
@@ -55,7 +55,7 @@ class Settings:
     clip_batch: int = 128
     train_objects: int = 600
     views: int = 6
-    base_steps: int = 1200
+    base_steps: int = 1600
     recipe_steps: int = 250
     batch: int = 16
     held_out: int = 8
@@ -108,6 +108,7 @@ def run(settings: Settings, out: Path) -> dict:
     text_encoder, tokenizer = text_encoder_from_clip(clip), processor.tokenizer
     # 4. the text-to-image base
     base, timings["base"] = train_base(train, text_encoder, tokenizer, s.base_steps, s.batch, s.seed)
+    base.save_pretrained(out / "base_unet")  # with clip/: enough to sample the base again
     print(f"base {timings['base']:.0f}s", flush=True)
     # 5. ours and its ablations
     models = {}
