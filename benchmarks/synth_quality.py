@@ -39,10 +39,11 @@ TI_TOKEN = "<ti-object>"
 @dataclass(frozen=True)
 class Settings:
     """Sizes and step counts. FULL is budgeted to 45 minutes on 2 CPU cores from per-step costs
-    measured there (oracle 0.10 s at batch 64, CLIP 0.23 s at 128, base/recipe UNet step
-    0.48-0.59 s at 16, adapter-only 0.41 s, TI 0.15 s at 4): about 5 + 3 + 13 + 9 + 7 minutes of
-    training and 3 of sampling. The oracle and the CLIP see many identities with few views each:
-    with 3000 objects x 4 views the oracle overfit identities (shape 0.93 train, 0.81 fresh)."""
+    measured there (oracle 0.10 s at batch 64, CLIP 0.18 s at 128, base UNet step 0.29 s at 16,
+    recipe 0.34-0.36 s, adapter-only 0.22 s, TI 0.08 s at 4): about 5 + 2.5 + 15 + 10.5 + 4.5
+    minutes of training and 2 of sampling (40 minutes measured). The oracle and the CLIP see many
+    identities with few views each: with 3000 objects x 4 views the oracle overfit identities
+    (shape 0.93 train, 0.81 fresh)."""
 
     size: int = 32
     seed: int = 0
@@ -55,16 +56,19 @@ class Settings:
     clip_batch: int = 128
     train_objects: int = 600
     views: int = 6
-    base_steps: int = 1600
-    recipe_steps: int = 250
+    base_steps: int = 3000
+    recipe_steps: int = 500
     batch: int = 16
     held_out: int = 8
     prompts: int = 4
     seeds: int = 2
     sample_steps: int = 25
-    guidance: float = 3.0
-    object_guidance: float = 3.0
-    # Below the diffusers example's 3000 steps, which would cost 8 x 7.5 min here; 400 (~1 min per
+    # Both 2: ours then samples 2 * v(text, object) - v(nothing), the same extrapolation as
+    # text-only's and TI's CFG at 2. At 3 this v-prediction base's samples lost their prompted
+    # backgrounds (x0 estimates pushed past the clip range); at 2 they keep them.
+    guidance: float = 2.0
+    object_guidance: float = 2.0
+    # Below the diffusers example's 3000 steps, which would cost 8 x 4 min here; 400 (~33 s per
     # object, against ours' one encoder pass) keeps the budget. Raise it where the budget allows.
     ti_steps: int = 400
     oracle_target: float = 0.95

@@ -53,12 +53,14 @@ class PassThroughVAE(ModelMixin, ConfigMixin):
 
 
 def build_unet(size: int, cross_attention_dim: int) -> UNet2DConditionModel:
-    """RGB in, RGB out; attention only at 16 and 8 px, where it is cheap."""
+    """RGB in, RGB out; attention (text and object) only at the 8 px level and the middle block.
+    Attention at 16 px too cost twice the step time on 2 CPU cores (0.44 vs 0.23 s fwd+bwd at
+    batch 16), and under a fixed time budget the base needs steps more than it needs that layer."""
     return UNet2DConditionModel(
         sample_size=size, in_channels=3, out_channels=3, block_out_channels=[32, 64, 64],
         layers_per_block=1, cross_attention_dim=cross_attention_dim, attention_head_dim=8,
-        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], norm_num_groups=16)
+        down_block_types=["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"], norm_num_groups=16)
 
 
 def scheduler() -> DDPMScheduler:

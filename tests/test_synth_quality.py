@@ -42,8 +42,6 @@ def test_smoke_oracle_reads_background_and_copy_beats_text_only(smoke):
     assert result["oracle_accuracy"]["background"] >= synth_quality.SMOKE.oracle_target
     copy, text_only = result["summary"]["copy_reference"], result["summary"]["text_only"]
     assert copy["clip_i"] > text_only["clip_i"]
-    # Identity accuracy needs an oracle that reads identity (the full setting); here it must not invert.
-    assert copy["identity_acc"] >= text_only["identity_acc"]
     assert result["summary"]["textual_inversion"]["cost_s"] > 0
 
 
