@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -80,8 +81,10 @@ def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
     return encoder.eval().requires_grad_(False)
 
 
-def _optimize(parameters, steps: int, lr: float, step_fn, ema: EMAModel | None = None) -> float:
-    """AdamW with a short warm-up (and an EMA of the weights when given); returns seconds spent."""
+def _optimize(parameters, steps: int, lr: float, step_fn, ema: EMAModel | None = None,
+              on_step: Callable[[int], None] | None = None) -> float:
+    """AdamW with a short warm-up (and an EMA of the weights when given); `on_step(done)` runs
+    after every step (for curves) and is not counted in the returned seconds."""
     start = time.perf_counter()
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
@@ -95,15 +98,21 @@ def _optimize(parameters, steps: int, lr: float, step_fn, ema: EMAModel | None =
         warmup.step()
         if ema is not None:
             ema.step(parameters)
+        if on_step is not None:
+            paused = time.perf_counter()
+            on_step(step + 1)
+            start += time.perf_counter() - paused
     return time.perf_counter() - start
 
 
 def train_base(data: Renders, text_encoder, tokenizer, steps: int, batch: int, seed: int,
+               on_ema: Callable[[int, UNet2DConditionModel], None] | None = None, every: int = 0,
                ) -> tuple[UNet2DConditionModel, float]:
     """Text-to-image base on full captions of the training identities (the shared loss), with
     the caption dropped for `CAPTION_DROPOUT` of rows so classifier-free guidance has an
     unconditional model to push from. Returns the EMA weights (warm-up EMA, as in diffusers'
-    examples): at a few thousand steps they sample visibly cleaner than the last iterate."""
+    examples): at a few thousand steps they sample visibly cleaner than the last iterate.
+    `on_ema(step, unet)` sees the EMA weights every `every` steps (the metric-vs-steps curve)."""
     torch.manual_seed(seed)
     unet = build_unet(data.pixels.shape[-1], text_encoder.config.hidden_size).train()
     ids = token_ids(tokenizer, [caption(data.identity(i), data.scenes[i]) for i in range(len(data))])
@@ -119,7 +128,15 @@ def train_base(data: Renders, text_encoder, tokenizer, steps: int, batch: int, s
         text_states = torch.where(drop[:, None, None], empty, states[rows])
         return denoising_loss(unet, noise_schedule, data.pixels[rows], text_states, generator)
 
-    seconds = _optimize(unet.parameters(), steps, 1e-3, step_fn, ema)
+    def checkpoint(done: int) -> None:
+        if on_ema is not None and every and done % every == 0:
+            ema.store(unet.parameters())
+            ema.copy_to(unet.parameters())
+            on_ema(done, unet.eval())
+            ema.restore(unet.parameters())
+            unet.train()
+
+    seconds = _optimize(unet.parameters(), steps, 1e-3, step_fn, ema, checkpoint)
     ema.copy_to(unet.parameters())
     return unet.eval().requires_grad_(False), seconds
 
