@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from benchmarks.synthq_models import Oracle, clip_pixels
+from benchmarks.synthq_models import clip_pixels
+from model.oracle import AttributeOracle
 from benchmarks.synthq_world import IDENTITY_KEYS, KEYS, SCENE_KEYS
 from tasks.eval_report import bootstrap_interval
 
@@ -30,7 +31,7 @@ def readable(oracle_accuracy: dict[str, float], target: float) -> tuple[list[str
 
 
 @torch.no_grad()
-def score(oracle: Oracle, clip: CLIPModel, processor: CLIPProcessor, images: torch.Tensor,
+def score(oracle: AttributeOracle, clip: CLIPModel, processor: CLIPProcessor, images: torch.Tensor,
           reference: torch.Tensor, truth: torch.Tensor, prompts: list[str],
           counted: tuple[list[str], list[str]]) -> list[dict[str, float]]:
     """Per image (N, 3, S, S) in [-1, 1], against its reference image (N, 3, S, S), the wanted

@@ -1,4 +1,4 @@
-"""Models the synth-quality benchmark trains from scratch: the attribute oracle (a small CNN) and
+"""Models the synth-quality benchmark trains from scratch: the attribute oracle (`model.oracle`) and
 the in-domain tiny CLIP (contrastive on synth image-caption pairs, saved with `save_pretrained`).
 """
 
@@ -9,64 +9,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
 from benchmarks.synthq_world import KEYS, VOCAB, Renders, caption
+from model.oracle import AttributeOracle
 from model.tiny import ensure_built
 
 
-class Oracle(nn.Module):
-    """Image (B, 3, S, S) in [-1, 1] -> one logit vector per attribute in KEYS.
-
-    Four conv stages of two convs each keep full resolution early (eyes and textures are a few
-    pixels at 32 px), then a global pool; position stays readable through appended coordinate
-    channels. One conv per stage underfit identity (shape 0.93, texture 0.69 on its own
-    training renders).
-    """
-
-    def __init__(self, width: int = 24):
-        super().__init__()
-        def stage(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                                 nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
-        self.features = nn.Sequential(stage(5, width), nn.MaxPool2d(2), stage(width, 2 * width), nn.MaxPool2d(2),
-                                      stage(2 * width, 4 * width), nn.MaxPool2d(2), stage(4 * width, 4 * width))
-        self.heads = nn.ModuleDict({key: nn.Linear(4 * width * 5, len(VOCAB[key])) for key in KEYS})
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, _, h, w = images.shape
-        ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
-        xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
-        x = self.features(torch.cat([images, xs, ys], dim=1))  # (B, C, h/8, w/8)
-        # global mean + a 2x2 pool keep both "what" and coarse "where"
-        pooled = torch.cat([x.mean((2, 3)), F.adaptive_avg_pool2d(x, 2).flatten(1)], dim=1)  # (B, 5C)
-        return {key: head(pooled) for key, head in self.heads.items()}
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        """(N, 3, S, S) -> (N, len(KEYS)) predicted vocabulary indices."""
-        self.eval()
-        out = []
-        for i in range(0, len(images), batch):
-            logits = self(images[i:i + batch])
-            out.append(torch.stack([logits[key].argmax(-1) for key in KEYS], dim=1))
-        return torch.cat(out)
-
-
-def train_oracle(data: Renders, steps: int, batch: int, seed: int, width: int = 24) -> tuple[Oracle, float]:
+def train_oracle(data: Renders, steps: int, batch: int, seed: int, width: int = 24,
+                 ) -> tuple[AttributeOracle, float]:
     """Cross-entropy on every attribute head; returns the model and seconds spent."""
     torch.manual_seed(seed)
     start = time.perf_counter()
-    oracle = Oracle(width)
+    oracle = AttributeOracle.for_vocabulary({key: list(VOCAB[key]) for key in KEYS}, width)
     optimizer = torch.optim.AdamW(oracle.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     oracle.train()
     for _ in range(steps):
         rows = torch.randint(0, len(data), (batch,), generator=generator)
-        logits = oracle(data.pixels[rows])
-        loss = sum(F.cross_entropy(logits[key], data.labels[rows, k]) for k, key in enumerate(KEYS))
+        loss = oracle.loss(data.pixels[rows], data.labels[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
