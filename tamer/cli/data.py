@@ -47,11 +47,11 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest images into shards: decode, validate, dedupe, quarantine bad input."""
-    from flows.ingest import ingest_flow
-
     config = state.config(**{"ingest.executor": executor})
     if not Path(source).exists():
         fail(f"source {source} does not exist", 2)
+    from flows.ingest import ingest_flow
+
     report = ingest_flow(source, root=config.root, config_file=state.config_path())
     print_json(report) if as_json else print_ingest(report)
 
@@ -63,11 +63,11 @@ def caption(
     as_json: JsonFlag = False,
 ) -> None:
     """Caption images: VLM caption + CLIP attributes, composed into training captions."""
+    config = state.config(**{"caption.executor": executor, "caption.batch_size": batch_size,
+                             "profile": profile})
     from flows.caption import caption_flow
     from model.profiles import ModelLoadError
 
-    config = state.config(**{"caption.executor": executor, "caption.batch_size": batch_size,
-                             "profile": profile})
     try:
         report = caption_flow(root=config.root, config_file=state.config_path(),
                               profile=config.profile)
@@ -86,9 +86,9 @@ def caption(
 
 def embed(executor: Executor = None, profile: Profile = None, as_json: JsonFlag = False) -> None:
     """CLIP embeddings, clip-retrieval index, near-duplicates, subject groups and pairs."""
+    config = state.config(**{"embed.executor": executor, "profile": profile})
     from flows.embed import embed_flow
 
-    config = state.config(**{"embed.executor": executor, "profile": profile})
     report = embed_flow(root=config.root, config_file=state.config_path(), profile=config.profile)
     if as_json:
         print_json(report)
@@ -110,10 +110,10 @@ def embed(executor: Executor = None, profile: Profile = None, as_json: JsonFlag 
 
 def index(profile: Profile = None, as_json: JsonFlag = False) -> None:
     """Export embeddings for clip-retrieval and build its kNN indexes (autofaiss)."""
+    config = state.config(profile=profile)
     from storage.shards import ShardStore
     from tasks.index import build_index
 
-    config = state.config(profile=profile)
     try:
         record = build_index(ShardStore(config.root), config.profile, config.embed)
     except (ValueError, FileNotFoundError) as exc:
@@ -131,10 +131,10 @@ def serve_index(
     profile: Profile = None,
 ) -> None:
     """Serve the latest kNN index with clip-retrieval's back, on 127.0.0.1 only."""
+    config = state.config(profile=profile)
     from storage.shards import ShardStore
     from tasks.index import serve
 
-    config = state.config(profile=profile)
     try:
         serve(ShardStore(config.root), config.profile, port)
     except FileNotFoundError as exc:
@@ -152,14 +152,14 @@ def search(
     as_json: JsonFlag = False,
 ) -> None:
     """Nearest images by text or image: via the served index, else the index file directly."""
-    from storage.shards import ShardStore
-    from tasks import index as knn
-
     if (text is None) == (image is None) or modality not in ("image", "text"):
         fail("give exactly one of --text or --image; --modality image|text", 2)
     if image is not None and not image.is_file():
         fail(f"image {image} does not exist", 2)
     config = state.config()
+    from storage.shards import ShardStore
+    from tasks import index as knn
+
     store = ShardStore(config.root)
     try:
         if not direct and knn.service_up(url):

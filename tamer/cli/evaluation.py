@@ -28,8 +28,6 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate against Textual Inversion and DreamBooth-LoRA (DreamBench protocol) + report."""
-    from flows.evaluate import evaluate_flow
-
     config = state.config(profile=profile)
     settings = {key: value for key, value in {
         "data": data, "pipeline": pipeline, "methods": methods, "subjects": subjects,
@@ -40,6 +38,8 @@ def evaluate(
     config = state.config(profile=profile, **{f"eval.{k}": v for k, v in settings.items()})
     if config.eval.data and not Path(config.eval.data).is_dir():
         fail(f"data folder {config.eval.data} does not exist", 2)
+    from flows.evaluate import evaluate_flow
+
     try:
         summary = evaluate_flow(root=config.root, config_file=state.config_path(),
                                 profile=config.profile, run_id=run_id, settings=settings)

@@ -15,9 +15,6 @@ def run(
     data: Annotated[Optional[str], typer.Option(
         help="Source to ingest; default: a synthesized sample dataset.")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", help="YAML overriding configs/default.yaml (same as the global option).")
-    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The main job: ingest, caption, embed/index/pairs, train, evaluate, report.
@@ -25,13 +22,11 @@ def run(
     On the embedded default (no arguments) it runs on a synthesized sample dataset with the
     tiny profile; a second run with no new data redoes no stage's work.
     """
-    from flows.pipeline import pipeline_flow
-
-    if config is not None:
-        state.config_file = config
     settings = state.config(profile=profile)
     if data is not None and not Path(data).exists():
         fail(f"source {data} does not exist", 2)
+    from flows.pipeline import pipeline_flow
+
     summary = pipeline_flow(data=data, root=settings.root, config_file=state.config_path(),
                             profile=settings.profile)
     if as_json:
@@ -58,11 +53,11 @@ def serve(
 
     Needs a Prefect server (PREFECT_API_URL); see README "Run it on a schedule".
     """
+    config = state.config()
     from prefect import serve as prefect_serve
 
     from flows.deployments import build_all
 
-    config = state.config()
     parameters = {"root": config.root, "config_file": state.config_path(), "source": source}
     try:
         deployments = build_all(only, {k: v for k, v in parameters.items() if v is not None})

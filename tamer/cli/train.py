@@ -21,11 +21,11 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train on the current dataset version with Ray Train; checkpoints under <root>/runs."""
-    from flows.train import train_flow
-
     overrides = {"train.steps": steps, "train.num_workers": workers,
                  "train.batch_size": batch_size, "train.use_gpu": gpu}
     config = state.config(**overrides)
+    from flows.train import train_flow
+
     try:
         report = train_flow(root=config.root, config_file=state.config_path(), dataset=dataset,
                             resume=resume,
