@@ -1,7 +1,8 @@
 """Keep the console for tamer's own lines: third-party chatter goes to a log file instead.
 
 Python warnings (deprecations, FutureWarnings) and transformers' and diffusers' logging are
-written to `<root>/logs/tamer.log` (a cache folder for remote roots), and tqdm bars are off.
+written to `<root>/logs/tamer.log` (a cache folder for remote roots); tqdm and Ray Data
+progress bars are off.
 Ray workers started from this process inherit environment variables that hold those libraries
 to errors. `verbose` leaves everything as the libraries set it.
 """
@@ -25,15 +26,17 @@ QUIET_ENVIRONMENT = {
     "DIFFUSERS_VERBOSITY": "error",
     "TQDM_DISABLE": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
 }
 # The libraries' logging modules (same API: diffusers copied transformers').
 LIBRARY_LOGGING = ("transformers.utils.logging", "diffusers.utils.logging")
 
 
 def log_path(root: str) -> Path:
-    """Where this dataset root's log goes: beside its tables when local, else a cache folder."""
+    """Where this dataset root's log goes: beside its tables when local (and not a file, which
+    configuration rejects in one line), else a cache folder."""
     local = root.removeprefix("file://")
-    if "://" not in local:
+    if "://" not in local and not Path(local).expanduser().is_file():
         return Path(local).expanduser() / "logs" / LOG_FILE
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "tamer" / "logs" / LOG_FILE

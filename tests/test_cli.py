@@ -262,3 +262,13 @@ def test_library_logging_reaches_the_log_file_not_stderr(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "slow image processor" not in done.stderr and "Traceback" not in done.stderr
     assert "slow image processor" in (tmp_path / "logs" / "tamer.log").read_text()
+
+
+def test_log_file_sits_beside_a_local_root_else_in_the_cache(tmp_path, monkeypatch, a_file):
+    from tamer.logs import log_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert log_path(str(tmp_path / "data")) == tmp_path / "data" / "logs" / "tamer.log"
+    assert log_path(f"file://{tmp_path}/data") == tmp_path / "data" / "logs" / "tamer.log"
+    for elsewhere in ("s3://bucket/tamer", "memory://x", str(a_file)):
+        assert log_path(elsewhere) == tmp_path / "cache" / "tamer" / "logs" / "tamer.log"

@@ -90,8 +90,10 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
         with logs.quiet_libraries(log_file, verbose=state.verbose):
             try:
                 return command(*args, **kwargs)
-            except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            except (typer.Exit, typer.Abort, typer.TyperException):
                 raise  # typer's own exits and usage errors already say what is wrong
+            except ConfigError as exc:  # raised where a flow resolves its own configuration
+                fail(str(exc), 2)
             except Exception as exc:  # noqa: BLE001 - the user gets one line; the log the rest
                 if state.verbose:
                     raise
