@@ -272,3 +272,18 @@ def test_log_file_sits_beside_a_local_root_else_in_the_cache(tmp_path, monkeypat
     assert log_path(f"file://{tmp_path}/data") == tmp_path / "data" / "logs" / "tamer.log"
     for elsewhere in ("s3://bucket/tamer", "memory://x", str(a_file)):
         assert log_path(elsewhere) == tmp_path / "cache" / "tamer" / "logs" / "tamer.log"
+
+
+def test_a_stage_off_a_terminal_prints_one_line_when_it_ends(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from tamer import progress
+
+    monkeypatch.setattr(progress, "console", Console(file=io.StringIO(), force_terminal=False))
+    with progress.stage_progress("caption") as update:
+        update(3, 10)
+        update(10, 10)
+    lines = progress.console.file.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("caption: 10/10 done in ")
