@@ -198,7 +198,7 @@ def test_generate_rejects_a_checkpoint_without_a_valid_model_index(tmp_path, ind
 
 @pytest.mark.parametrize("command", [
     ["stats"], ["sql", "SELECT 1"], ["runs"], ["ingest", "."], ["caption"], ["embed"],
-    ["run"], ["train"], ["eval"],
+    ["index"], ["search", "--text", "a mug"], ["run"], ["serve"], ["train"], ["eval"],
 ])
 def test_root_is_accepted_after_the_command_and_the_last_one_wins(tmp_path, a_file, command):
     """A regular file as --root is rejected while resolving the configuration, so exit code 2
@@ -207,6 +207,14 @@ def test_root_is_accepted_after_the_command_and_the_last_one_wins(tmp_path, a_fi
     one_line_failure(last_is_file, 2, str(a_file))
     if command[0] in ("stats", "sql", "runs"):  # the rest would start real work
         assert invoke("--root", str(a_file), *command, "--root", str(tmp_path)).exit_code == 0
+
+
+def test_generate_reads_root_after_the_command(tmp_path, pipeline_dir, a_file):
+    image = tmp_path / "ok.png"
+    image.write_bytes(png_bytes(gradient()))
+    result = invoke("generate", "--checkpoint", str(pipeline_dir), "--image", str(image),
+                    "--prompt", "a {}", "--out", str(tmp_path / "out"), "--root", str(a_file))
+    one_line_failure(result, 2, str(a_file), "is a file")
 
 
 def test_config_and_verbose_are_accepted_after_the_command(tmp_path):
