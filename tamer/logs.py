@@ -4,7 +4,7 @@ Python warnings (deprecations, FutureWarnings) and transformers' and diffusers' 
 written to `<root>/logs/tamer.log` (a cache folder for remote roots); tqdm and Ray Data
 progress bars are off.
 Ray workers started from this process inherit environment variables that hold those libraries
-to errors. `verbose` leaves everything as the libraries set it.
+to errors and turn their Python warnings off. `verbose` leaves everything as the libraries set it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from pathlib import Path
 from types import ModuleType
 
 LOG_FILE = "tamer.log"
-# Read by the libraries when they set themselves up, here and in Ray workers.
+# Read by the libraries when they set themselves up, here and in Ray workers. PYTHONWARNINGS is
+# read only at interpreter start, so it quiets child processes (Ray workers), not this one,
+# whose warnings the log file takes.
 QUIET_ENVIRONMENT = {
+    "PYTHONWARNINGS": "ignore",
     "TRANSFORMERS_VERBOSITY": "error",
     "DIFFUSERS_VERBOSITY": "error",
     "TQDM_DISABLE": "1",
