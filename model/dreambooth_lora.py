@@ -18,32 +18,12 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from model.finetune import denoising_loss, sample_latents, subject_posteriors, token_ids
+from tamer.model_config import DreamBoothLoraConfig
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
-
-
-class DreamBoothLoraConfig(BaseModel):
-    """The recipe's knobs; defaults are the diffusers example's documented run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(500, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
-    rank: int = Field(4, ge=1)
-    batch_size: int = Field(1, ge=1)
-    identifier: str = Field("sks", description="the rare token that names the subject")
-    instance_prompt: str = Field("a photo of {}", description="{} = '<identifier> <class>'")
-    prior_preservation: bool = False
-    class_images: int = Field(100, ge=1, description="sampled from the base model (prior only)")
-    class_prompt: str = Field("a photo of {}", description="{} = the class noun (prior only)")
-    prior_loss_weight: float = Field(1.0, ge=0.0)
-    class_inference_steps: int = Field(25, ge=1)
-    flip: bool = False  # the example does not flip
-    seed: int = 0
 
 
 def subject_phrase(config: DreamBoothLoraConfig, class_noun: str) -> str:

@@ -24,8 +24,8 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from model import tiny
+from tamer.config import PROFILES_DIR, profile_path  # noqa: F401 - PROFILES_DIR is re-exported
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "configs" / "profiles"
 TINY_SCHEME = "tiny://"
 
 
@@ -152,12 +152,7 @@ def is_local(model_id: str) -> bool:
 
 def load_profile(name_or_path: str) -> Profile:
     """Load `configs/profiles/<name>.yaml`, or a YAML path; relative local ids are relative to it."""
-    path = Path(name_or_path)
-    if path.suffix not in {".yaml", ".yml"}:
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"no profile {name_or_path!r} (known: {known}, or a .yaml path)")
+    path = profile_path(name_or_path)
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a profile must be a YAML mapping")

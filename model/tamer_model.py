@@ -7,47 +7,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import CLIPModel
 
 from model.encoder import vision_tower_from_clip
 from model.losses import diffusion_loss, identity_loss, predicted_original
 from model.masking import SegmentationMasker
 from model.pipeline import TamerPipeline
+from tamer.model_config import TamerModelConfig
 
 CONFIG_FILE = "tamer_model.json"
-
-
-class TamerModelConfig(BaseModel):
-    """The method's knobs. Saved whole into every checkpoint, so a resume rebuilds it exactly."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # More tokens keep more of the patches' spatial detail; cost grows only in the object
-    # attention's keys. 8 sits between IP-Adapter's 4 (global embedding) and all 256 patches.
-    num_object_tokens: int = Field(8, ge=1)
-    # 1.0 = object attention as strong as it was trained; lower at inference to favour the text.
-    object_scale: float = 1.0
-    # The paper finds whole-network training best; "adapter" keeps the UNet frozen (cheaper, and
-    # the base model stays shareable).
-    trainable: Literal["adapter", "full"] = "full"
-    # Masking background patches separates identity from background (the paper's ablation).
-    masking: bool = True
-    # 5% each, independently, as in InstructPix2Pix: enough unconditional rows for both guidance
-    # scales without starving the conditional task.
-    text_dropout: float = Field(0.05, ge=0.0, le=1.0)
-    object_dropout: float = Field(0.05, ge=0.0, le=1.0)
-    # Small weight: identity is a nudge on top of denoising, and the gradient runs through the VAE
-    # decoder and CLIP, which a large weight would let dominate.
-    identity_loss_weight: float = Field(0.1, ge=0.0)
-    # Only at low noise is the one-step x0 estimate sharp enough for CLIP to read identity.
-    identity_loss_max_timestep: int = Field(250, ge=0)
-    # Share of object-conditioned rows per batch; the rest is general text-only data that keeps
-    # the text-to-image prior (regularized joint training).
-    domain_ratio: float = Field(0.8, ge=0.0, le=1.0)
 
 
 class TamerModel(torch.nn.Module):

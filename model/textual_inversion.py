@@ -15,39 +15,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_file
 
 from model.finetune import denoising_loss, sample_latents, subject_posteriors, token_ids
+from tamer.model_config import TextualInversionConfig
 
 EMBEDS_FILE = "learned_embeds.safetensors"
-# diffusers' `imagenet_templates_small`, the prompts the example trains objects with.
-TEMPLATES = (
-    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
-    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
-    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}",
-    "a cropped photo of a {}", "a photo of the {}", "a good photo of the {}", "a photo of one {}",
-    "a close-up photo of the {}", "a rendition of the {}", "a photo of the clean {}",
-    "a rendition of a {}", "a photo of a nice {}", "a good photo of a {}", "a photo of the nice {}",
-    "a photo of the small {}", "a photo of the weird {}", "a photo of the large {}",
-    "a photo of a cool {}", "a photo of a small {}",
-)
-
-
-class TextualInversionConfig(BaseModel):
-    """The recipe's knobs; defaults are the diffusers example's documented run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(3000, ge=1)
-    # The example's 5e-4 is scaled by batch x accumulation (--scale_lr); 4 images per step here.
-    lr: float = Field(5e-4 * 4, gt=0.0)
-    batch_size: int = Field(4, ge=1, description="images per step (the example: 1 x 4 accumulated)")
-    weight_decay: float = Field(1e-2, ge=0.0)
-    num_vectors: int = Field(1, ge=1, description="embedding vectors behind the token")
-    flip: bool = Field(True, description="random horizontal flips (the example's flip_p=0.5)")
-    templates: tuple[str, ...] = TEMPLATES
-    seed: int = 0
 
 
 def placeholder_tokens(token: str, num_vectors: int) -> list[str]:

@@ -16,8 +16,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tamer.model_config import DreamBoothLoraConfig, TamerModelConfig, TextualInversionConfig
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+PROFILES_DIR = CONFIG_DIR / "profiles"
 DEFAULT_ROOT = "./tamer-data"
 
 
@@ -127,9 +130,6 @@ class TrainSettings(Strict):
     @field_validator("model")
     @classmethod
     def _model_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Imported here: model/ pulls in torch (seconds), which plain CLI commands do not need.
-        from model.tamer_model import TamerModelConfig
-
         return TamerModelConfig.model_validate(value).model_dump(exclude_unset=True)
 
 
@@ -183,10 +183,6 @@ class EvalSettings(Strict):
     @field_validator("textual_inversion", "dreambooth_lora")
     @classmethod
     def _recipe_fields(cls, value: dict[str, Any], info) -> dict[str, Any]:
-        # Imported here: model/ pulls in torch (seconds), which plain CLI commands do not need.
-        from model.dreambooth_lora import DreamBoothLoraConfig
-        from model.textual_inversion import TextualInversionConfig
-
         recipe = {"textual_inversion": TextualInversionConfig,
                   "dreambooth_lora": DreamBoothLoraConfig}[info.field_name]
         return recipe.model_validate(value).model_dump(exclude_unset=True)
@@ -203,6 +199,23 @@ class TamerConfig(Strict):
     train: TrainSettings = TrainSettings()
     retrain: RetrainSettings = RetrainSettings()
     eval: EvalSettings = EvalSettings()
+
+    @field_validator("root")
+    @classmethod
+    def _folder_or_uri(cls, value: str) -> str:
+        if "://" not in value.removeprefix("file://") and \
+                Path(value.removeprefix("file://")).expanduser().is_file():
+            raise ValueError(f"{value} is a file; the dataset root is a folder or a URI")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        try:
+            profile_path(value)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class ConfigError(ValueError):
@@ -227,6 +240,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TamerConfig
         raise ConfigError(_describe(exc)) from None
 
 
+def profile_path(name_or_path: str) -> Path:
+    """`configs/profiles/<name>.yaml`, or a .yaml path; FileNotFoundError names the known ones."""
+    path = Path(name_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no profile {name_or_path!r} (known: {known}, or a .yaml path)")
+    return path
+
+
 def config_hash(model: BaseModel) -> str:
     """A stable hash of a (sub)config: what decides whether derived work is still valid."""
     canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True)
@@ -234,9 +258,17 @@ def config_hash(model: BaseModel) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist or is not a file")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (UTF-8)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path}{where}: invalid YAML: {problem}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
     return loaded
@@ -260,8 +292,10 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _describe(exc: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"])
-        lines.append(f"  {field}: {error['msg']} (got {error.get('input')!r})")
-    return "\n".join(lines)
+    """One line per invalid field; a single error stays on one line."""
+    problems = [f"{'.'.join(str(part) for part in error['loc'])}: "
+                f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
+                for error in exc.errors()]
+    if len(problems) == 1:
+        return f"invalid configuration: {problems[0]}"
+    return "\n  ".join(["invalid configuration:", *problems])

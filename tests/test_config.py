@@ -44,3 +44,37 @@ def test_config_hash_changes_with_values_only():
     a, b = load_config(), load_config()
     assert config_hash(a.ingest) == config_hash(b.ingest)
     assert config_hash(a.ingest) != config_hash(load_config(**{"ingest.min_side": 5}).ingest)
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("ingest:\n  shard_rows: 3\n bad: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line 3, column 2: invalid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="does not exist or is not a file"):
+        load_config(tmp_path)  # a folder
+
+
+def test_root_must_not_be_a_regular_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"^invalid configuration: root: .*file is a file"):
+        load_config(root=str(tmp_path / "file"))
+    assert load_config(root=str(tmp_path / "not-yet")).root.endswith("not-yet")  # created later
+    assert load_config(root="s3://bucket/tamer").root == "s3://bucket/tamer"
+
+
+def test_profile_must_name_a_known_profile_or_yaml_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"profile: no profile 'nosuch' \(known: \['sd15', 'tiny'\]"):
+        load_config(profile="nosuch")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: mine\n")
+    assert load_config(profile=str(mine)).profile == str(mine)
+
+
+def test_model_recipe_fields_are_checked_one_line_each(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  model: {trainable: lora}\neval:\n  textual_inversion: {stepz: 1}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert "train.model" in str(caught.value) and "eval.textual_inversion" in str(caught.value)
+    assert str(caught.value).count("\n") == 2  # one line per invalid field

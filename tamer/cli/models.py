@@ -1,0 +1,88 @@
+"""Model commands: `models check` (dry-run a profile) and `generate` (images from a checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tamer.cli.common import JsonFlag, console, fail, print_json, state
+
+models_app = typer.Typer(help="Model profiles: check what each role loads.", no_args_is_help=True)
+
+
+def check(
+    profile: Annotated[str, typer.Option(help="Profile name (configs/profiles) or YAML path.")
+                       ] = "tiny",
+    as_json: JsonFlag = False,
+) -> None:
+    """Dry-run a profile without downloading: ids, classes, local cache (tiny: build + load)."""
+    from model.profiles import check_profile
+
+    checks = [check.model_dump() for check in check_profile(profile)]
+    if as_json:
+        print_json(checks)
+    else:
+        table = Table("role", "id", "status", "detail", title=f"profile {profile}")
+        for check in checks:
+            status = ("[red]error[/red]" if not check["ok"] else
+                      "[yellow]warning[/yellow]" if check["warning"] else "[green]ok[/green]")
+            table.add_row(check["role"], check["id"] or "(none)", status, check["reason"])
+        console.print(table)
+    if not all(check["ok"] for check in checks):
+        raise typer.Exit(1)
+
+
+def generate(
+    checkpoint: Annotated[Path, typer.Option(help="A run's exported pipeline directory.")],
+    image: Annotated[Path, typer.Option(help="One reference photo of the object.")],
+    prompt: Annotated[str, typer.Option(help='Text with "{}" for the object.')],
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")],
+    n: Annotated[int, typer.Option(help="Images to generate.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
+    as_json: JsonFlag = False,
+) -> None:
+    """Images of the reference's object for a prompt, in one pass (no fine-tuning)."""
+    _check_pipeline_dir(checkpoint)
+    _check_reference(image)
+    from model.generate import generate as generate_images
+
+    paths = generate_images(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+    if as_json:
+        print_json([str(p) for p in paths])
+        return
+    console.print(f"wrote {len(paths)} image(s) to [bold]{out}[/bold]")
+
+
+def _check_pipeline_dir(path: Path) -> None:
+    """A usable checkpoint is a folder whose model_index.json is a JSON object (diffusers')."""
+    if not path.is_dir():
+        fail(f"checkpoint {path} is not a folder (give a run's exported pipeline directory)", 2)
+    index = path / "model_index.json"
+    try:
+        valid = isinstance(json.loads(index.read_text()), dict)
+    except FileNotFoundError:
+        fail(f"checkpoint {path} has no model_index.json: not an exported pipeline", 2)
+    except (ValueError, OSError):  # empty, not JSON, not text, unreadable
+        valid = False
+    if not valid:
+        fail(f"checkpoint {path}: {index.name} is empty or not a JSON object", 2)
+
+
+def _check_reference(path: Path) -> None:
+    """The reference photo passes the same validation as ingested images (bombs, truncation)."""
+    from storage.images import BadImage, ImageLimits, decode_image
+
+    if not path.is_file():
+        fail(f"image {path} does not exist or is not a file", 2)
+    settings = state.config().ingest
+    limits = ImageLimits(max_pixels=settings.max_pixels, min_side=settings.min_side,
+                         max_bytes=settings.max_bytes)
+    try:
+        decode_image(path.read_bytes(), limits)
+    except BadImage as exc:
+        fail(f"image {path} is not usable: {exc.reason} ({exc.detail})", 2)

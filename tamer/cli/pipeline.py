@@ -1,0 +1,67 @@
+"""Whole-pipeline commands: run (the main job) and serve (the scheduled deployments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tamer.cli.common import JsonFlag, console, err, fail, print_ingest, print_json, state
+from tamer.cli.inspection import stats
+
+
+def run(
+    data: Annotated[Optional[str], typer.Option(
+        help="Source to ingest; default: a synthesized sample dataset.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The main job: ingest, caption, embed/index/pairs, train, evaluate, report.
+
+    On the embedded default (no arguments) it runs on a synthesized sample dataset with the
+    tiny profile; a second run with no new data redoes no stage's work.
+    """
+    settings = state.config(profile=profile)
+    if data is not None and not Path(data).exists():
+        fail(f"source {data} does not exist", 2)
+    from flows.pipeline import pipeline_flow
+
+    summary = pipeline_flow(data=data, root=settings.root, config_file=state.config_path(),
+                            profile=settings.profile)
+    if as_json:
+        print_json(summary)
+        return
+    print_ingest(summary["ingest"])
+    stats(as_json=False, plot=None)
+    console.print(f"train: {summary['train']['policy']} (run {summary['train']['run_id']})")
+    console.print(f"evaluate: {summary['evaluate']['policy']}")
+    timing = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in summary["seconds"].items())
+    console.print(f"stage times: {timing}")
+    for name, where in summary["locations"].items():
+        console.print(f"{name}: [bold]{where}[/bold]")
+    console.print('next: tamer stats, tamer sql "SELECT ...", tamer runs, tamer generate --help')
+
+
+def serve(
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", help="Serve only these deployments (repeatable).")] = None,
+    source: Annotated[Optional[str], typer.Option(
+        help="Folder the scheduled ingest reads (default ./incoming).")] = None,
+) -> None:
+    """Serve the prefect.yaml deployments (schedules and event triggers) from one process.
+
+    Needs a Prefect server (PREFECT_API_URL); see README "Run it on a schedule".
+    """
+    config = state.config()
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import build_all
+
+    parameters = {"root": config.root, "config_file": state.config_path(), "source": source}
+    try:
+        deployments = build_all(only, {k: v for k, v in parameters.items() if v is not None})
+    except ValueError as exc:
+        fail(str(exc), 2)
+    err.print(f"serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
+    prefect_serve(*deployments)
