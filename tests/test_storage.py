@@ -98,3 +98,26 @@ def test_shards_are_zstd_with_schema_version_and_run_metadata(tmp_path):
 def test_unknown_table_is_rejected(tmp_path):
     with pytest.raises(KeyError, match="unknown table 'imagez'"):
         ShardStore(str(tmp_path)).write("imagez", image_rows(1))
+
+
+# ---- untrusted images ---------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_images_are_scaled_by_1_over_257_not_stretched(mode):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from storage.images import decode_image
+
+    # a dim image: source range 15*257 .. 188*257, plus values between the multiples
+    values = np.array([[15 * 257, 188 * 257, 100 * 257 + 128, 100 * 257 + 129],
+                       [3000, 4000, 40000, 48000]] * 16, dtype=np.int32)
+    image = Image.fromarray(values.astype(np.uint16 if mode == "I;16" else np.int32))
+    assert image.mode == mode
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if mode == "I;16" else "TIFF")
+    stored = np.asarray(Image.open(io.BytesIO(decode_image(buffer.getvalue()).image)))
+    assert stored.shape == (32, 4, 3)
+    assert (stored[..., 0] == np.rint(values / 257)).all()
+    assert stored[0, :2, 0].tolist() == [15, 188]  # not stretched to 0 and 255
