@@ -14,13 +14,14 @@ import io
 import json
 import os
 import posixpath
-import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from storage.local_files import Refused, check_regular, read_regular
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
@@ -58,48 +59,6 @@ class Rejected:
     source: str
     reason: str
     detail: str
-
-
-class Refused(Exception):
-    """A file that must not be read; `reason` is a quarantine code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-def read_regular(path: str, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`; raises Refused otherwise.
-
-    Type and size come from stat before any open: opening a FIFO blocks until a writer
-    comes (forever), and opening a device may act on it. The open is non-blocking and the
-    opened file is checked again, and at most max_bytes + 1 bytes are read, so a path
-    swapped or grown after the stat is still refused.
-    """
-    try:
-        _check_regular(os.stat(path), max_bytes)
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with open(descriptor, "rb") as handle:
-            _check_regular(os.fstat(descriptor), max_bytes)
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise Refused("unreadable", f"{type(exc).__name__}: {exc}") from None
-    if len(data) > max_bytes:
-        raise Refused("too_large", f"more than max_bytes {max_bytes} bytes")
-    return data
-
-
-FILE_KINDS = ((stat.S_ISDIR, "a directory (link not followed)"), (stat.S_ISFIFO, "a FIFO"),
-              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-              (stat.S_ISBLK, "a block device"))
-
-
-def _check_regular(info: os.stat_result, max_bytes: int | None = None) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        kind = next((name for test, name in FILE_KINDS if test(info.st_mode)), "not a file")
-        raise Refused("not_regular_file", kind)
-    if max_bytes is not None and info.st_size > max_bytes:
-        raise Refused("too_large", f"{info.st_size} bytes > max_bytes {max_bytes}")
 
 
 def list_chunks(root: str, files_per_chunk: int = 256) -> list[SourceChunk]:
@@ -262,7 +221,7 @@ def _read_tar(chunk: SourceChunk, max_bytes: int) -> Iterator[RawItem | Rejected
     memory holds one sample, and a member's size is checked before its bytes are."""
     (tar_path,) = chunk.paths
     try:
-        _check_regular(os.stat(tar_path))  # a FIFO named .tar would block the open
+        check_regular(os.stat(tar_path))  # a FIFO named .tar would block the open
         archive = tarfile.open(tar_path, mode="r:*")
     except Refused as refused:
         yield Rejected(tar_path, refused.reason, refused.detail)
@@ -322,7 +281,9 @@ def _tar_sample(tar_path: str, key: str, files: dict[str, bytes]) -> Iterator[Ra
         if not set(files) <= {"txt", "json", "cls", "mask.png"}:
             yield Rejected(f"{tar_path}::{key}", "no_image", f"sample has only {sorted(files)}")
         return
-    extension = image_exts[0]
+    extension, *extras = image_exts
+    for extra in extras:  # one image per sample; the others are recorded, not dropped
+        yield Rejected(f"{tar_path}::{key}.{extra}", "extra_image", f"sample keeps .{extension}")
     text = files.get("txt")
     directory = posixpath.dirname(key)
     yield RawItem(
@@ -346,7 +307,7 @@ def _read_parquet(chunk: SourceChunk, max_bytes: int) -> Iterator[RawItem | Reje
     (parquet_path,) = chunk.paths
     index = 0
     try:
-        _check_regular(os.stat(parquet_path))  # a FIFO named .parquet would block the open
+        check_regular(os.stat(parquet_path))  # a FIFO named .parquet would block the open
         parquet = pq.ParquetFile(parquet_path)
         names = set(parquet.schema_arrow.names)
         bytes_column = next((c for c in PARQUET_BYTES_COLUMNS if c in names), None)

@@ -154,6 +154,8 @@ def _write_tar(path: Path, outside: Path, expect: dict[str, dict]) -> None:
         add(archive, "subject_t/003.png", b"\x89PNG not really")
         add(archive, "subject_t/004.bin", b"a sample without an image")
         add(archive, "subject_t/005.png", png_bytes(gradient(seed=1)))  # subject_a/00.png's bytes
+        add(archive, "subject_t/006.png", png_bytes(gradient(seed=25)))
+        add(archive, "subject_t/006.webp", png_bytes(gradient(seed=26), format="WEBP"))
     tar = path.name
     expect[f"{tar}::subject_t/000.png"] = {"outcome": "ingested", "text": True}
     expect[f"{tar}::subject_t/001.jpg"] = {"outcome": "ingested"}
@@ -163,6 +165,8 @@ def _write_tar(path: Path, outside: Path, expect: dict[str, dict]) -> None:
     expect[f"{tar}::subject_t/003.png"] = {"outcome": "quarantined", "reason": "not_an_image"}
     expect[f"{tar}::subject_t/004"] = {"outcome": "quarantined", "reason": "no_image"}
     expect[f"{tar}::subject_t/005.png"] = {"outcome": "duplicate"}
+    expect[f"{tar}::subject_t/006.png"] = {"outcome": "ingested"}  # one image per sample:
+    expect[f"{tar}::subject_t/006.webp"] = {"outcome": "quarantined", "reason": "extra_image"}
 
 
 def _write_parquet(path: Path, expect: dict[str, dict]) -> None:

@@ -128,7 +128,7 @@ def test_sixteen_bit_images_are_scaled_by_1_over_257_not_stretched(mode):
 def test_non_regular_files_are_refused_without_being_opened(tmp_path):
     import socket
 
-    from storage.sources import Refused, read_regular
+    from storage.local_files import Refused, read_regular
 
     os.mkfifo(tmp_path / "fifo.png")
     with socket.socket(socket.AF_UNIX) as server:
@@ -142,7 +142,7 @@ def test_non_regular_files_are_refused_without_being_opened(tmp_path):
 
 
 def test_file_size_is_checked_before_reading(tmp_path):
-    from storage.sources import Refused, read_regular
+    from storage.local_files import Refused, read_regular
 
     huge = tmp_path / "huge.png"
     with open(huge, "wb") as handle:  # 1 TiB, sparse: a read would fail before any check
