@@ -344,9 +344,10 @@ def _parquet_row(chunk: SourceChunk, where: str, row: dict, bytes_column: str | 
             data = read_regular(str(target), max_bytes)
         except Refused as refused:
             return Rejected(where, refused.reason, refused.detail)
+    if data is None:
+        return Rejected(where, "empty", "row has no image bytes or path")
     if not isinstance(data, bytes):
-        detail = "row has no image bytes or path" if data is None else f"image is {type(data).__name__}"
-        return Rejected(where, "empty" if data is None else "bad_row", detail)
+        return Rejected(where, "bad_row", f"image cell holds {type(data).__name__}, not bytes")
     meta = row.get("meta")
     mask = row.get("mask")
     return RawItem(

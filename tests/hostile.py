@@ -188,3 +188,6 @@ def _write_parquet(path: Path, expect: dict[str, dict]) -> None:
     expect[f"{path.name}::3"] = {"outcome": "quarantined", "reason": "not_regular_file"}
     expect[f"{path.name}::4"] = {"outcome": "quarantined", "reason": "bad_row"}
     expect[f"{path.name}::5"] = {"outcome": "ingested"}  # a non-JSON meta is ignored
+    strings = path.with_name("strings.parquet")  # an image column of text, not bytes
+    pq.write_table(pa.table({"image": ["subject_a/00.png"]}), strings)
+    expect[f"{strings.name}::0"] = {"outcome": "quarantined", "reason": "bad_row"}
