@@ -10,6 +10,7 @@ the summary); the previous runs stay in the registry.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,19 +24,29 @@ from flows.train import train_flow
 from storage.catalog import CATALOG_FILE
 from storage.fs import open_location
 from storage.shards import ShardStore
-from tamer.config import load_config
+from tamer.config import config_hash, load_config
 from tasks import evaluate as protocol
 from tasks.runs import COMPLETED, list_runs
 
 
 @task
 def synthesize_sample(root: str, config_file: str | None) -> str:
-    """Render the embedded sample dataset next to the shards (no-op when already there)."""
+    """Render the embedded sample dataset (no-op when already there); returns its folder.
+
+    A local root keeps it next to the shards (`<root>/sources/synth`). A remote root cannot
+    hold a folder ingest reads, so the sample goes to the local synth cache,
+    `$TAMER_SYNTH_CACHE` (default `~/.cache/tamer/synth`), one folder per synth settings:
+    never into the working folder.
+    """
     from tamer.synth import generate
 
     config = load_config(config_file, root=root)
     location = open_location(config.root)
-    out = Path(location.join("sources", "synth")) if location.is_local else Path("tamer-synth")
+    if location.is_local:
+        out = Path(location.join("sources", "synth"))
+    else:
+        cache = Path(os.environ.get("TAMER_SYNTH_CACHE", "~/.cache/tamer/synth")).expanduser()
+        out = cache / config_hash(config.synth)
     s = config.synth
     generate(out, n_objects=s.objects, views=s.views, size=s.size, seed=s.seed,
              held_out_fraction=s.held_out_fraction, workers=1, progress=True)

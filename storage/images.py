@@ -125,9 +125,9 @@ def _has_orientation(image: Image.Image) -> bool:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB; transparency is composited on white, 16-bit and float are rescaled."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = _rescale_to_l(image)
+    """8-bit RGB; transparency is composited on white, 16-bit scaled to 8-bit, float clamped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = _sixteen_to_l(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
@@ -139,11 +139,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
-def _rescale_to_l(image: Image.Image) -> Image.Image:
-    array = np.asarray(image, dtype=np.float64)
-    low, high = float(array.min()), float(array.max())
-    scale = 255.0 / (high - low) if high > low else 0.0
-    return Image.fromarray(((array - low) * scale).astype(np.uint8), mode="L")
+def _sixteen_to_l(image: Image.Image) -> Image.Image:
+    """16-bit values v -> round(v / 257), so 65535 -> 255 and every image keeps its own
+    brightness (a per-image stretch would make a dim scan as bright as a sunny one). Pillow
+    also holds 16-bit data in mode I; values beyond 16 bits are clamped."""
+    array = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.rint(array / 257).astype(np.uint8), mode="L")
 
 
 def encode(image: Image.Image, *, lossy: bool) -> bytes:

@@ -9,12 +9,13 @@ Everything random is seeded, so a re-run with the same settings gives the same i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -87,46 +88,57 @@ def run_evaluation(config: TamerConfig, model: dict, eval_run_id: str,
     store, s = ShardStore(config.root), config.eval
     subject_set = load_subjects(s.data, store, model["run"], s.subjects, s.prompts)
     out = report_dir(store, eval_run_id)
-    work_dir = Path(out, "artifacts") if store.location.is_local else Path(tempfile.mkdtemp())
-    methods = build_methods(config, model["pipeline_uri"], work_dir)
-    scorer = Scorer.from_profile(config.profile)
-    seeds = range(s.seed, s.seed + s.seeds)
-    total = len(methods) * sum(len(subject.prompts) for subject in subject_set.subjects) * len(seeds)
-    common = {"data_source": subject_set.source, "dataset_fingerprint": subject_set.fingerprint,
-              "model_run_id": model["run_id"],
-              "pipeline_uri": model["pipeline_uri"] if "ours" in s.methods else None,
-              "profile": config.profile, "code_version": code_version(),
-              "config_hash": config_hash(TamerConfig(profile=config.profile, eval=s))}
-    rows: list[dict] = []
-    for subject in subject_set.subjects:
-        _save_references(store, out, subject)
-        reference = scorer.reference(subject.images)
-        for method in methods:
-            start = time.perf_counter()
-            state = method.prepare(subject)
-            prepare_s = time.perf_counter() - start
-            for index, prompt in enumerate(subject.prompts):
-                text = fill(prompt, subject.class_noun)
-                for seed in seeds:
-                    start = time.perf_counter()
-                    image = method.generate(state, prompt, seed)[0]
-                    generate_s = time.perf_counter() - start
-                    metrics = scorer.score([image], text if method.follows_prompt else None, reference)[0]
-                    path = f"images/{method.name}/{subject.name}/p{index:02d}_s{seed}.png"
-                    _write_image(store, f"{out}/{path}", image)
-                    rows.append({**common, **metrics, "method": method.name, "subject": subject.name,
-                                 "class_name": subject.class_noun, "prompt_index": index, "prompt": text,
-                                 "seed": seed, "image_path": path,
-                                 "prepare_s": prepare_s if state.bytes_stored is not None else None,
-                                 "generate_s": generate_s if state.bytes_stored is not None else None,
-                                 "subject_bytes": state.bytes_stored})
-                    if progress:
-                        progress(len(rows), total)
+    with _work_dir(store, out) as work_dir:
+        methods = build_methods(config, model["pipeline_uri"], work_dir)
+        scorer = Scorer.from_profile(config.profile)
+        seeds = range(s.seed, s.seed + s.seeds)
+        total = len(methods) * sum(len(subject.prompts) for subject in subject_set.subjects) * len(seeds)
+        common = {"data_source": subject_set.source, "dataset_fingerprint": subject_set.fingerprint,
+                  "model_run_id": model["run_id"],
+                  "pipeline_uri": model["pipeline_uri"] if "ours" in s.methods else None,
+                  "profile": config.profile, "code_version": code_version(),
+                  "config_hash": config_hash(TamerConfig(profile=config.profile, eval=s))}
+        rows: list[dict] = []
+        for subject in subject_set.subjects:
+            _save_references(store, out, subject)
+            reference = scorer.reference(subject.images)
+            for method in methods:
+                start = time.perf_counter()
+                state = method.prepare(subject)
+                prepare_s = time.perf_counter() - start
+                for index, prompt in enumerate(subject.prompts):
+                    text = fill(prompt, subject.class_noun)
+                    for seed in seeds:
+                        start = time.perf_counter()
+                        image = method.generate(state, prompt, seed)[0]
+                        generate_s = time.perf_counter() - start
+                        metrics = scorer.score([image], text if method.follows_prompt else None, reference)[0]
+                        path = f"images/{method.name}/{subject.name}/p{index:02d}_s{seed}.png"
+                        _write_image(store, f"{out}/{path}", image)
+                        rows.append({**common, **metrics, "method": method.name, "subject": subject.name,
+                                     "class_name": subject.class_noun, "prompt_index": index, "prompt": text,
+                                     "seed": seed, "image_path": path,
+                                     "prepare_s": prepare_s if state.bytes_stored is not None else None,
+                                     "generate_s": generate_s if state.bytes_stored is not None else None,
+                                     "subject_bytes": state.bytes_stored})
+                        if progress:
+                            progress(len(rows), total)
     now = dt.datetime.now(dt.UTC)
     store.write("eval_results", pa.Table.from_pylist([{**row, "eval_run_id": eval_run_id, "created_at": now}
                                                       for row in rows]), run_id=eval_run_id)
     return {"eval_run_id": eval_run_id, "rows": len(rows), "subjects": len(subject_set.subjects),
             "methods": [method.name for method in methods], "report_dir": out, **common}
+
+
+@contextlib.contextmanager
+def _work_dir(store: ShardStore, out: str) -> Iterator[Path]:
+    """Per-subject artifacts (learned embeddings, LoRA weights): beside the report for a local
+    root; for a remote root in a temporary folder, removed when the evaluation ends."""
+    if store.location.is_local:
+        yield Path(out, "artifacts")
+        return
+    with tempfile.TemporaryDirectory(prefix="tamer-eval-") as folder:
+        yield Path(folder)
 
 
 def read_results(store: ShardStore, eval_run_id: str) -> list[dict]:

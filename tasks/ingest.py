@@ -74,11 +74,23 @@ def decode_chunk(
     """Outcome rows for every item of a chunk; `known` maps image id -> its stored source."""
     rows: list[dict] = []
     try:
-        for item in read_chunk(chunk):
+        for item in read_chunk(chunk, limits.max_bytes):
             rows.append(_outcome(item, chunk.kind, known, limits))
     except Exception as exc:  # noqa: BLE001 - a broken reader quarantines its chunk, not the run
-        rows.append(_rejected_row(chunk.paths[0], "chunk_failed", f"{type(exc).__name__}: {exc}"))
+        rows += failed_chunk_rows(chunk, {row["source"] for row in rows}, exc)
     return pa.Table.from_pylist(rows, schema=OUTCOME_SCHEMA)
+
+
+def failed_chunk_rows(chunk: SourceChunk, recorded: set[str], error: Exception) -> list[dict]:
+    """One `chunk_failed` quarantine row per file of a chunk whose reading failed part-way,
+    except files that already have their row: nothing the chunk held goes unrecorded.
+
+    A folder chunk names its files; a tar or Parquet chunk names only its container, whose
+    members read before the failure keep their rows and which itself gets the one row.
+    """
+    detail = f"{type(error).__name__}: {error}"
+    return [_rejected_row(path, "chunk_failed", detail)
+            for path in chunk.paths if path not in recorded]
 
 
 def _outcome(item, kind: str, known: dict[str, str], limits: imaging.ImageLimits) -> dict:

@@ -1,9 +1,14 @@
-"""Builds a source folder of valid and hostile inputs; returns what each should become."""
+"""Builds a source folder of valid and hostile inputs; returns what each should become.
+
+Ingest it with `IngestSettings(max_bytes=MAX_BYTES)`: some entries exist to exceed it.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import socket
 import struct
 import tarfile
 import zlib
@@ -14,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+MAX_BYTES = 100_000  # every valid input is smaller; the oversized ones are larger
 
 def png_bytes(image: Image.Image, **params) -> bytes:
     buffer = io.BytesIO()
@@ -77,7 +83,8 @@ def build(root: Path) -> dict[str, dict]:
     palette = gradient(seed=5).convert("P")
     put("flat/palette.gif", png_bytes(palette, format="GIF", transparency=0),
         outcome="ingested", mode="P")
-    put("flat/gray16.png", png_bytes(Image.new("I;16", (40, 40), 3000)), outcome="ingested")
+    put("flat/gray16.png", png_bytes(Image.new("I;16", (40, 40), 3000)), outcome="ingested",
+        pixel=(12, 12, 12))  # round(3000 / 257): scaled, not stretched
     put("flat/gray.png", png_bytes(gradient(mode="L", seed=6)), outcome="ingested", mode="L")
     put("flat/rotated.jpg", rotated_jpeg(), outcome="ingested", size=(30, 60))
     put("flat/tiny.png", png_bytes(gradient((8, 8), seed=7)), outcome="ingested", flag="tiny")
@@ -93,10 +100,35 @@ def build(root: Path) -> dict[str, dict]:
     put("flat/bomb.png", bomb_png(), outcome="quarantined", reason="decompression_bomb")
     os.symlink(outside, src / "flat" / "escape.png")
     expect["flat/escape.png"] = {"outcome": "quarantined", "reason": "link_outside_root"}
+    put("subject_a/04.png", png_bytes(gradient(seed=10)), outcome="ingested", subject="subject_a")
+    (src / "subject_a" / "04.json").write_text(json.dumps({"subject": 5, "class_name": ["x"]}))
+    put("flat/big.png", png_bytes(noise(200, seed=11)), outcome="quarantined", reason="too_large")
+    with open(src / "flat" / "huge.png", "wb") as handle:  # 1 TiB, sparse: reading it would fail
+        handle.truncate(2**40)
+    expect["flat/huge.png"] = {"outcome": "quarantined", "reason": "too_large"}
+    _write_specials(root, src, expect)
     (src / "README.md").write_text("documentation is not an image and is not quarantined")
     _write_tar(src / "shard-000.tar", outside, expect)
     _write_parquet(src / "table.parquet", expect)
     return expect
+
+
+def _write_specials(root: Path, src: Path, expect: dict[str, dict]) -> None:
+    """Entries that are not regular files: opening a FIFO blocks forever, so none is opened."""
+    special = {"outcome": "quarantined", "reason": "not_regular_file"}
+    os.mkfifo(src / "flat" / "fifo.png")
+    os.mkfifo(src / "flat" / "queue.parquet")
+    os.mkfifo(src / "flat" / "pipe.tar")
+    with socket.socket(socket.AF_UNIX) as server:  # the socket file outlives the socket
+        server.bind(str(src / "flat" / "socket.png"))
+    os.symlink(src / "subject_a", src / "alias")  # a directory link inside the root
+    (root / "outside_dir").mkdir()
+    (root / "outside_dir" / "00.png").write_bytes(png_bytes(gradient(seed=98)))
+    os.symlink(root / "outside_dir", src / "flat" / "elsewhere")
+    for name in ("flat/fifo.png", "flat/queue.parquet", "flat/pipe.tar", "flat/socket.png",
+                 "alias"):
+        expect[name] = special
+    expect["flat/elsewhere"] = {"outcome": "quarantined", "reason": "link_outside_root"}
 
 
 def _write_tar(path: Path, outside: Path, expect: dict[str, dict]) -> None:
@@ -114,20 +146,48 @@ def _write_tar(path: Path, outside: Path, expect: dict[str, dict]) -> None:
         link = tarfile.TarInfo("subject_t/link.png")
         link.type, link.linkname = tarfile.SYMTYPE, str(outside)
         archive.addfile(link)
+        fifo = tarfile.TarInfo("subject_t/fifo.png")
+        fifo.type = tarfile.FIFOTYPE
+        archive.addfile(fifo)
+        add(archive, "subject_t/002.png", png_bytes(noise(200, seed=24)))  # over MAX_BYTES
+        add(archive, "subject_t/002.txt", b"the caption of an oversized image")
+        add(archive, "subject_t/003.png", b"\x89PNG not really")
+        add(archive, "subject_t/004.bin", b"a sample without an image")
+        add(archive, "subject_t/005.png", png_bytes(gradient(seed=1)))  # subject_a/00.png's bytes
+        add(archive, "subject_t/006.png", png_bytes(gradient(seed=25)))
+        add(archive, "subject_t/006.webp", png_bytes(gradient(seed=26), format="WEBP"))
     tar = path.name
     expect[f"{tar}::subject_t/000.png"] = {"outcome": "ingested", "text": True}
     expect[f"{tar}::subject_t/001.jpg"] = {"outcome": "ingested"}
-    for member in ("../evil.png", "/abs/evil.png", "subject_t/link.png"):
+    for member in ("../evil.png", "/abs/evil.png", "subject_t/link.png", "subject_t/fifo.png"):
         expect[f"{tar}::{member}"] = {"outcome": "quarantined", "reason": "unsafe_tar_member"}
+    expect[f"{tar}::subject_t/002.png"] = {"outcome": "quarantined", "reason": "too_large"}
+    expect[f"{tar}::subject_t/003.png"] = {"outcome": "quarantined", "reason": "not_an_image"}
+    expect[f"{tar}::subject_t/004"] = {"outcome": "quarantined", "reason": "no_image"}
+    expect[f"{tar}::subject_t/005.png"] = {"outcome": "duplicate"}
+    expect[f"{tar}::subject_t/006.png"] = {"outcome": "ingested"}  # one image per sample:
+    expect[f"{tar}::subject_t/006.webp"] = {"outcome": "quarantined", "reason": "extra_image"}
 
 
 def _write_parquet(path: Path, expect: dict[str, dict]) -> None:
+    def row(image=None, image_path=None, caption=None, meta=None) -> dict:
+        return {"image": image, "image_path": image_path, "caption": caption, "meta": meta}
+
     rows = [
-        {"image": png_bytes(gradient(seed=30)), "image_path": None, "caption": "from bytes"},
-        {"image": None, "image_path": "subject_a/00.png", "caption": None},  # a duplicate
-        {"image": None, "image_path": "../outside.png", "caption": None},
+        row(png_bytes(gradient(seed=30)), caption="from bytes"),
+        row(image_path="subject_a/00.png"),  # a duplicate
+        row(image_path="../outside.png"),
+        row(image_path="flat/fifo.png"),
+        row(image_path="flat/\x00.png"),
+        row(png_bytes(gradient(seed=31)), meta=7),
     ]
     pq.write_table(pa.Table.from_pylist(rows), path)
     expect[f"{path.name}::0"] = {"outcome": "ingested", "text": True}
     expect[f"{path.name}::1"] = {"outcome": "duplicate"}  # the bytes of subject_a/00.png
     expect[f"{path.name}::2"] = {"outcome": "quarantined", "reason": "path_outside_root"}
+    expect[f"{path.name}::3"] = {"outcome": "quarantined", "reason": "not_regular_file"}
+    expect[f"{path.name}::4"] = {"outcome": "quarantined", "reason": "bad_row"}
+    expect[f"{path.name}::5"] = {"outcome": "ingested"}  # a non-JSON meta is ignored
+    strings = path.with_name("strings.parquet")  # an image column of text, not bytes
+    pq.write_table(pa.table({"image": ["subject_a/00.png"]}), strings)
+    expect[f"{strings.name}::0"] = {"outcome": "quarantined", "reason": "bad_row"}

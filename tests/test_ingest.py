@@ -1,4 +1,5 @@
-"""Ingest: DreamBench counts, hostile inputs on every executor, idempotence, kill safety."""
+"""Ingest: DreamBench counts, hostile inputs on every executor, nothing dropped (every listed
+entry in exactly one table), failing readers, idempotence, kill safety."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
 from storage.catalog import connect
+from storage.images import ImageLimits
 from storage.shards import ShardStore
-from tamer.config import IngestSettings
-from tasks.ingest import ingest_source
+from storage.sources import SourceChunk
+from tamer.config import IngestSettings, RaySettings
+from tasks.ingest import ingest_source, run_local, run_ray
 import hostile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,13 +49,14 @@ def test_dreambench_counts_and_classes(dreambench, tmp_path, ray_local, prefect_
     assert report["ingested"] == sum(expected.values()) and report["quarantined"] == 0
 
 
+@pytest.mark.timeout(300)  # hostile FIFOs: opening one blocks forever; fail, not hang
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_hostile_inputs_are_quarantined_with_reasons(tmp_path, executor, request):
     if executor == "ray":
         request.getfixturevalue("ray_local")
     expect = hostile.build(tmp_path)
     store = ShardStore(str(tmp_path / "data"))
-    settings = IngestSettings(executor=executor, files_per_chunk=4)
+    settings = IngestSettings(executor=executor, files_per_chunk=4, max_bytes=hostile.MAX_BYTES)
     report = ingest_source(str(tmp_path / "src"), store, settings)
 
     src = str(tmp_path / "src") + "/"
@@ -70,12 +75,17 @@ def test_hostile_inputs_are_quarantined_with_reasons(tmp_path, executor, request
                 assert want["flag"] in row["flags"]
             if want.get("text"):
                 assert row["text"]
+            if "subject" in want:
+                assert row["subject"] == want["subject"]
+            if "pixel" in want:
+                assert Image.open(io.BytesIO(row["image"])).getpixel((0, 0)) == want["pixel"]
         elif want["outcome"] == "quarantined":
             assert quarantine.get(name) == want["reason"], (name, quarantine.get(name))
         else:
             assert name in duplicates
     # the parquet row pointing at subject_a/00.png holds the same bytes: a duplicate too
-    assert duplicates == {"subject_b/copy_of_00.png", "table.parquet::1"}
+    assert duplicates == {"subject_b/copy_of_00.png", "table.parquet::1",
+                          "shard-000.tar::subject_t/005.png"}
     assert "README.md" not in quarantine
     assert report.quarantined == len(quarantine) and report.ingested == len(images)
     assert images["subject_a/00.png"]["subject"] == "subject_a"
@@ -85,6 +95,73 @@ def test_hostile_inputs_are_quarantined_with_reasons(tmp_path, executor, request
     again = ingest_source(str(tmp_path / "src"), store, settings)
     assert table_counts(store) == before
     assert again.ingested == 0 and again.quarantined == 0 and again.duplicates == 0
+
+
+def stored_sources(store: ShardStore, prefix: str) -> dict[str, list[str]]:
+    """table -> the sources of its rows, relative to prefix."""
+    return {table: [row["source"].replace(prefix, "") for row in store.read(table).to_pylist()]
+            for table in ("images", "duplicates", "quarantine")}
+
+
+def walked_entries(src: Path) -> set[str]:
+    """What ingest must account for, found here without the code under test: every
+    non-hidden entry that is not a plain directory or a side file (links not followed)."""
+    entries = set()
+    for directory, subdirs, files in os.walk(src):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        links = [d for d in subdirs if os.path.islink(os.path.join(directory, d))]
+        for name in files + links:
+            side = name.endswith((".md", ".txt", ".json", ".mask.png"))
+            if not name.startswith(".") and not side:
+                entries.add(os.path.relpath(os.path.join(directory, name), src))
+    return entries
+
+
+@pytest.mark.timeout(300)  # hostile FIFOs: opening one blocks forever; fail, not hang
+@pytest.mark.parametrize("executor", ["local", "ray"])
+@pytest.mark.parametrize("source", ["folder", "tar"])
+def test_every_listed_entry_lands_in_exactly_one_table(tmp_path, source, executor, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    expect = hostile.build(tmp_path)
+    src = tmp_path / "src"
+    if source == "tar":  # the tar alone: its members are the listed entries
+        expect = {name: want for name, want in expect.items() if name.startswith("shard-000.tar::")}
+    store = ShardStore(str(tmp_path / "data"))
+    settings = IngestSettings(executor=executor, files_per_chunk=3, max_bytes=hostile.MAX_BYTES)
+    report = ingest_source(str(src / "shard-000.tar") if source == "tar" else str(src), store,
+                           settings)
+
+    tables = stored_sources(store, f"{src}/")
+    stored = [name for sources in tables.values() for name in sources]
+    assert sorted(stored) == sorted(expect)  # each entry once, in one table, nothing else
+    assert sum(map(len, tables.values())) == len(expect) == report.seen
+    if source == "folder":  # and the folder holds nothing the expectations forgot
+        containers = {name.split("::")[0] for name in stored}
+        assert walked_entries(src) <= set(stored) | containers
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_reader_failing_part_way_records_every_file_of_its_chunk(tmp_path, executor, request):
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(hostile.png_bytes(hostile.gradient(seed=i)))
+        paths.append(str(path))
+    # A path no listing produces: stat raises ValueError, which the reader does not expect.
+    paths.insert(2, str(tmp_path / "bad\x00.png"))
+    chunk = SourceChunk("folder", str(tmp_path), tuple(paths))
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+        batches = run_ray([chunk], {}, ImageLimits(), RaySettings())
+    else:
+        batches = run_local([chunk], {}, ImageLimits())
+    rows = {row["source"]: row for row in pa.concat_tables(list(batches)).to_pylist()}
+
+    assert sorted(rows) == sorted(paths)  # one row per file of the chunk
+    assert [rows[p]["outcome"] for p in paths] == ["ingested"] * 2 + ["quarantined"] * 3
+    for path in paths[2:]:  # the failing file and every file after it
+        assert rows[path]["reason"] == "chunk_failed" and "ValueError" in rows[path]["detail"]
 
 
 def test_added_files_land_in_new_shards_only(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 
 import pyarrow as pa
@@ -98,3 +99,58 @@ def test_shards_are_zstd_with_schema_version_and_run_metadata(tmp_path):
 def test_unknown_table_is_rejected(tmp_path):
     with pytest.raises(KeyError, match="unknown table 'imagez'"):
         ShardStore(str(tmp_path)).write("imagez", image_rows(1))
+
+
+# ---- untrusted source files and images ----------------------------------------------------
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_images_are_scaled_by_1_over_257_not_stretched(mode):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from storage.images import decode_image
+
+    # a dim image: source range 15*257 .. 188*257, plus values between the multiples
+    values = np.array([[15 * 257, 188 * 257, 100 * 257 + 128, 100 * 257 + 129],
+                       [3000, 4000, 40000, 48000]] * 16, dtype=np.int32)
+    image = Image.fromarray(values.astype(np.uint16 if mode == "I;16" else np.int32))
+    assert image.mode == mode
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if mode == "I;16" else "TIFF")
+    stored = np.asarray(Image.open(io.BytesIO(decode_image(buffer.getvalue()).image)))
+    assert stored.shape == (32, 4, 3)
+    assert (stored[..., 0] == np.rint(values / 257)).all()
+    assert stored[0, :2, 0].tolist() == [15, 188]  # not stretched to 0 and 255
+
+
+@pytest.mark.timeout(60)  # opening a FIFO blocks forever: fail instead of hanging
+def test_non_regular_files_are_refused_without_being_opened(tmp_path):
+    import socket
+
+    from storage.local_files import Refused, read_regular
+
+    os.mkfifo(tmp_path / "fifo.png")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket.png"))
+    (tmp_path / "dir").mkdir()
+    os.symlink(tmp_path / "dir", tmp_path / "dir-link")
+    for name, kind in [("fifo.png", "FIFO"), ("socket.png", "socket"), ("dir-link", "directory")]:
+        with pytest.raises(Refused) as refused:
+            read_regular(str(tmp_path / name), max_bytes=1024)
+        assert refused.value.reason == "not_regular_file" and kind in refused.value.detail
+
+
+def test_file_size_is_checked_before_reading(tmp_path):
+    from storage.local_files import Refused, read_regular
+
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:  # 1 TiB, sparse: a read would fail before any check
+        handle.truncate(2**40)
+    with pytest.raises(Refused) as refused:
+        read_regular(str(huge), max_bytes=1024)
+    assert refused.value.reason == "too_large" and str(2**40) in refused.value.detail
+    (tmp_path / "small.png").write_bytes(b"x" * 1024)
+    assert read_regular(str(tmp_path / "small.png"), max_bytes=1024) == b"x" * 1024
+    with pytest.raises(Refused, match="too_large"):
+        read_regular(str(tmp_path / "small.png"), max_bytes=1023)
