@@ -488,11 +488,15 @@ def generate_images(
 ) -> None:
     """Images of the reference's object for a prompt, in one pass (no fine-tuning)."""
     from model.generate import generate
+    from model.pipeline import PickleWeightsRefused
 
     for path in (checkpoint, image):
         if not path.exists():
             _fail(f"{path} does not exist", 2)
-    paths = generate(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+    try:
+        paths = generate(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+    except PickleWeightsRefused as exc:
+        _fail(str(exc), 2)
     if as_json:
         _print_json([str(p) for p in paths])
         return

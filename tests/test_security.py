@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psutil
 import pytest
@@ -112,6 +113,11 @@ def tamer(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+def one_line(stderr: str) -> str:
+    """The error message, unwrapped: rich folds a long line at the console width."""
+    return " ".join(stderr.split())
+
+
 @pytest.mark.parametrize("statement", WRITES)
 def test_sql_refuses_statements_that_write(tmp_path, statement):
     from storage.shards import ShardStore
@@ -123,8 +129,8 @@ def test_sql_refuses_statements_that_write(tmp_path, statement):
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     result = tamer("--root", str(root), "sql", statement.format(root=root, outside=outside))
     assert result.exit_code == 2
-    message = result.stderr.strip()
-    assert message.startswith("refused: tamer sql only reads") and "\n" not in message
+    assert one_line(result.stderr).startswith("refused: tamer sql only reads; ")
+    assert result.stderr.count("refused") == 1 and "Traceback" not in result.output
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
     counted = tamer("--root", str(root), "sql", "SELECT count(*) AS n FROM images", "--json")
     assert json.loads(counted.stdout) == [{"n": 4}]  # the views are intact
@@ -162,3 +168,105 @@ def test_read_only_connection_holds_even_without_the_statement_check(catalog_roo
             with pytest.raises(duckdb.Error, match="read-only"):
                 con.execute("CREATE TABLE t AS SELECT 1")
     assert not (tmp_path / "leak.csv").exists()
+
+
+# ---- 3. weights load from safetensors only ------------------------------------------------
+class Payload:
+    """What a hostile pickle does when loaded: here, create a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def hostile_pickle(path: Path, marker: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"weight": Payload(marker)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory) -> Path:
+    from model_fixtures import tiny_model
+
+    path = tmp_path_factory.mktemp("pipeline")
+    tiny_model().save_pretrained(path)
+    return path
+
+
+def test_hostile_pickle_really_runs_code_when_unpickled(tmp_path):
+    """The fixture is a real threat: plain torch.load executes it."""
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.load(hostile_pickle(tmp_path / "w.bin", marker), weights_only=False)
+    assert marker.exists()
+
+
+def test_saved_pipeline_loads(saved_pipeline):
+    from model.pipeline import ADAPTER_FILE, TamerPipeline
+
+    pipe = TamerPipeline.from_pretrained(saved_pipeline)
+    assert isinstance(pipe, TamerPipeline) and (saved_pipeline / ADAPTER_FILE).exists()
+    assert list(saved_pipeline.rglob("*.safetensors")) and not list(saved_pipeline.rglob("*.bin"))
+
+
+@pytest.mark.parametrize("weights", ["pytorch_model.bin", "model.pt", "model.ckpt"])
+def test_folder_with_only_pickle_weights_is_refused(tmp_path, weights):
+    from model.pipeline import PickleWeightsRefused, TamerPipeline
+
+    folder, marker = tmp_path / "pickled", tmp_path / "pwned"
+    hostile_pickle(folder / weights, marker)
+    with pytest.raises(PickleWeightsRefused, match=f"refused to load {folder}: .*{weights}"):
+        TamerPipeline.from_pretrained(folder)
+    assert not marker.exists()
+
+
+@pytest.fixture
+def swapped_unet(saved_pipeline, tmp_path) -> tuple[Path, Path]:
+    """The saved pipeline with its UNet's safetensors swapped for a hostile pickle."""
+    import shutil
+
+    folder, marker = tmp_path / "swapped", tmp_path / "pwned"
+    shutil.copytree(saved_pipeline, folder)
+    for weights in (folder / "unet").glob("*.safetensors"):
+        weights.unlink()
+    hostile_pickle(folder / "unet" / "diffusion_pytorch_model.bin", marker)
+    return folder, marker
+
+
+def test_a_component_with_only_pickle_weights_is_refused(swapped_unet):
+    from model.pipeline import PickleWeightsRefused, TamerPipeline
+
+    folder, marker = swapped_unet
+    with pytest.raises(PickleWeightsRefused, match=f"refused to load {folder / 'unet'}: "):
+        TamerPipeline.from_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_generate_refuses_a_pickled_checkpoint_with_one_line(swapped_unet, tmp_path):
+    from PIL import Image
+
+    folder, marker = swapped_unet
+    image = tmp_path / "ref.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    result = tamer("generate", "--checkpoint", str(folder), "--image", str(image), "--prompt", "a {}",
+                   "--out", str(tmp_path / "out"), "--n", "1", "--steps", "1")
+    assert result.exit_code == 2
+    assert one_line(result.stderr).startswith(f"refused to load {folder / 'unet'}: it holds only pickle")
+    assert result.stderr.count("refused") == 1 and "Traceback" not in result.output
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_eval_pipeline_loader_refuses_a_pickled_pipeline(swapped_unet, tmp_path):
+    from model.pipeline import PickleWeightsRefused
+    from tasks.eval_methods import Ours, Sampling
+
+    folder, marker = swapped_unet
+    with pytest.raises(PickleWeightsRefused):
+        Ours(str(folder), Sampling(1, 1.0, 1.0, "default"), tmp_path, "cpu")
+    assert not marker.exists()
