@@ -91,10 +91,11 @@ class TamerPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> TamerPipeline:
-        """Load a saved pipeline; every component from safetensors (never unpickled)."""
+        """Load a saved pipeline: every component from safetensors, no code from the folder."""
         if Path(pretrained_model_name_or_path).is_dir():
             require_safetensors(pretrained_model_name_or_path)
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, "use_safetensors": True})
+        safe = {"use_safetensors": True, "trust_remote_code": False}
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, **safe})
         pipe.object_adapter.load(Path(pretrained_model_name_or_path) / ADAPTER_FILE)
         return pipe
 

@@ -226,6 +226,23 @@ def test_folder_with_only_pickle_weights_is_refused(tmp_path, weights):
     assert not marker.exists()
 
 
+def test_code_shipped_in_a_pipeline_folder_never_runs(saved_pipeline, tmp_path):
+    """model_index.json may name a .py beside it; loading must not import it, even if asked to."""
+    import shutil
+
+    from model.pipeline import TamerPipeline
+
+    folder, marker = tmp_path / "custom", tmp_path / "pwned"
+    shutil.copytree(saved_pipeline, folder)
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                    "from model.pipeline import TamerPipeline as Evil\n")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": ["evil", "Evil"]}))
+    with pytest.raises(ValueError, match="custom code"):
+        TamerPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert not marker.exists()
+
+
 @pytest.fixture
 def swapped_unet(saved_pipeline, tmp_path) -> tuple[Path, Path]:
     """The saved pipeline with its UNet's safetensors swapped for a hostile pickle."""
