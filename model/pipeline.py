@@ -1,6 +1,7 @@
 """TamerPipeline: text + one reference image -> images of that object, in one sampling pass with
 no per-object optimization. Saved as a diffusers pipeline (base components unchanged) plus
-`object_adapter.safetensors`.
+`object_adapter.safetensors`. Loading accepts safetensors only: pickle weights (`.bin`, `.pt`,
+`.ckpt`) can run code when unpickled, and pipeline folders come from users.
 """
 
 from __future__ import annotations
@@ -20,6 +21,22 @@ from model.encoder import ObjectEncoder
 from model.masking import SegmentationMasker, foreground_mask, mask_patch_tokens, patch_keep
 
 ADAPTER_FILE = "object_adapter.safetensors"
+PICKLE_WEIGHTS = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
+
+
+class PickleWeightsRefused(ValueError):
+    """A pipeline folder whose weights exist only in a pickle format."""
+
+
+def require_safetensors(folder: str | Path) -> None:
+    """Refuse a folder, or a component subfolder, that holds pickle weights and no safetensors."""
+    root = Path(folder)
+    for directory in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        files = [p for p in directory.iterdir() if p.is_file()]
+        pickled = sorted(p.name for p in files if p.suffix in PICKLE_WEIGHTS)
+        if pickled and not any(p.suffix == ".safetensors" for p in files):
+            raise PickleWeightsRefused(f"refused to load {directory}: it holds only pickle weights "
+                                       f"({', '.join(pickled)}); tamer loads .safetensors only")
 
 
 class TamerPipeline(DiffusionPipeline):
@@ -74,7 +91,11 @@ class TamerPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> TamerPipeline:
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        """Load a saved pipeline: every component from safetensors, no code from the folder."""
+        if Path(pretrained_model_name_or_path).is_dir():
+            require_safetensors(pretrained_model_name_or_path)
+        safe = {"use_safetensors": True, "trust_remote_code": False}
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, **safe})
         pipe.object_adapter.load(Path(pretrained_model_name_or_path) / ADAPTER_FILE)
         return pipe
 

@@ -3,11 +3,16 @@
 Local roots keep `catalog.duckdb` in the dataset root, so any DuckDB client can open it;
 remote roots (s3://, memory://) get an in-memory catalog reading through fsspec. Views are
 rebuilt whenever the manifests changed since the catalog was last written.
+
+`read_only_query` serves ad-hoc SQL (`tamer sql`) without letting it write anything: only
+SELECT (and EXPLAIN of a SELECT) runs, on a catalog opened read-only, with DuckDB's file access
+limited to the dataset root and its configuration locked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import duckdb
 import pyarrow as pa
@@ -17,10 +22,64 @@ from storage.shards import ShardStore
 
 CATALOG_FILE = "catalog.duckdb"
 STATE_TABLE = "_tamer_catalog_state"
+READING = {duckdb.StatementType.SELECT}  # SHOW, DESCRIBE, SUMMARIZE and FROM-first parse as SELECT
+EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALYZE)?\s+(?P<inner>.*)", re.IGNORECASE | re.DOTALL)
+
+
+class WriteRefused(ValueError):
+    """A statement in `read_only_query` that could change the catalog, a file or a setting."""
+
+
+def read_only_query(store: ShardStore, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SELECT statements over the catalog views; (column names, rows) of the last one.
+
+    Raises WriteRefused before anything runs if any statement is not a read.
+    """
+    _refuse_writes(sql)
+    with connect(store, read_only=True) as con:
+        cursor = con.execute(sql)
+        return [column[0] for column in cursor.description or []], cursor.fetchall()
+
+
+def _refuse_writes(sql: str) -> None:
+    """DuckDB's own parser classifies each statement; only reads pass."""
+    for statement in duckdb.extract_statements(sql):
+        kind = _kind(statement)
+        if kind not in READING:
+            name = f"{kind.name} statements" if kind else "statements it does not recognize"
+            raise WriteRefused(f"refused: tamer sql only reads; {name} are not allowed")
+
+
+def _kind(statement: duckdb.Statement) -> duckdb.StatementType | None:
+    """The statement's type, where EXPLAIN ANALYZE X counts as X (it runs X); None if unknown."""
+    try:
+        kind = statement.type
+    except ValueError:  # a type DuckDB's Python enum lacks, e.g. UPDATE EXTENSIONS
+        return None
+    explained = EXPLAIN.match(statement.query) if kind == duckdb.StatementType.EXPLAIN else None
+    if explained:
+        inner = duckdb.extract_statements(explained["inner"])
+        return _kind(inner[0]) if len(inner) == 1 else None
+    return kind
 
 
 def connect(store: ShardStore, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A connection whose views cover every committed shard of every known table."""
+    """A connection whose views cover every committed shard of every known table.
+
+    read_only: the views are brought up to date first, then the catalog file is reopened
+    read-only, DuckDB may touch only files under the root, and its settings are locked.
+    """
+    con = _connect_current(store)
+    if not read_only:
+        return con
+    if store.location.is_local and _is_file_backed(con):
+        con.close()
+        con = duckdb.connect(store.location.join(CATALOG_FILE), read_only=True)
+    _confine(con, store)
+    return con
+
+
+def _connect_current(store: ShardStore) -> duckdb.DuckDBPyConnection:
     location = store.location
     state = _manifest_state(store)
     if location.is_local:
@@ -37,6 +96,19 @@ def connect(store: ShardStore, *, read_only: bool = False) -> duckdb.DuckDBPyCon
     if _stored_state(con) != state:
         _rebuild_views(con, store, state)
     return con
+
+
+def _is_file_backed(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+                       ).fetchone()[0] is not None
+
+
+def _confine(con: duckdb.DuckDBPyConnection, store: ShardStore) -> None:
+    """File access only under the root (the views read its shards), then no way back."""
+    root = store.location.url(store.location.root).rstrip("/") + "/"
+    con.execute("SET allowed_directories = ?", [[root]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _manifest_state(store: ShardStore) -> str:

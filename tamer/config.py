@@ -41,6 +41,7 @@ class IngestSettings(Strict):
 class RaySettings(Strict):
     address: str | None = Field(None, description="a cluster address; None starts a local Ray")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray; None = all")
+    bind_host: str = Field("127.0.0.1", description="local Ray listens here; not loopback = exposed (no auth)")
 
 
 class SynthSettings(Strict):

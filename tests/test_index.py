@@ -17,6 +17,7 @@ from tamer.cli import app
 from tamer.config import EmbedSettings
 from tasks import index as knn
 from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
+from sockets import exposed, tree
 from synth_data import ingested_synth
 
 CAPTIONS = {0: "a small red star on green grass", 4: "a blue striped ring in the sky"}
@@ -69,6 +70,7 @@ def test_served_back_answers_clip_client_by_embedding_image_and_text(indexed):
         listening = [c.laddr.ip for c in psutil.net_connections("tcp")
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
         assert listening == ["127.0.0.1"]  # loopback only, never 0.0.0.0
+        assert exposed(tree(psutil.Process())) == []  # nor any other socket of the back
         for image_id, vector in zip(ids, image_vectors):
             hits = knn.search_service(url, indexed, vector=vector, k=3)
             assert hits[0].image_id == image_id

@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 import hostile
+import psutil
+from sockets import exposed, tree
+from tasks.ray_runtime import LOCAL_ONLY_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
@@ -46,6 +49,7 @@ def test_ingest_stage_runs_on_a_ray_head_through_ray_address(tmp_path):
         [str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
          "--node-ip-address=127.0.0.1", "--include-dashboard=false", f"--temp-dir={temp_dir}",
          "--disable-usage-stats"],
+        env={**os.environ, **LOCAL_ONLY_ENV},  # else Ray turns 127.0.0.1 into the network address
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(REPO)}
@@ -60,6 +64,7 @@ def test_ingest_stage_runs_on_a_ray_head_through_ray_address(tmp_path):
         output = json.loads(result.stdout.strip().splitlines()[-1])
         assert output["gcs"].endswith(f":{port}")  # it joined that cluster, not a new one
         assert output["ingested"] == 6
+        assert exposed(tree(psutil.Process(head.pid))) == []  # the head serves loopback only
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head takes its processes down
         head.wait(timeout=60)

@@ -39,20 +39,19 @@ def sql(
     as_json: JsonFlag = False,
     limit: Annotated[int, typer.Option(help="Rows to show in the table view.")] = 50,
 ) -> None:
-    """Run an ad-hoc DuckDB query against the catalog."""
+    """Run an ad-hoc read-only DuckDB query against the catalog (statements that write exit 2)."""
     import duckdb
 
-    from storage.catalog import connect
+    from storage.catalog import WriteRefused, read_only_query
     from storage.shards import ShardStore
 
-    store = ShardStore(state.config().root)
-    with connect(store) as con:
-        try:
-            cursor = con.execute(query)
-        except duckdb.Error as exc:
-            fail(f"query failed: {exc}", 1)
-        names = [column[0] for column in cursor.description or []]
-        rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    try:
+        names, values = read_only_query(ShardStore(state.config().root), query)
+    except WriteRefused as exc:
+        fail(str(exc), 2)
+    except duckdb.Error as exc:
+        fail(f"query failed: {exc}", 1)
+    rows = [dict(zip(names, row)) for row in values]
     if as_json:
         print_json(rows)
         return

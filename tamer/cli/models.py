@@ -50,8 +50,12 @@ def generate(
     _check_pipeline_dir(checkpoint)
     _check_reference(image)
     from model.generate import generate as generate_images
+    from model.pipeline import PickleWeightsRefused
 
-    paths = generate_images(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+    try:
+        paths = generate_images(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+    except PickleWeightsRefused as exc:
+        fail(str(exc), 2)
     if as_json:
         print_json([str(p) for p in paths])
         return
