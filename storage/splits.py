@@ -49,7 +49,8 @@ def subject_hash(subject: str) -> int:
     return int(hashlib.sha256(subject.encode()).hexdigest(), 16)
 
 
-def assign(new: dict[str, str | None], recorded: dict[str, str], fraction: float) -> dict[str, tuple[str, str]]:
+def assign(new: dict[str, str | None], recorded: dict[str, str],
+           fraction: float) -> dict[str, tuple[str, str]]:
     """Splits of `new` subjects ({name: explicit split or None}) given the `recorded` ones
     ({name: split}): {name: (split, rule)}. Pure; the module docstring states the rules."""
     out = {}
