@@ -242,20 +242,25 @@ def _pairs_summary(rows: list[dict], skipped: bool) -> dict:
 def leaked_images(store: ShardStore, held_out: set[str]) -> set[str]:
     """Images outside `held_out` that would still show a held-out object to training.
 
-    - near-duplicates of a held-out image (any embedding model), e.g. a re-encoded copy filed
-      under another subject;
+    - images whose closest recorded near-duplicate (any embedding model) is a held-out image,
+      e.g. a re-encoded copy filed under another subject. Closest, not any: on an embedding
+      that tells little apart (the tiny profile's random CLIP puts most of the synth sample
+      within the threshold of each other) "any" would drop nearly all training data;
     - exact copies: ingest keeps one row per content hash, so a copy listed before the held-out
       original is the row kept, under the other subject. The skipped original is recorded in
       `duplicates`; when its folder holds only held-out images, the kept row leaks;
     - every member of a proposed (kNN) identity group holding one of the above or a held-out
       image: the group is a guess at one identity.
     """
-    leaked = set()
-    for row in store.read("near_duplicates", ["image_id", "other_id"]).to_pylist():
-        if row["image_id"] in held_out:
-            leaked.add(row["other_id"])
-        if row["other_id"] in held_out:
-            leaked.add(row["image_id"])
+    closest: dict[str, tuple[float, set[str]]] = {}  # image -> (cosine, its closest images)
+    for row in store.read("near_duplicates", ["image_id", "other_id", "cosine"]).to_pylist():
+        for image, other in ((row["image_id"], row["other_id"]), (row["other_id"], row["image_id"])):
+            best, others = closest.get(image, (-1.0, set()))
+            if row["cosine"] > best:
+                closest[image] = (row["cosine"], {other})
+            elif row["cosine"] == best:
+                others.add(other)
+    leaked = {image for image, (_, others) in closest.items() if others & held_out}
     folders: dict[str, bool] = {}  # folder -> holds only held-out images
     for row in store.read("images", ["image_id", "source"]).to_pylist():
         folder = posixpath.dirname(row["source"])

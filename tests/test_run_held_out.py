@@ -89,10 +89,10 @@ def test_run_on_a_dreambench_folder_holds_a_subject_out_and_evaluates_it(tmp_pat
                | set(plan.domain["reference_id"].to_pylist()))
     assert held_ids and not trained & held_ids
     assert copies["exact"] not in trained and copies["near"] not in trained
-    # Left out: the exact copy and whatever embeds within the threshold of a held-out image (with
-    # the tiny profile's random CLIP weights, more than the true copy may); nothing else.
+    # Left out besides: at most images recorded as near-duplicates of a held-out image (with the
+    # tiny profile's random CLIP weights, more than the true copy may be); nothing else.
     near_held = {r["other_id"] if r["image_id"] in held_ids else r["image_id"]
                  for r in near if held_ids & {r["image_id"], r["other_id"]}} - held_ids
     others = {r["image_id"] for r in images} - held_ids
-    assert others - trained == {copies["exact"]} | near_held, near
+    assert others - trained <= {copies["exact"]} | near_held, near
     assert plan.domain.num_rows > 0

@@ -125,10 +125,14 @@ def test_training_excludes_held_out_subjects_and_every_way_they_leak(tmp_path):
     held_ids = set(ids[held])
     near_copy, exact_copy = ids[train_a][0], ids[train_b][0]
     now = dt.datetime.now(dt.UTC)
-    # a re-encoded copy of a held-out image filed under train_a
+    # a re-encoded copy of a held-out image filed under train_a (its closest match); a train_b
+    # image close to a held-out one too, but closer to its own sibling, is no copy
     store.write("near_duplicates", pa.Table.from_pylist([
-        {"image_id": near_copy, "other_id": sorted(held_ids)[0], "cosine": 0.99, "threshold": 0.97,
-         "config_hash": "c", "found_at": now}]))
+        {"image_id": a, "other_id": b, "cosine": cosine, "threshold": 0.97, "config_hash": "c",
+         "found_at": now}
+        for a, b, cosine in ((near_copy, sorted(held_ids)[0], 0.999), (near_copy, ids[train_a][1], 0.98),
+                             (ids[train_b][1], sorted(held_ids)[1], 0.975),
+                             (ids[train_b][1], ids[train_b][2], 0.99))]))
     # a byte-identical copy: kept under train_b (listed first), the held-out original skipped
     store.write("duplicates", pa.Table.from_pylist([
         {"image_id": exact_copy, "source": f"/src/{held}/99.png",
