@@ -92,7 +92,7 @@ def build_plan(store: ShardStore) -> TrainingPlan:
     images = [row for row in rows if row["image_id"] not in excluded]
     if not images:
         raise ValueError(f"no trainable images under {store.location.uri}: ingest data first "
-                         f"({len(rows)} held out)")
+                         f"({len(rows)} held out or showing held-out objects)")
     captions, caption_source = captions_by_image(store, images)
     pairs, pair_source = cross_reference_pairs(store, images)
     if not pairs:
