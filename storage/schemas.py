@@ -152,6 +152,20 @@ CAPTIONS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# Train / held-out split per subject (storage/splits.py): written once when a subject is first
+# seen, never rewritten; readers keep a subject's first row, so a concurrent double write is
+# harmless.
+SPLITS = pa.schema(
+    [
+        pa.field("subject", pa.string(), nullable=False),  # images.subject, else the image id
+        pa.field("split", pa.string(), nullable=False),  # train | held_out
+        pa.field("rule", pa.string(), nullable=False),  # meta | hash | fallback
+        pa.field("fraction", pa.float32(), nullable=False),  # the hash rule's held-out share
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Training runs. Append-only like every table: a run writes a "running" row when it starts
 # and a "completed"/"failed" row when it ends; readers take the newest `recorded_at` per run_id.
 RUNS = pa.schema(
@@ -250,6 +264,7 @@ TABLES: dict[str, pa.Schema] = {
     "near_duplicates": NEAR_DUPLICATES,
     "subject_groups": SUBJECT_GROUPS,
     "pairs": PAIRS,
+    "splits": SPLITS,
     "indexes": INDEXES,
     "runs": RUNS,
     "train_metrics": TRAIN_METRICS,

@@ -6,8 +6,8 @@ with its own words: the class noun, "<token>", "sks <class>"):
   live-subject prompts by class; live subjects are the dogs and the cat, as in DreamBench;
 - a synth folder (`synth.json`): identities (the held-out split when there is one), prompted
   with scenes the identity was never rendered in;
-- the dataset under the root: subjects never seen in training (synth's held-out split in
-  `images.meta`, or subjects whose first image came after the training run started).
+- the dataset under the root: subjects never seen in training (the held-out split of
+  storage/splits.py, or subjects whose first image came after the training run started).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.compute as pc
 from PIL import Image
 
 from storage.images import load_rgb
 from storage.shards import ShardStore
-from storage.splits import is_held_out
+from storage.splits import HELD_OUT, record_splits, split_key
 from tamer.synth import SCENE_PHRASES, scene_phrase, view_scene
 
 PROMPTS_FILE = "prompts_and_classes.txt"
@@ -123,24 +122,28 @@ GENERIC_PROMPTS = tuple(f"a {{}} {phrase}" for phrase in SCENE_PHRASES["backgrou
 
 def held_out_subjects(store: ShardStore, run: dict | None, limit: int | None,
                       n_prompts: int | None) -> SubjectSet:
-    """Dataset subjects the run never trained on: synth's held-out split, or first ingested
-    after the run started (a run trains on the dataset version it started with)."""
-    table = store.read("images", ["subject", "class_name", "image", "meta", "ingested_at"])
-    table = table.filter(pc.is_valid(table["subject"]))
+    """Dataset subjects the run never trained on: the held-out split, or first ingested after
+    the run started (a run trains on the dataset version it started with). A split recorded
+    after the run ended does not count: that run trained before the subject was held out."""
+    table = store.read("images", ["image_id", "subject", "class_name", "image", "meta", "ingested_at"])
     rows: dict[str, list[dict]] = defaultdict(list)
     for row in table.to_pylist():
-        rows[row["subject"]].append(row)
-    started = run["started_at"] if run else None
+        rows[split_key(row["subject"], row["image_id"])].append(row)
+    splits = record_splits(store)
+    started, ended = (run.get("started_at"), run.get("ended_at")) if run else (None, None)
 
     def unseen(name: str) -> bool:
-        if any(is_held_out(row["meta"]) for row in rows[name]):
+        split = splits[name]
+        if split["split"] == HELD_OUT and (ended is None or split["created_at"] <= ended):
             return True
         return started is not None and min(row["ingested_at"] for row in rows[name]) > started
 
     names = sorted(filter(unseen, rows))[:limit]
     if not names:
-        raise ValueError("no held-out subjects in the dataset (no synth held_out split and nothing "
-                         "ingested after the training run); pass a DreamBench or synth folder")
+        raise ValueError("no held-out subjects in the dataset: the run trained on every subject "
+                         "(a dataset needs two subjects for one to be held out; a run that ended "
+                         "before the split was recorded needs retraining); pass a DreamBench or "
+                         "synth folder")
     subjects = []
     for name in names:
         group = sorted(rows[name], key=lambda row: row["ingested_at"])

@@ -7,7 +7,8 @@
 - `sample_pairs`: (subject, reference, target) with reference != target, capped per subject,
   a pure function of (seed, subject, members).
 The `record_*` functions store them; groups and pairs are snapshots keyed by a hash of their
-inputs and settings, so a re-run on unchanged data adds nothing.
+inputs and settings, so a re-run on unchanged data adds nothing. `leaked_images` reads them back
+to keep copies of held-out objects out of training.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import posixpath
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -234,3 +236,42 @@ def record_pairs(store: ShardStore, settings: EmbedSettings | None = None) -> di
 def _pairs_summary(rows: list[dict], skipped: bool) -> dict:
     return {"pairs": len(rows), "subjects": len({r["subject"] for r in rows}),
             "skipped": skipped}
+
+
+# ---- held-out leakage ------------------------------------------------------------------------
+def leaked_images(store: ShardStore, held_out: set[str]) -> set[str]:
+    """Images outside `held_out` that would still show a held-out object to training.
+
+    - images whose closest recorded near-duplicate (any embedding model) is a held-out image,
+      e.g. a re-encoded copy filed under another subject. Closest, not any: on an embedding
+      that tells little apart (the tiny profile's random CLIP puts most of the synth sample
+      within the threshold of each other) "any" would drop nearly all training data;
+    - exact copies: ingest keeps one row per content hash, so a copy listed before the held-out
+      original is the row kept, under the other subject. The skipped original is recorded in
+      `duplicates`; when its folder holds only held-out images, the kept row leaks;
+    - every member of a proposed (kNN) identity group holding one of the above or a held-out
+      image: the group is a guess at one identity.
+    """
+    closest: dict[str, tuple[float, set[str]]] = {}  # image -> (cosine, its closest images)
+    for row in store.read("near_duplicates", ["image_id", "other_id", "cosine"]).to_pylist():
+        for image, other in ((row["image_id"], row["other_id"]), (row["other_id"], row["image_id"])):
+            best, others = closest.get(image, (-1.0, set()))
+            if row["cosine"] > best:
+                closest[image] = (row["cosine"], {other})
+            elif row["cosine"] == best:
+                others.add(other)
+    leaked = {image for image, (_, others) in closest.items() if others & held_out}
+    folders: dict[str, bool] = {}  # folder -> holds only held-out images
+    for row in store.read("images", ["image_id", "source"]).to_pylist():
+        folder = posixpath.dirname(row["source"])
+        folders[folder] = folders.get(folder, True) and row["image_id"] in held_out
+    leaked |= {row["image_id"] for row in store.read("duplicates", ["image_id", "source"]).to_pylist()
+               if folders.get(posixpath.dirname(row["source"]))}
+    groups: dict[str, set[str]] = defaultdict(set)
+    for row in latest_snapshot(store, "subject_groups"):
+        if row["origin"] == "knn":
+            groups[row["group_id"]].add(row["image_id"])
+    for members in groups.values():
+        if members & (leaked | held_out):
+            leaked |= members
+    return leaked - held_out

@@ -7,6 +7,8 @@
   training, which keep the text-to-image prior).
 Captions: the newest `captions` (`composed_caption`), else the image's own `text`, else
 "a photo of a {class_name}".
+Held out of both: the held-out split's subjects (storage/splits.py, recorded here for subjects
+seen for the first time) and images that would leak them (`tasks.pairs.leaked_images`).
 
 The plan (ids and captions) is joined on the driver from metadata columns only. The image bytes
 go to the object store once; Ray Data tasks decode and preprocess each block into the tensors
@@ -33,7 +35,7 @@ from model.generate import DEFAULT_NOUN
 from model.profiles import load_profile, load_role
 from storage.images import load_rgb
 from storage.shards import ShardStore
-from storage.splits import is_held_out
+from storage.splits import HELD_OUT, record_splits, split_key
 
 FALLBACK_CAPTION = "a photo of a {}"
 DOMAIN, GENERAL = "domain", "general"
@@ -85,11 +87,12 @@ def cross_reference_pairs(store: ShardStore, images: list[dict]) -> tuple[list[t
 
 def build_plan(store: ShardStore) -> TrainingPlan:
     """Join images, captions and pairs (metadata only) into the rows of both datasets."""
-    rows = store.read("images", ["image_id", "subject", "class_name", "text", "meta"]).to_pylist()
-    images = [row for row in rows if not is_held_out(row.pop("meta"))]  # kept for evaluation
+    rows = store.read("images", ["image_id", "subject", "class_name", "text"]).to_pylist()
+    excluded = held_out_images(store, rows)  # kept for evaluation
+    images = [row for row in rows if row["image_id"] not in excluded]
     if not images:
         raise ValueError(f"no trainable images under {store.location.uri}: ingest data first "
-                         f"({len(rows)} held out)")
+                         f"({len(rows)} held out or showing held-out objects)")
     captions, caption_source = captions_by_image(store, images)
     pairs, pair_source = cross_reference_pairs(store, images)
     if not pairs:
@@ -98,6 +101,16 @@ def build_plan(store: ShardStore) -> TrainingPlan:
     general = [{"target_id": i, "reference_id": None, "caption": captions[i]} for i in sorted(captions)]
     return TrainingPlan(pa.Table.from_pylist(domain, PLAN_SCHEMA),
                         pa.Table.from_pylist(general, PLAN_SCHEMA), caption_source, pair_source)
+
+
+def held_out_images(store: ShardStore, images: list[dict]) -> set[str]:
+    """Ids of the held-out split's images and of the images that would leak them."""
+    from tasks.pairs import leaked_images  # the pairs stage's reader: one definition
+
+    splits = record_splits(store)
+    held_out = {row["image_id"] for row in images
+                if splits[split_key(row["subject"], row["image_id"])]["split"] == HELD_OUT}
+    return held_out | leaked_images(store, held_out)
 
 
 def _has_rows(store: ShardStore, table: str) -> bool:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
+# TAMER_DREAMBENCH: where a checkout does not sit beside ../shared (e.g. a git worktree)
+DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
+                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,12 @@ import io
 import json
 
 import pyarrow as pa
+import pytest
 from PIL import Image
 
 from storage.schemas import IMAGES
 from storage.shards import ShardStore
+from storage.splits import read_splits
 from tamer.synth import generate
 from tasks.eval_subjects import held_out_subjects, load_subjects
 
@@ -40,9 +42,33 @@ def _row(subject: str, meta: dict, when: dt.datetime) -> dict:
 def test_dataset_held_out_subjects_are_the_ones_training_never_saw(tmp_path):
     store = ShardStore(str(tmp_path))
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    rows = [_row("seen", {}, t0), _row("split", {"split": "held_out"}, t0),
-            _row("late", {}, t0 + dt.timedelta(days=2))]
+    rows = [_row("seen", {"split": "train"}, t0), _row("split", {"split": "held_out"}, t0),
+            _row("late", {"split": "train"}, t0 + dt.timedelta(days=2))]
     store.write("images", pa.Table.from_pylist(rows, schema=IMAGES))
-    run = {"started_at": t0 + dt.timedelta(days=1)}
+    run = {"started_at": t0 + dt.timedelta(days=1), "ended_at": None}
     assert [s.name for s in held_out_subjects(store, run, None, 2).subjects] == ["late", "split"]
     assert [s.name for s in held_out_subjects(store, None, None, 2).subjects] == ["split"]
+
+
+def test_a_split_recorded_after_the_run_ended_is_not_unseen_by_it(tmp_path):
+    """A run that ended before the split existed (older data) may have trained on the subject."""
+    store = ShardStore(str(tmp_path))
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    store.write("images", pa.Table.from_pylist(
+        [_row("a", {}, t0), _row("b", {"split": "held_out"}, t0)], schema=IMAGES))
+    legacy = {"started_at": t0, "ended_at": t0 + dt.timedelta(hours=1)}
+    with pytest.raises(ValueError, match="no held-out subjects"):
+        held_out_subjects(store, legacy, None, 1)
+    current = {"started_at": t0, "ended_at": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}
+    assert [s.name for s in held_out_subjects(store, current, None, 1).subjects] == ["b"]
+
+
+def test_dataset_without_a_synth_split_still_has_held_out_subjects(tmp_path):
+    """Plain folders (no meta split): the recorded split holds at least one of two out."""
+    store = ShardStore(str(tmp_path))
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    store.write("images", pa.Table.from_pylist([_row("a", {}, t0), _row("b", {}, t0)], schema=IMAGES))
+    subjects = held_out_subjects(store, None, None, 1).subjects
+    held = {name for name, row in read_splits(store).items() if row["split"] == "held_out"}
+    assert held and {s.name for s in subjects} == held
+    assert subjects[0].class_noun == "mug" and len(subjects[0].images) == 1
