@@ -29,6 +29,7 @@ from benchmarks.synthq_models import clip_pixels
 from benchmarks.synthq_world import Renders, caption, object_prompt
 from model.batching import JointBatchPolicy, collate, cross_reference
 from model.finetune import denoising_loss, token_ids
+from model.fit import fit
 from model.tamer_model import TamerModel, TamerModelConfig
 from model.textual_inversion import TextualInversionConfig, train_textual_inversion
 
@@ -81,30 +82,6 @@ def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
     return encoder.eval().requires_grad_(False)
 
 
-def _optimize(parameters, steps: int, lr: float, step_fn, ema: EMAModel | None = None,
-              on_step: Callable[[int], None] | None = None) -> float:
-    """AdamW with a short warm-up (and an EMA of the weights when given); `on_step(done)` runs
-    after every step (for curves) and is not counted in the returned seconds."""
-    start = time.perf_counter()
-    parameters = list(parameters)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
-    for step in range(steps):
-        loss = step_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        warmup.step()
-        if ema is not None:
-            ema.step(parameters)
-        if on_step is not None:
-            paused = time.perf_counter()
-            on_step(step + 1)
-            start += time.perf_counter() - paused
-    return time.perf_counter() - start
-
-
 def train_base(data: Renders, text_encoder, tokenizer, steps: int, batch: int, seed: int,
                on_ema: Callable[[int, UNet2DConditionModel], None] | None = None, every: int = 0,
                ) -> tuple[UNet2DConditionModel, float]:
@@ -136,7 +113,8 @@ def train_base(data: Renders, text_encoder, tokenizer, steps: int, batch: int, s
             ema.restore(unet.parameters())
             unet.train()
 
-    seconds = _optimize(unet.parameters(), steps, 1e-3, step_fn, ema, checkpoint)
+    seconds = fit(unet.parameters(), steps, 1e-3, step_fn, schedule="warmup", clip_norm=1.0, ema=ema,
+                  on_step=checkpoint)
     ema.copy_to(unet.parameters())
     return unet.eval().requires_grad_(False), seconds
 
@@ -182,7 +160,7 @@ def train_ours(data: Renders, base_unet, text_encoder, tokenizer, clip: CLIPMode
         plan = policy.indices(step, len(data), len(data))
         return model.training_step(collate([example(pool, i) for pool, i in plan]), generator)["total"]
 
-    seconds = _optimize(model.trainable_parameters(), steps, 5e-4, step_fn)
+    seconds = fit(model.trainable_parameters(), steps, 5e-4, step_fn, schedule="warmup", clip_norm=1.0)
     return model.train(False), seconds
 
 

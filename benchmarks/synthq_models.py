@@ -4,7 +4,6 @@ the in-domain tiny CLIP (contrastive on synth image-caption pairs, saved with `s
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
 from benchmarks.synthq_world import KEYS, VOCAB, Renders, caption
+from model.fit import fit
 from model.oracle import AttributeOracle
 from model.tiny import ensure_built
 
@@ -20,20 +20,15 @@ def train_oracle(data: Renders, steps: int, batch: int, seed: int, width: int = 
                  ) -> tuple[AttributeOracle, float]:
     """Cross-entropy on every attribute head; returns the model and seconds spent."""
     torch.manual_seed(seed)
-    start = time.perf_counter()
-    oracle = AttributeOracle.for_vocabulary({key: list(VOCAB[key]) for key in KEYS}, width)
-    optimizer = torch.optim.AdamW(oracle.parameters(), lr=3e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
+    oracle = AttributeOracle.for_vocabulary({key: list(VOCAB[key]) for key in KEYS}, width).train()
     generator = torch.Generator().manual_seed(seed)
-    oracle.train()
-    for _ in range(steps):
+
+    def loss_fn(_: int) -> torch.Tensor:
         rows = torch.randint(0, len(data), (batch,), generator=generator)
-        loss = oracle.loss(data.pixels[rows], data.labels[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return oracle.eval(), time.perf_counter() - start
+        return oracle.loss(data.pixels[rows], data.labels[rows])
+
+    seconds = fit(oracle.parameters(), steps, 3e-3, loss_fn, weight_decay=1e-4)
+    return oracle.eval(), seconds
 
 
 def accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -74,27 +69,23 @@ def train_clip(data: Renders, processor: CLIPProcessor, steps: int, batch: int, 
     """Symmetric InfoNCE on (render, caption) pairs; saved with `save_pretrained` to `out`, so it
     loads through `from_pretrained` like every profile component. Returns (model, seconds)."""
     torch.manual_seed(seed)
-    start = time.perf_counter()
     size = data.pixels.shape[-1]
     model = CLIPModel(clip_config(size))
     captions = [caption(data.identity(i), data.scenes[i]) for i in range(len(data))]
     tokens = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(steps):
+
+    def loss_fn(_: int) -> torch.Tensor:
         rows = torch.randint(0, len(data), (batch,), generator=generator)
-        output = model(input_ids=tokens.input_ids[rows], attention_mask=tokens.attention_mask[rows],
-                       pixel_values=clip_pixels(data.pixels[rows], processor), return_loss=True)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimizer.step()
-        schedule.step()
+        return model(input_ids=tokens.input_ids[rows], attention_mask=tokens.attention_mask[rows],
+                     pixel_values=clip_pixels(data.pixels[rows], processor), return_loss=True).loss
+
+    seconds = fit(model.parameters(), steps, 1e-3, loss_fn, weight_decay=0.05)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    return CLIPModel.from_pretrained(out).eval(), time.perf_counter() - start
+    return CLIPModel.from_pretrained(out).eval(), seconds
 
 
 @torch.no_grad()
