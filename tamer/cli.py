@@ -40,6 +40,7 @@ state = State()
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     root: Annotated[Optional[str], typer.Option(
         "--root", envvar="TAMER_ROOT",
         help="Dataset root URI (local path, s3://..., memory://...). Default ./tamer-data.")] = None,
@@ -48,6 +49,10 @@ def main(
 ) -> None:
     """Global options shared by every command."""
     state.root, state.config_file = root, config
+    if ctx.invoked_subcommand in {"ingest", "caption", "embed", "run", "train", "eval", "serve"}:
+        from flows.server import ensure_prefect_api  # one local server for side-by-side commands
+
+        ensure_prefect_api()
 
 
 def _fail(message: str, code: int) -> NoReturn:
