@@ -121,6 +121,8 @@ class TrainSettings(Strict):
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL; else gloo on CPU")
     max_failures: int = Field(2, ge=-1, description="worker restarts from the last "
                               "checkpoint; -1 = unlimited")
+    heartbeat_s: float = Field(30.0, gt=0.0, description="registry heartbeat of a running run; "
+                               "silent for 3 beats = interrupted (its process died)")
     data_cpus: float = Field(0.25, gt=0.0, description="CPUs per preprocessing task")
     model: dict[str, Any] = Field(default_factory=dict, description="TamerModelConfig fields")
 
