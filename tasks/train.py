@@ -47,16 +47,13 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass(frozen=True)
 class FaultInjection:
     """Tests only: rank `rank` kills its own process once, on reaching `step` (the marker file
-    records that it happened, so the restarted attempt runs through); `after_checkpoint`: at
-    once after registering the checkpoint of `step`, before Ray's controller can hear of it."""
+    records that it happened, so the restarted attempt runs through). At a checkpoint step that
+    is the moment after the checkpoint was registered, before Ray's controller (which polls
+    workers every 2 s) can have heard of it."""
 
     step: int
     marker: str
     rank: int = 0
-    after_checkpoint: bool = False
-    # The controller polls workers every 2 s; dying sooner after a report can lose the
-    # checkpoint just reported, and the test would not know which checkpoint to expect.
-    delay_s: float = 5.0
 
 
 @dataclass
@@ -186,7 +183,6 @@ def train_loop_per_worker(loop: dict) -> None:
             if rank == 0:
                 runs.record_run(store, run_id, runs.RUNNING, config, loop["fingerprint"], loop["started"],
                                 step=step + 1, checkpoint_uri=f"{runs_uri(store)}/{run_id}/{name}")
-            _maybe_fail(loop["fault"], step + 1, rank, after_checkpoint=True)
             consumed = []
 
 
@@ -217,13 +213,10 @@ def checkpoint_step(path: str) -> int:
     return int(path.rstrip("/").rsplit("/", 1)[-1].removeprefix(CHECKPOINT_PREFIX))
 
 
-def _maybe_fail(fault: FaultInjection | None, step: int, rank: int, after_checkpoint: bool = False) -> None:
-    if (fault is None or step != fault.step or rank != fault.rank or os.path.exists(fault.marker)
-            or after_checkpoint != fault.after_checkpoint):
-        return
-    Path(fault.marker).write_text(f"killed rank {rank} at step {step}\n")
-    time.sleep(0 if after_checkpoint else fault.delay_s)
-    os._exit(1)  # a real process death, as a crashed or preempted worker
+def _maybe_fail(fault: FaultInjection | None, step: int, rank: int) -> None:
+    if fault is not None and step == fault.step and rank == fault.rank and not os.path.exists(fault.marker):
+        Path(fault.marker).write_text(f"killed rank {rank} at step {step}\n")
+        os._exit(1)  # a real process death, as a crashed or preempted worker
 
 
 def next_batch(policy: JointBatchPolicy, pools: dict[str, Pool], index: int) -> tuple[dict, list[str]]:

@@ -72,7 +72,7 @@ def test_two_workers_disjoint_data_survive_a_worker_killed_after_a_checkpoint(ra
     marker = tmp_path / "killed"
     # Rank 0 dies the moment it has registered checkpoint 2, before Ray's controller hears of it.
     result = run_training(config, "ddp", store.fingerprint(), datasets,
-                          FaultInjection(step=2, marker=str(marker), after_checkpoint=True))
+                          FaultInjection(step=2, marker=str(marker)))
     assert marker.exists(), "the fault was not injected"
     assert (result.step, result.start_step) == (4, 2)  # restarted from checkpoint 2, finished
     checkpoints = _checkpoints(root, "ddp")
