@@ -65,6 +65,19 @@ def shared_server(home: Path) -> str:
         return url
 
 
+def stop_shared_server(home: Path) -> bool:
+    """Stop the shared server under `home`, if one runs; True when one was stopped."""
+    with _locked(home / LOCK_FILE):
+        state = _read_state(home / STATE_FILE)
+        (home / STATE_FILE).unlink(missing_ok=True)
+        if not state:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(state["pid"], signal.SIGTERM)  # its own session: uvicorn included
+            return True
+        return False
+
+
 def healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=5).status_code == 200

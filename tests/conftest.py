@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
+
+
+def pytest_configure(config) -> None:
+    """Flow commands without PREFECT_API_URL share a local Prefect server (flows/server.py):
+    in tests, one under a throw-away Prefect home, stopped at the end (not the user's)."""
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tamer-test-prefect-")
+
+
+def pytest_unconfigure(config) -> None:
+    from flows.server import stop_shared_server
+
+    stop_shared_server(Path(os.environ["PREFECT_HOME"]))
 
 
 @pytest.fixture(scope="session")

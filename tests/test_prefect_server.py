@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from flows.server import LOG_FILE, STATE_FILE
+from flows.server import LOG_FILE, STATE_FILE, stop_shared_server
 from tamer.synth import generate
 from test_orchestration import free_port
 
@@ -55,5 +54,4 @@ def test_four_commands_at_once_share_one_server(tmp_path):
         for command in commands:
             if command.poll() is None:
                 command.kill()
-        if state:
-            os.killpg(state["pid"], signal.SIGTERM)  # the server this test caused to start
+        assert stop_shared_server(home) == bool(state)
