@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def pytest_unconfigure(config) -> None:
     from flows.server import stop_shared_server
 
     stop_shared_server(Path(os.environ["PREFECT_HOME"]))
+    shutil.rmtree(os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
