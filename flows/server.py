@@ -70,12 +70,10 @@ def stop_shared_server(home: Path) -> bool:
     with _locked(home / LOCK_FILE):
         state = _read_state(home / STATE_FILE)
         (home / STATE_FILE).unlink(missing_ok=True)
-        if not state:
+        if not state or not healthy(state["url"]):  # gone: its pid may be another's by now
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(state["pid"], signal.SIGTERM)  # its own session: uvicorn included
-            return True
-        return False
+        os.killpg(state["pid"], signal.SIGTERM)  # its own session: uvicorn included
+        return True
 
 
 def healthy(url: str) -> bool:
