@@ -1,8 +1,8 @@
 """Side-by-side commands without PREFECT_API_URL share one local Prefect server (real processes).
 
-Four `tamer ingest` commands start at once under a fresh Prefect home that holds a stale state
-file (a server that is gone): exactly one server is started, all four succeed, and their flow
-runs are all recorded by it.
+Four `tamer ingest` commands into one root start at once under a fresh Prefect home that holds
+a stale state file (a server that is gone): exactly one server is started, all four succeed,
+and their flow runs are all recorded by it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from flows.server import LOG_FILE, STATE_FILE, stop_shared_server
+from storage.shards import ShardStore
 from tamer.synth import generate
 from test_orchestration import free_port
 
@@ -29,13 +30,14 @@ def test_four_commands_at_once_share_one_server(tmp_path):
     (home / STATE_FILE).write_text(json.dumps({"url": dead, "pid": 999999}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    config = tmp_path / "local.yaml"
+    config.write_text("ingest: {executor: local}\n")  # four local Rays would not fit two cores
     commands = []
     for i in range(4):
         generate(tmp_path / f"src{i}", n_objects=1, views=2, size=32, seed=i)
-        # One root per command: concurrent ingest into one root is issue #15's (shard manifest).
         commands.append(subprocess.Popen(
-            [sys.executable, "-m", "tamer.cli", "--root", str(tmp_path / f"data{i}"), "ingest",
-             str(tmp_path / f"src{i}"), "--executor", "local", "--json"],
+            [sys.executable, "-m", "tamer.cli", "--root", str(tmp_path / "data"), "--config",
+             str(config), "ingest", str(tmp_path / f"src{i}"), "--json"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     state = None
     try:
@@ -44,6 +46,7 @@ def test_four_commands_at_once_share_one_server(tmp_path):
         for command, (stdout, stderr) in zip(commands, outputs):
             assert command.returncode == 0, stderr[-3000:]
             assert json.loads(stdout)["ingested"] == 2
+        assert ShardStore(str(tmp_path / "data")).row_count("images") == 8  # one root, all kept
         assert state["url"] != dead and state["url"].startswith("http://127.0.0.1:")
         runs = httpx.post(f"{state['url']}/flow_runs/filter",
                           json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()
