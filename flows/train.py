@@ -5,7 +5,10 @@ evaluation deployment triggers on it).
 
 Only the current dataset version can be trained on: shards are append-only and no older
 manifest is kept, so an older fingerprint cannot be read back; the flow refuses it by name.
-Starting a run id again (`resume`) continues it from its checkpoint, with its recorded config.
+Starting a run id again (`resume`) continues it from its checkpoint, with its recorded config;
+without `resume`, an interrupted run (its process died) of the same settings on the current
+version is continued rather than started over. While it trains, the run's registry heartbeat
+is refreshed (tasks/runs.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from flows.events import emit_training_completed
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, load_config
 from tasks import runs
-from tasks.train import CHECKPOINT_PREFIX, PIPELINE, FaultInjection, export_pipeline, run_training
+from tasks.train import PIPELINE, FaultInjection, export_pipeline, run_training
 from tasks.train_data import build_datasets, build_plan
 
 METRIC_COLUMNS = ("step", "loss", "diffusion", "identity", "lr", "grad_norm", "samples_per_s", "data_share")
@@ -34,8 +37,15 @@ def resolve_run(root: str, config_file: str | None, overrides: dict[str, Any], d
     store = ShardStore(root)
     current = store.fingerprint()
     config = load_config(config_file, root=root, **overrides)
-    run_id = resume or runs.new_run_id()
     previous = runs.get_run(store, resume) if resume else None
+    if resume is None and dataset in (None, current):
+        previous = runs.interrupted_run(store, config, current)
+        resume = previous and previous["run_id"]
+        if previous:
+            print(f"continuing interrupted run {resume} from step {previous['step'] or 0}")
+    if previous is not None and previous["status"] == runs.RUNNING:
+        raise ValueError(f"run {resume} is still running (heartbeat at {previous['heartbeat_at']:%X})")
+    run_id = resume or runs.new_run_id()
     if previous is not None:
         recorded = TamerConfig.model_validate_json(previous["config"]).model_dump()
         config = load_config(None, **{**_flatten(recorded), **overrides})
@@ -66,14 +76,14 @@ def train(root: str, run_id: str, config_json: str, fingerprint: str, started: d
     config = TamerConfig.model_validate_json(config_json)
     store = ShardStore(root)
     try:
-        ensure_ray(config.ray)
-        plan = build_plan(store)
-        datasets = build_datasets(store, plan, config.profile, config.train.data_cpus)
-        result = run_training(config, run_id, fingerprint, datasets, fault)
-    except Exception as exc:
+        with runs.heartbeat(store, run_id, config, fingerprint, started):
+            ensure_ray(config.ray)
+            plan = build_plan(store)
+            datasets = build_datasets(store, plan, config.profile, config.train.data_cpus)
+            result = run_training(config, run_id, fingerprint, datasets, fault, started)
+    except Exception as exc:  # the registry keeps its newest registered checkpoint
         runs.record_run(store, run_id, runs.FAILED, config, fingerprint, started,
-                        ended_at=dt.datetime.now(dt.UTC), error=f"{type(exc).__name__}: {exc}"[:2000],
-                        checkpoint_uri=_latest_checkpoint(store, run_id))
+                        ended_at=dt.datetime.now(dt.UTC), error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     with result.checkpoint.as_directory() as directory:
         pipeline = _export(store, run_id, directory)
@@ -140,11 +150,3 @@ def _export(store: ShardStore, run_id: str, checkpoint_dir: str) -> str:
         store.fs.put(f"{local}/", target, recursive=True)
     return store.location.url(target)
 
-
-def _latest_checkpoint(store: ShardStore, run_id: str) -> str | None:
-    directory = store.location.join("runs", run_id)
-    if not store.fs.exists(directory):
-        return None
-    found = sorted(p for p in store.fs.ls(directory, detail=False)
-                   if p.rsplit("/", 1)[-1].removeprefix(CHECKPOINT_PREFIX).isdigit())
-    return store.location.url(found[-1]) if found else None

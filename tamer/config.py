@@ -125,6 +125,8 @@ class TrainSettings(Strict):
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL; else gloo on CPU")
     max_failures: int = Field(2, ge=-1, description="worker restarts from the last "
                               "checkpoint; -1 = unlimited")
+    heartbeat_s: float = Field(30.0, gt=0.0, description="registry heartbeat of a running run; "
+                               "silent for 3 beats = interrupted (its process died)")
     data_cpus: float = Field(0.25, gt=0.0, description="CPUs per preprocessing task")
     model: dict[str, Any] = Field(default_factory=dict, description="TamerModelConfig fields")
 
@@ -139,7 +141,8 @@ class RetrainSettings(Strict):
 
     min_new_images: int = Field(100, ge=1, description="images added since the trained version")
     min_fraction: float = Field(0.05, gt=0.0, description="... or this fraction of the dataset")
-    debounce_s: int = Field(600, ge=0, description="at most one retrain request per window")
+    debounce_s: int = Field(600, ge=0,
+                            description="requests inside this window are deferred to its end: one retrain per burst")
 
 
 EVAL_METHODS = ("ours", "textual_inversion", "dreambooth_lora", "real")

@@ -1,27 +1,35 @@
 """The run registry (`runs`) and the training metrics table (`train_metrics`): read and write.
 
-Shards are append-only, so a run writes one row when it starts ("running") and one when it ends
-("completed" / "failed"); `list_runs` keeps the newest `recorded_at` per run id. Metrics rows may
-repeat a step after a restart; `read_metrics` keeps the newest per step.
+Shards are append-only, so a run appends rows: "running" when it starts, again every
+`train.heartbeat_s` (the lease: the newest row's `recorded_at` is its heartbeat) and with every
+checkpoint (rank 0 registers it, with its step, in one atomic commit once it is fully written),
+then "completed" / "failed". `list_runs` keeps the newest row per run id, with the newest
+registered checkpoint; a "running" run silent for `STALE_BEATS` heartbeats lost its process
+(killed, crashed machine) and reads as "interrupted": a plain re-run resumes it.
+Metrics rows may repeat a step after a restart; `read_metrics` keeps the newest per step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import subprocess
+import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from storage.schemas import schema_for
 from storage.shards import ShardStore
-from tamer.config import TamerConfig, config_hash
+from tamer.config import TamerConfig, TrainSettings, config_hash
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+INTERRUPTED = "interrupted"  # read-side only: a running run whose heartbeat stopped
+STALE_BEATS = 3  # missed heartbeats before a run counts as interrupted
 
 
 def new_run_id() -> str:
@@ -45,8 +53,10 @@ def code_version() -> str:
 
 
 def training_config_hash(config: TamerConfig) -> str:
-    """What decides the trained weights besides data and code: the profile and train settings."""
-    return config_hash(TamerConfig(profile=config.profile, train=config.train))
+    """What decides the trained weights besides data and code: the profile and train settings
+    (not the heartbeat, which decides nothing)."""
+    train = config.train.model_copy(update={"heartbeat_s": TrainSettings().heartbeat_s})
+    return config_hash(TamerConfig(profile=config.profile, train=train))
 
 
 def record_run(store: ShardStore, run_id: str, status: str, config: TamerConfig, fingerprint: str,
@@ -63,17 +73,67 @@ def record_run(store: ShardStore, run_id: str, status: str, config: TamerConfig,
     store.write("runs", pa.Table.from_pylist([row]), run_id=run_id)
 
 
-def list_runs(store: ShardStore) -> list[dict]:
-    """The current row of every run, newest start first."""
+@contextlib.contextmanager
+def heartbeat(store: ShardStore, run_id: str, config: TamerConfig, fingerprint: str,
+              started_at: dt.datetime) -> Iterator[None]:
+    """Append a "running" row every `train.heartbeat_s` while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(config.train.heartbeat_s):
+            try:
+                record_run(store, run_id, RUNNING, config, fingerprint, started_at)
+            except OSError as exc:  # a missed beat is survivable; STALE_BEATS allows for it
+                print(f"heartbeat of {run_id} not recorded: {exc}", flush=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def list_runs(store: ShardStore, now: dt.datetime | None = None) -> list[dict]:
+    """The current state of every run, newest start first: the newest row, its `heartbeat_at`,
+    the newest registered checkpoint (`step`, `checkpoint_uri`), "interrupted" when silent."""
+    now = now or dt.datetime.now(dt.UTC)
     latest: dict[str, dict] = {}
+    checkpointed: dict[str, dict] = {}
     for row in store.read("runs").to_pylist():
-        if row["run_id"] not in latest or row["recorded_at"] >= latest[row["run_id"]]["recorded_at"]:
-            latest[row["run_id"]] = row
+        run_id = row["run_id"]
+        if run_id not in latest or row["recorded_at"] >= latest[run_id]["recorded_at"]:
+            latest[run_id] = row
+        if row["checkpoint_uri"] and (run_id not in checkpointed
+                                      or (row["step"] or 0) > (checkpointed[run_id]["step"] or 0)):
+            checkpointed[run_id] = row
+    for run_id, row in latest.items():
+        row["heartbeat_at"] = row["recorded_at"] if row["status"] == RUNNING else None
+        if run_id in checkpointed:
+            row["step"] = checkpointed[run_id]["step"]
+            row["checkpoint_uri"] = checkpointed[run_id]["checkpoint_uri"]
+        silent = (now - row["recorded_at"]).total_seconds()
+        if row["status"] == RUNNING and silent > STALE_BEATS * _heartbeat_s(row):
+            row["status"] = INTERRUPTED
     return sorted(latest.values(), key=lambda row: row["started_at"], reverse=True)
 
 
 def get_run(store: ShardStore, run_id: str) -> dict | None:
     return next((row for row in list_runs(store) if row["run_id"] == run_id), None)
+
+
+def interrupted_run(store: ShardStore, config: TamerConfig, fingerprint: str) -> dict | None:
+    """The newest interrupted run of these training settings on this dataset version."""
+    wanted = training_config_hash(config)
+    return next((row for row in list_runs(store) if row["status"] == INTERRUPTED
+                 and row["dataset_fingerprint"] == fingerprint and row["config_hash"] == wanted),
+                None)
+
+
+def _heartbeat_s(row: dict) -> float:
+    """The run's own interval (parsed loosely: rows written by older code lack the field)."""
+    return json.loads(row["config"]).get("train", {}).get("heartbeat_s", TrainSettings().heartbeat_s)
 
 
 def write_metrics(store: ShardStore, run_id: str, rows: list[dict]) -> None:

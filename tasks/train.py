@@ -1,9 +1,11 @@
 """Distributed training on Ray Train: `run_training` (the driver) and `train_loop_per_worker`.
 
 The driver builds the datasets (tasks/train_data.py) and a `TorchTrainer` whose runs live at
-`<root>/runs/<run_id>`; Ray Train restores the newest checkpoint there on a restart
-(`FailureConfig`) and when a run id is started again, so an interrupted run resumes. Each worker
-is one DDP rank (gloo on CPU, NCCL on GPU) that consumes its shard of both datasets.
+`<root>/runs/<run_id>`; on a restart (`FailureConfig`) or when a run id is started again, a worker
+continues from the newest checkpoint that either Ray Train or the run registry knows. Rank 0
+registers each checkpoint (with its step) as soon as `report` has uploaded it, before the
+controller hears of it: a worker killed in between would otherwise restart from an older one.
+Each worker is one DDP rank (gloo on CPU, NCCL on GPU) that consumes its shard of both datasets.
 
 A checkpoint directory (`checkpoint_<step>`), written by rank 0 with one data file per rank:
     weights.safetensors   trainable state: "adapter.*" (+ "unet.*" when training the UNet)
@@ -17,6 +19,7 @@ A checkpoint directory (`checkpoint_<step>`), written by rank 0 with one data fi
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import tempfile
@@ -32,7 +35,7 @@ from model.optim import EMA, optimizer_step, warmup_cosine
 from model.tamer_model import TamerModel, TamerModelConfig
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, TrainSettings
-from tasks.runs import write_metrics
+from tasks import runs
 from tasks.train_data import DOMAIN, GENERAL, Pool
 
 WEIGHTS, EMA_WEIGHTS, TRAINER_STATE = "weights.safetensors", "ema.safetensors", "trainer_state.pt"
@@ -44,14 +47,13 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass(frozen=True)
 class FaultInjection:
     """Tests only: rank `rank` kills its own process once, on reaching `step` (the marker file
-    records that it happened, so the restarted attempt runs through)."""
+    records that it happened, so the restarted attempt runs through). At a checkpoint step that
+    is the moment after the checkpoint was registered, before Ray's controller (which polls
+    workers every 2 s) can have heard of it."""
 
     step: int
     marker: str
     rank: int = 0
-    # The controller polls workers every 2 s; dying sooner after a report can lose the
-    # checkpoint just reported, and the test would not know which checkpoint to expect.
-    delay_s: float = 5.0
 
 
 @dataclass
@@ -67,8 +69,9 @@ def runs_uri(store: ShardStore) -> str:
 
 
 def run_training(config: TamerConfig, run_id: str, fingerprint: str, datasets: dict,
-                 fault: FaultInjection | None = None) -> TrainResult:
-    """Train (or resume) `run_id` to `config.train.steps`; raises if the run fails for good."""
+                 fault: FaultInjection | None = None, started: dt.datetime | None = None) -> TrainResult:
+    """Train (or resume) `run_id` to `config.train.steps`; raises if the run fails for good.
+    `started`: the registry's start time of the run, repeated by its checkpoint rows."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -76,7 +79,8 @@ def run_training(config: TamerConfig, run_id: str, fingerprint: str, datasets: d
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.model_dump_json(), "run_id": run_id,
-                           "fingerprint": fingerprint, "fault": fault},
+                           "fingerprint": fingerprint, "fault": fault,
+                           "started": started or dt.datetime.now(dt.UTC)},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(storage_path=runs_uri(ShardStore(config.root)), name=run_id,
@@ -129,7 +133,8 @@ def train_loop_per_worker(loop: dict) -> None:
 
     # 2. resume from the newest checkpoint of this run, if any
     start = 0
-    checkpoint = ray.train.get_checkpoint()
+    store = ShardStore(config.root)
+    checkpoint = newest_checkpoint(ray.train.get_checkpoint(), runs.get_run(store, run_id))
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             start = restore(Path(directory), model, optimizer, scheduler, scaler, ema)
@@ -142,7 +147,6 @@ def train_loop_per_worker(loop: dict) -> None:
              for name in (DOMAIN, GENERAL)}
 
     # 4. the loop
-    store = ShardStore(config.root)
     meter = _Meter(train, world)
     consumed: list[str] = []
     for step in range(start, train.steps):
@@ -167,14 +171,18 @@ def train_loop_per_worker(loop: dict) -> None:
         meter.step(step, terms, scheduler.get_last_lr()[0], grad_norm, device)
         if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
             if rank == 0 and meter.rows:
-                write_metrics(store, run_id, meter.rows)
+                runs.write_metrics(store, run_id, meter.rows)
                 meter.rows = []
+            name = f"{CHECKPOINT_PREFIX}{step + 1:08d}"
             with tempfile.TemporaryDirectory() as directory:
                 save(Path(directory), step + 1, config, loop, model, optimizer, scheduler, scaler, ema,
                      rank, consumed)
                 ray.train.report({**meter.summary(), "step": step + 1, "start_step": start},
                                  checkpoint=ray.train.Checkpoint.from_directory(directory),
-                                 checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{step + 1:08d}")
+                                 checkpoint_dir_name=name)  # returns once uploaded
+            if rank == 0:
+                runs.record_run(store, run_id, runs.RUNNING, config, loop["fingerprint"], loop["started"],
+                                step=step + 1, checkpoint_uri=f"{runs_uri(store)}/{run_id}/{name}")
             consumed = []
 
 
@@ -190,10 +198,24 @@ def _to_device(model: TamerModel, device: torch.device) -> None:
         model.pipe.segmenter.to(device)
 
 
+def newest_checkpoint(reported, registered: dict | None):
+    """Ray Train's checkpoint of this run or the registry's, whichever holds the later step."""
+    from ray.train import Checkpoint
+
+    if registered is None or not registered["checkpoint_uri"]:
+        return reported
+    if reported is not None and checkpoint_step(reported.path) >= registered["step"]:
+        return reported
+    return Checkpoint(registered["checkpoint_uri"])
+
+
+def checkpoint_step(path: str) -> int:
+    return int(path.rstrip("/").rsplit("/", 1)[-1].removeprefix(CHECKPOINT_PREFIX))
+
+
 def _maybe_fail(fault: FaultInjection | None, step: int, rank: int) -> None:
     if fault is not None and step == fault.step and rank == fault.rank and not os.path.exists(fault.marker):
         Path(fault.marker).write_text(f"killed rank {rank} at step {step}\n")
-        time.sleep(fault.delay_s)
         os._exit(1)  # a real process death, as a crashed or preempted worker
 
 

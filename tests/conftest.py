@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,19 @@ import pytest
 # TAMER_DREAMBENCH: where a checkout does not sit beside ../shared (e.g. a git worktree)
 DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
                   or Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench")
+
+
+def pytest_configure(config) -> None:
+    """Flow commands without PREFECT_API_URL share a local Prefect server (flows/server.py):
+    in tests, one under a throw-away Prefect home, stopped at the end (not the user's)."""
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tamer-test-prefect-")
+
+
+def pytest_unconfigure(config) -> None:
+    from flows.server import stop_shared_server
+
+    stop_shared_server(Path(os.environ["PREFECT_HOME"]))
+    shutil.rmtree(os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 New data -> ingest emits `tamer.dataset.committed` -> the served `refresh-on-commit`
 deployment captions/embeds and its retrain gate emits `tamer.retrain.requested` -> the
-`retrain` deployment gets a flow run. Ingesting nothing new creates no run at all.
+`retrain` deployment gets a flow run. Ingesting nothing new creates no run at all. A burst of
+commits judged inside the debounce window is deferred to one scheduled `retrain-gate` run,
+which requests one retrain on all of them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+BURST_CONFIG = """
+retrain: {min_new_images: 1, debounce_s: 45}
+train: {steps: 2, num_workers: 1, batch_size: 2, checkpoint_every: 2}
+"""
 CONFIG = """
 synth: {objects: 3, views: 2, size: 32}
 retrain: {min_new_images: 1, debounce_s: 0}
@@ -121,6 +127,57 @@ def test_new_data_triggers_retrain_and_nothing_new_triggers_nothing(tmp_path, pr
         assert '"ingested": 0' in again.stdout
         time.sleep(20)  # long enough for a trigger to fire, had an event been emitted
         assert (len(api.runs_of(refresh)), len(api.runs_of(retrain))) == before
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=60)
+
+
+def test_a_burst_of_commits_is_deferred_to_one_retrain_on_all_of_them(tmp_path, prefect_api):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.refresh import retrain_gate_flow
+    from storage.shards import ShardStore
+    from tamer.config import IngestSettings
+    from tamer.synth import generate
+    from tasks import runs
+    from tasks.ingest import ingest_source
+    from tasks.retrain_policy import DEFERRED
+
+    api, env = prefect_api
+    config = tmp_path / "config.yaml"
+    config.write_text(BURST_CONFIG)
+    root = str(tmp_path / "data")
+    tamer = [str(BIN / "tamer"), "--root", root, "--config", str(config)]
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([*tamer, "serve", "--only", "retrain-gate", "--only", "retrain"], env=env,
+                             start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        gate = wait_for(lambda: api.deployment_id("retrain-gate", "retrain-gate"), 120, "the gate deployment")
+        retrain = wait_for(lambda: api.deployment_id("train", "retrain"), 60, "the retrain deployment")
+        time.sleep(10)  # the server's trigger service loads new automations periodically
+        store = ShardStore(root)
+        decisions = []
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            for seed in range(3):  # three commits in a burst, the gate judging after each
+                generate(tmp_path / f"src{seed}", n_objects=1, views=2, size=32, seed=seed)
+                ingest_source(str(tmp_path / f"src{seed}"), store, IngestSettings(executor="local"))
+                decisions.append(retrain_gate_flow(root=root, config_file=str(config)))
+        assert not any(d["retrain"] for d in decisions)
+        ends = sorted(d["defer_until"] for d in decisions)
+        assert (ends[-1] - ends[0]).total_seconds() < 1, "every commit joined one re-evaluation"
+        assert len(api.runs_of(gate)) == 1 and not api.runs_of(retrain)
+
+        try:
+            done = wait_for(lambda: [r for r in runs.list_runs(store) if r["status"] == runs.COMPLETED],
+                            600, "the retrain requested at the window's end")
+        except AssertionError:
+            print(log.read_text()[-6000:])
+            raise
+        assert [r["dataset_fingerprint"] for r in done] == [store.fingerprint()]  # all three commits
+        assert len(api.runs_of(retrain)) == 1 and len(api.runs_of(gate)) == 1
+        reasons = [r["reason"] for r in store.read("retrain_decisions").to_pylist()]
+        assert [r.startswith(DEFERRED) for r in reasons] == [True, True, True, False]
+        assert [r["retrain"] for r in store.read("retrain_decisions").to_pylist()][-1]
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=60)

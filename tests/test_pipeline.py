@@ -25,7 +25,7 @@ eval:
 
 
 def test_tamer_run_end_to_end_then_no_op(tmp_path, ray_local):
-    """As a user runs it: the `tamer` command in its own process (own ephemeral Prefect),
+    """As a user runs it: the `tamer` command in its own process (the shared local Prefect server),
     joining the test session's Ray through RAY_ADDRESS instead of starting another."""
     config = tmp_path / "small.yaml"
     config.write_text(SMALL)

@@ -1,9 +1,16 @@
 """Training: data plan fallbacks, optimizer helpers, 2 DDP workers on disjoint data surviving a
-killed worker, and the Prefect flow resuming an interrupted run (real Ray, real Prefect)."""
+worker killed right after a checkpoint, the Prefect flow resuming a failed run, and a SIGKILLed
+`tamer train` read as interrupted and continued by a plain re-run (real Ray, real Prefect)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,7 +61,7 @@ def _checkpoints(root: str, run_id: str) -> list[Path]:
     return sorted((Path(root) / "runs" / run_id).glob("checkpoint_[0-9]*"))
 
 
-def test_two_workers_disjoint_data_survive_a_killed_worker(ray_local, root, tmp_path):
+def test_two_workers_disjoint_data_survive_a_worker_killed_after_a_checkpoint(ray_local, root, tmp_path):
     from tasks.train import FaultInjection, load_checkpoint_model, run_training
     from tasks.train_data import build_datasets, build_plan
 
@@ -63,8 +70,9 @@ def test_two_workers_disjoint_data_survive_a_killed_worker(ray_local, root, tmp_
     store = ShardStore(root)
     datasets = build_datasets(store, build_plan(store), config.profile, config.train.data_cpus)
     marker = tmp_path / "killed"
+    # Rank 0 dies the moment it has registered checkpoint 2, before Ray's controller hears of it.
     result = run_training(config, "ddp", store.fingerprint(), datasets,
-                          FaultInjection(step=2, marker=str(marker), rank=1))  # dies before step 3
+                          FaultInjection(step=2, marker=str(marker)))
     assert marker.exists(), "the fault was not injected"
     assert (result.step, result.start_step) == (4, 2)  # restarted from checkpoint 2, finished
     checkpoints = _checkpoints(root, "ddp")
@@ -103,3 +111,50 @@ def test_flow_resumes_an_interrupted_run_and_exports_a_pipeline(ray_local, prefe
     images = generate(report["pipeline_uri"], reference, "a {} on the beach", n=1, seed=7,
                       out_dir=tmp_path / "out", steps=2)
     assert len(images) == 1 and images[0].exists()
+
+
+def test_killed_command_reads_interrupted_and_a_plain_rerun_continues(ray_local, prefect_server, tmp_path):
+    from prefect.settings import get_current_settings
+
+    from flows.train import train_flow
+
+    store = ingested_synth(tmp_path, 2, 2, size=32, seed=1)
+    config = tmp_path / "train.yaml"
+    config.write_text("train: {steps: 30, checkpoint_every: 2, batch_size: 2, warmup_steps: 1, "
+                      "log_every: 1, heartbeat_s: 1, keep_checkpoints: null, cpus_per_worker: 0.5}\n")
+    env = {**os.environ, "PREFECT_API_URL": get_current_settings().api.url,
+           "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "tamer.cli", "--root", store.location.root, "--config", str(config),
+         "train"], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: any(r["checkpoint_uri"] for r in runs.list_runs(store)) or command.poll() is not None,
+              600, "a registered checkpoint")
+    finally:
+        os.killpg(command.pid, signal.SIGKILL)  # the command and all it started, mid-run
+        command.wait()
+    assert command.returncode == -signal.SIGKILL, command.stderr.read()[-3000:]
+
+    [row] = runs.list_runs(store)
+    beat = row["heartbeat_at"]  # the lease: running while fresh, interrupted after 3 silent beats
+    assert [runs.list_runs(store, now=beat + dt.timedelta(seconds=s))[0]["status"] for s in (2, 3.5)] \
+        == [runs.RUNNING, runs.INTERRUPTED]
+    killed = _wait(lambda: next((r for r in runs.list_runs(store) if r["status"] == runs.INTERRUPTED), None),
+                   60, "the run to read as interrupted")
+    assert 2 <= killed["step"] < 30 and Path(killed["checkpoint_uri"]).name == f"checkpoint_{killed['step']:08d}"
+    assert (Path(killed["checkpoint_uri"]) / "state.json").exists()
+
+    report = train_flow(root=store.location.root, config_file=str(config))  # no --resume
+    assert report["run_id"] == killed["run_id"]
+    assert (report["start_step"], report["step"]) == (killed["step"], 30)
+    assert runs.get_run(store, killed["run_id"])["status"] == runs.COMPLETED
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

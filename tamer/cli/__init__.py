@@ -32,10 +32,11 @@ def main(
     state.root, state.config_file, state.verbose = root, config, verbose
 
 
+RUNS_FLOWS = {data.ingest, data.caption, data.embed, pipeline.run, pipeline.serve, train.train}
 for command in (data.synth, data.ingest, data.caption, inspection.stats,
                 inspection.sql, data.embed, data.index, data.serve_index, data.search,
                 pipeline.run, pipeline.serve, train.train, inspection.runs, models.generate):
-    app.command()(with_global_options(command))
-app.command("eval")(with_global_options(evaluation.evaluate))
+    app.command()(with_global_options(command, runs_flows=command in RUNS_FLOWS))
+app.command("eval")(with_global_options(evaluation.evaluate, runs_flows=True))
 models.models_app.command("check")(with_global_options(models.check))
 app.add_typer(models.models_app, name="models")

@@ -74,9 +74,11 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def with_global_options(command: Callable[..., Any], runs_flows: bool = False) -> Callable[..., Any]:
     """`command` also takes --root/--config/--verbose, runs with third-party chatter routed to
-    the log file, and turns an unexpected exception into one line and exit code 1."""
+    the log file, and turns an unexpected exception into one line and exit code 1. A command
+    that `runs_flows` first finds (or starts) the one local Prefect server that side-by-side
+    commands share, unless PREFECT_API_URL names one."""
     signature = inspect.signature(command, eval_str=True)
     added = {"global_root": RootOption, "global_config": ConfigOption,
              "global_verbose": VerboseOption}
@@ -89,6 +91,10 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
         log_file = state.log_file()
         with logs.quiet_libraries(log_file, verbose=state.verbose):
             try:
+                if runs_flows:
+                    from flows.server import ensure_prefect_api
+
+                    ensure_prefect_api()
                 return command(*args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise  # typer's own exits and usage errors already say what is wrong

@@ -51,7 +51,8 @@ def serve(
 ) -> None:
     """Serve the prefect.yaml deployments (schedules and event triggers) from one process.
 
-    Needs a Prefect server (PREFECT_API_URL); see README "Run it on a schedule".
+    Uses PREFECT_API_URL when set, else the shared local server; schedules need a real
+    server, not an ephemeral one (README "Run it on a schedule").
     """
     config = state.config()
     from prefect import serve as prefect_serve
