@@ -133,7 +133,7 @@ def commit(
             return 0, dropped
         try:
             write_deltalake(snapshot, rows, mode="append", commit_properties=properties,
-                            writer_properties=_writer_properties(schema, row_group_rows),
+                            writer_properties=writer_properties(schema, row_group_rows),
                             target_file_size=TARGET_FILE_BYTES)
         except CommitFailedError:
             time.sleep(random.uniform(0.01, 0.05) * min(attempt + 1, 20))  # spread the racers
@@ -148,7 +148,7 @@ def _check_unique(data: pa.Table, key: str) -> None:
         raise ValueError(f"rows to commit repeat a {key}; each must appear once")
 
 
-def _writer_properties(schema: pa.Schema, row_group_rows: int) -> WriterProperties:
+def writer_properties(schema: pa.Schema, row_group_rows: int) -> WriterProperties:
     """zstd; no min/max statistics over encoded-image columns (never filtered on)."""
     from deltalake import ColumnProperties
 
