@@ -134,3 +134,41 @@ def test_maintain_compacts_vacuums_leftovers_and_keeps_every_row(tmp_path):
     assert sorted(store.read("images", ["image_id"]).column(0).to_pylist()) == [
         f"id{i:05d}" for i in range(10)]
     assert tamer("--root", str(root), "verify").exit_code == 0
+
+
+KEEP_WRITING = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from storage.shards import ShardStore
+from test_storage import image_rows
+store = ShardStore(sys.argv[1])
+for n in range(100_000):
+    store.write("images", image_rows(5, start=5 * n))
+"""
+
+
+def test_a_writer_killed_mid_commit_leaves_the_table_at_its_last_version(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from storage.delta_maintain import verify
+
+    root, tests = tmp_path / "root", Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": str(tests.parent)}
+    writer = subprocess.Popen([sys.executable, "-c", KEEP_WRITING, str(root), str(tests)], env=env)
+    log = root / "images" / "_delta_log"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(log.glob("*.json"))) < 6:
+        time.sleep(0.005)
+    writer.send_signal(signal.SIGKILL)  # commits follow each other back to back: mid-commit
+    writer.wait()
+    store = ShardStore(str(root))
+    version = store.version("images")
+    assert version >= 5
+    assert store.row_count("images") == store.read("images").num_rows == 5 * version
+    assert verify(store) == []
+    assert store.write("images", image_rows(5, start=10**6)).rows == 5
+    assert store.version("images") == version + 1
