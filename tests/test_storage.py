@@ -196,3 +196,19 @@ def test_file_size_is_checked_before_reading(tmp_path):
     assert read_regular(str(tmp_path / "small.png"), max_bytes=1024) == b"x" * 1024
     with pytest.raises(Refused, match="too_large"):
         read_regular(str(tmp_path / "small.png"), max_bytes=1023)
+
+
+def test_s3_options_for_delta_come_from_the_roots_filesystem(monkeypatch):
+    import s3fs
+
+    from storage.delta import storage_options
+    from storage.fs import Location
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    fs = s3fs.S3FileSystem(endpoint_url="http://127.0.0.1:9", key="k", secret="s",
+                           client_kwargs={"region_name": "eu-west-3"}, skip_instance_cache=True)
+    options = storage_options(Location(fs=fs, root="bucket/root", uri="s3://bucket/root"))
+    assert options == {"AWS_CONDITIONAL_PUT": "etag", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                       "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "k",
+                       "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "eu-west-3"}
+    assert storage_options(ShardStore("/tmp").location) == {}
