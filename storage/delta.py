@@ -23,12 +23,12 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake import (ColumnProperties, CommitProperties, DeltaTable, Transaction,
+                       WriterProperties, write_deltalake)
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from storage.fs import Location
 
-LOG_DIR = "_delta_log"
 MAX_ATTEMPTS = 200  # conflicts only ever come from a writer that made progress
 TARGET_FILE_BYTES = 128 * 2**20
 
@@ -95,8 +95,10 @@ def ensure_table(location: Location, table: str, schema: pa.Schema) -> None:
     try:
         DeltaTable.create(table_uri(location, table), schema=schema, mode="ignore",
                           storage_options=storage_options(location))
-    except CommitFailedError:
-        pass  # another writer created it first
+    except DeltaError:
+        if open_table(location, table) is None:
+            raise
+        # else another writer created it between our check and our commit: just as good
 
 
 def commit(
@@ -150,8 +152,6 @@ def _check_unique(data: pa.Table, key: str) -> None:
 
 def writer_properties(schema: pa.Schema, row_group_rows: int) -> WriterProperties:
     """zstd; no min/max statistics over encoded-image columns (never filtered on)."""
-    from deltalake import ColumnProperties
-
     binary = {field.name: ColumnProperties(statistics_enabled="NONE")
               for field in schema if pa.types.is_binary(field.type)}
     return WriterProperties(compression="ZSTD", max_row_group_size=row_group_rows,
