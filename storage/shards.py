@@ -73,12 +73,10 @@ class ShardStore:
     # ---- reading -------------------------------------------------------------------
     def snapshot(self, table: str, version: int | None = None) -> DeltaTable | None:
         """The table's Delta snapshot (latest, or `version`); None before its first commit."""
-        snapshot = delta.open_table(self.location, table)
+        snapshot = delta.open_table(self.location, table, version)
         if snapshot is None and self.fs.exists(self.location.join(table, LEGACY_MANIFEST)):
             raise LegacyRoot(f"{self.location.join(table)} is in the old _manifest.json format; "
                              f"run `tamer migrate --root {self.location.uri}` to convert it")
-        if snapshot is not None and version is not None:
-            snapshot.load_as_version(version)
         return snapshot
 
     def version(self, table: str) -> int:
