@@ -61,6 +61,7 @@ class ShardStore:
     def __init__(self, root: str | Location, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS):
         self.location = root if isinstance(root, Location) else open_location(root)
         self.row_group_rows = row_group_rows
+        self._keys: dict[tuple[str, str], list[str]] = {}  # (table/file, key) -> its keys
 
     @property
     def fs(self):
@@ -117,11 +118,20 @@ class ShardStore:
         return part.select(schema.names).cast(schema)
 
     def read_keys(self, snapshot: DeltaTable, key: str) -> set[str]:
-        """Every value of `key` in a snapshot (the dedupe set of a keyed commit)."""
+        """Every value of `key` in a snapshot (the dedupe set of a keyed commit).
+
+        Committed files never change, so each is read once per store: a long ingest's
+        commits read only the files committed since its previous one.
+        """
         table = _table_name(snapshot)
         schema = pa.schema([schema_for(table).field(key)])
-        return {value for info in files_of(snapshot)
-                for value in self._read_file(table, info, schema).column(key).to_pylist()}
+        keys: set[str] = set()
+        for info in files_of(snapshot):
+            cache_key = (f"{table}/{info.name}", key)
+            if cache_key not in self._keys:
+                self._keys[cache_key] = self._read_file(table, info, schema).column(key).to_pylist()
+            keys.update(self._keys[cache_key])
+        return keys
 
     def row_count(self, table: str) -> int:
         return sum(info.rows for info in self.shards(table))

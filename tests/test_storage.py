@@ -80,6 +80,19 @@ def test_keyed_table_stores_each_image_id_once(store):
     assert store.row_count("images") == 4
 
 
+def test_keyed_commits_read_each_committed_file_once(tmp_path, monkeypatch):
+    store = ShardStore(str(tmp_path))
+    reads = []
+    original = ShardStore._read_file
+    monkeypatch.setattr(ShardStore, "_read_file",
+                        lambda self, table, info, schema: reads.append(info.name) or
+                        original(self, table, info, schema))
+    for start in range(0, 8, 2):
+        store.write("images", image_rows(2, start=start))
+    assert len(reads) == 3 and len(set(reads)) == 3  # before commits 2, 3, 4: the new file only
+    assert store.write("images", image_rows(8)).dropped == tuple(f"id{i:05d}" for i in range(8))
+
+
 def test_time_travel_reads_an_older_version(tmp_path):
     store = ShardStore(str(tmp_path))
     store.write("images", image_rows(2))
