@@ -1,1 +1,1 @@
-"""Byte layouts of the dataset: URIs, shard tables, manifests, the DuckDB catalog, image decoding."""
+"""Byte layouts of the dataset: URIs, Delta tables, the DuckDB catalog, image decoding."""

@@ -1,8 +1,8 @@
-"""The DuckDB catalog: one view per shard table, over exactly the committed shards.
+"""The DuckDB catalog: one view per table, over exactly the files of its current version.
 
 Local roots keep `catalog.duckdb` in the dataset root, so any DuckDB client can open it;
-remote roots (s3://, memory://) get an in-memory catalog reading through fsspec. Views are
-rebuilt whenever the manifests changed since the catalog was last written.
+remote roots (s3://) get an in-memory catalog reading through fsspec. Views are rebuilt
+whenever a table's version or the root's location changed since the catalog was last written.
 
 `read_only_query` serves ad-hoc SQL (`tamer sql`) without letting it write anything: only
 SELECT (and EXPLAIN of a SELECT) runs, on a catalog opened read-only, with DuckDB's file access
@@ -81,7 +81,7 @@ def connect(store: ShardStore, *, read_only: bool = False) -> duckdb.DuckDBPyCon
 
 def _connect_current(store: ShardStore) -> duckdb.DuckDBPyConnection:
     location = store.location
-    state = _manifest_state(store)
+    state = _tables_state(store)
     if location.is_local:
         path = location.join(CATALOG_FILE)
         location.fs.makedirs(location.root, exist_ok=True)
@@ -111,11 +111,12 @@ def _confine(con: duckdb.DuckDBPyConnection, store: ShardStore) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def _manifest_state(store: ShardStore) -> str:
-    digest = hashlib.sha256()
+def _tables_state(store: ShardStore) -> str:
+    """The root in use and every table's version: views are rebuilt when either changed, so
+    a copied or moved root (catalog file included) reads its own files, never the original's."""
+    digest = hashlib.sha256(store.location.url(store.location.root).encode())
     for table in sorted(TABLES):
-        for info in store.shards(table):
-            digest.update(f"{table}/{info.name}\n".encode())
+        digest.update(f"\n{table}:{store.version(table)}".encode())
     return digest.hexdigest()
 
 

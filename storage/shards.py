@@ -1,58 +1,67 @@
-"""Append-only Parquet shard tables with an atomic commit and a manifest.
+"""Append-only tables under a dataset root, each one a Delta Lake table (see storage/delta.py).
 
 Layout under the dataset root:
-    <table>/part-<time>-<id>.parquet   committed shards (never rewritten)
-    <table>/_staging/...               shards being written (invisible to readers)
-    <table>/_manifest.json             the committed shards: the only thing readers trust
+    <table>/_delta_log/...        the transaction log: the only thing readers trust
+    <table>/part-*.parquet        data files (zstd), named by the log once committed
 
-A commit writes the shard to `_staging`, renames it into place, then replaces the manifest
-(itself written to a temporary name and renamed). A writer killed at any point leaves the
-manifest naming only complete shards, so readers never see a partial one.
+A write is one Delta commit, so a writer killed at any point leaves the table at its last
+version; files it wrote without committing are never read (`tamer maintain` removes them).
+The dataset version (`fingerprint`) is a function of the dataset tables' versions.
+Roots written by the older `_manifest.json` store are refused until `tamer migrate` ran.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import hashlib
-import io
-import json
-import os
-import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
+from storage import delta
 from storage.fs import Location, open_location
 from storage.schemas import DATASET_TABLES, SCHEMA_VERSION_KEY, schema_for
 
-MANIFEST = "_manifest.json"
-STAGING = "_staging"
+LEGACY_MANIFEST = "_manifest.json"
 DEFAULT_ROW_GROUP_ROWS = 1024
+UNIQUE_KEYS = {"images": "image_id"}  # an image id is stored once, whatever the concurrency
+
+
+class LegacyRoot(RuntimeError):
+    """A table still in the `_manifest.json` format of older tamer versions."""
+
+
+class BrokenTable(RuntimeError):
+    """A committed file that is missing or differs from what the log recorded."""
 
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One committed shard, as recorded in its table's manifest."""
+    """One committed data file, as recorded in its table's log."""
 
-    name: str
+    name: str  # relative to the table folder
     rows: int
     num_bytes: int
-    sha256: str  # of the Parquet file's bytes
     committed_at: str
-    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What one `write` committed; `dropped` are keys skipped because the table had them."""
+
+    rows: int
+    dropped: tuple[str, ...] = ()
 
 
 class ShardStore:
-    """Reads and appends the shard tables under one dataset root URI."""
+    """Reads and appends the tables under one dataset root URI."""
 
     def __init__(self, root: str | Location, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS):
         self.location = root if isinstance(root, Location) else open_location(root)
         self.row_group_rows = row_group_rows
+        self._keys: dict[tuple[str, str], list[str]] = {}  # (table/file, key) -> its keys
 
     @property
     def fs(self):
@@ -63,40 +72,75 @@ class ShardStore:
         return self.location.join(table)
 
     # ---- reading -------------------------------------------------------------------
-    def shards(self, table: str) -> list[ShardInfo]:
-        path = self.location.join(table, MANIFEST)
-        if not self.fs.exists(path):
-            return []
-        with self.fs.open(path, "rb") as handle:
-            manifest = json.load(handle)
-        return [ShardInfo(**entry) for entry in manifest["shards"]]
+    def snapshot(self, table: str, version: int | None = None) -> DeltaTable | None:
+        """The table's Delta snapshot (latest, or `version`); None before its first commit."""
+        snapshot = delta.open_table(self.location, table, version)
+        if snapshot is None and self.fs.exists(self.location.join(table, LEGACY_MANIFEST)):
+            raise LegacyRoot(f"{self.location.join(table)} is in the old _manifest.json format; "
+                             f"run `tamer migrate --root {self.location.uri}` to convert it")
+        return snapshot
 
-    def shard_paths(self, table: str) -> list[str]:
-        return [self.location.join(table, info.name) for info in self.shards(table)]
+    def version(self, table: str) -> int:
+        """The table's current version; -1 before its first commit."""
+        snapshot = self.snapshot(table)
+        return -1 if snapshot is None else snapshot.version()
 
-    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+    def shards(self, table: str, version: int | None = None) -> list[ShardInfo]:
+        """The table's data files at `version` (latest if None), oldest first."""
+        schema_for(table)
+        snapshot = self.snapshot(table, version)
+        return [] if snapshot is None else files_of(snapshot)
+
+    def shard_paths(self, table: str, version: int | None = None) -> list[str]:
+        return [self.location.join(table, info.name) for info in self.shards(table, version)]
+
+    def read(self, table: str, columns: list[str] | None = None,
+             version: int | None = None) -> pa.Table:
         """All committed rows of a table (only the given columns, if any)."""
         schema = schema_for(table)
         if columns:
             schema = pa.schema([schema.field(name) for name in columns])
-        parts = []
-        for path in self.shard_paths(table):
+        parts = [self._read_file(table, info, schema) for info in self.shards(table, version)]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def _read_file(self, table: str, info: ShardInfo, schema: pa.Schema) -> pa.Table:
+        """One committed file, checked against the log's row count; BrokenTable names it."""
+        path = self.location.join(table, info.name)
+        try:
             with self.fs.open(path, "rb") as handle:
-                part = pq.read_table(handle, columns=columns)
-            parts.append(part.select(schema.names).cast(schema))
-        if not parts:
-            return schema.empty_table()
-        return pa.concat_tables(parts)
+                part = pq.read_table(handle, columns=schema.names)
+        except (OSError, pa.ArrowException) as exc:
+            raise BrokenTable(f"{self.location.url(path)}: unreadable committed file ({exc})"
+                              ) from exc
+        if part.num_rows != info.rows:
+            raise BrokenTable(f"{self.location.url(path)}: {part.num_rows} rows, the log "
+                              f"recorded {info.rows}")
+        return part.select(schema.names).cast(schema)
+
+    def read_keys(self, snapshot: DeltaTable, key: str) -> set[str]:
+        """Every value of `key` in a snapshot (the dedupe set of a keyed commit).
+
+        Committed files never change, so each is read once per store: a long ingest's
+        commits read only the files committed since its previous one.
+        """
+        table = _table_name(snapshot)
+        schema = pa.schema([schema_for(table).field(key)])
+        keys: set[str] = set()
+        for info in files_of(snapshot):
+            cache_key = (f"{table}/{info.name}", key)
+            if cache_key not in self._keys:
+                self._keys[cache_key] = self._read_file(table, info, schema).column(key).to_pylist()
+            keys.update(self._keys[cache_key])
+        return keys
 
     def row_count(self, table: str) -> int:
         return sum(info.rows for info in self.shards(table))
 
     def fingerprint(self, tables: tuple[str, ...] = DATASET_TABLES) -> str:
-        """A stable hash of the committed manifests: the dataset version."""
+        """A stable hash of the dataset tables' versions: the dataset version."""
         digest = hashlib.sha256()
         for table in sorted(tables):
-            for info in sorted(self.shards(table), key=lambda item: item.name):
-                digest.update(f"{table}/{info.name}:{info.rows}:{info.sha256}\n".encode())
+            digest.update(f"{table}:{self.version(table)}\n".encode())
         return digest.hexdigest()[:16]
 
     # ---- writing -------------------------------------------------------------------
@@ -107,86 +151,39 @@ class ShardStore:
         *,
         run_id: str | None = None,
         metadata: dict[str, str] | None = None,
-    ) -> ShardInfo | None:
-        """Commit `data` as one new shard of `table`; returns None for an empty table."""
+    ) -> CommitInfo | None:
+        """Commit `data` to `table` as one version; None for an empty table.
+
+        `run_id` and `metadata` go into the commit's info (`tamer.<key>`), with the schema
+        version. Keyed tables (UNIQUE_KEYS) skip rows whose key is already stored.
+        """
         if data.num_rows == 0:
             return None
+        self.snapshot(table)  # refuses a legacy table before anything is written
         schema = schema_for(table)
-        data = data.select(schema.names).cast(schema)
-        file_metadata = dict(schema.metadata or {})
-        for key, value in (metadata or {}).items():
-            file_metadata[f"tamer.{key}".encode()] = value.encode()
+        commit_metadata = {f"tamer.{key}": value for key, value in (metadata or {}).items()}
+        commit_metadata[SCHEMA_VERSION_KEY.decode()] = (schema.metadata or {}).get(
+            SCHEMA_VERSION_KEY, b"1").decode()
         if run_id:
-            file_metadata[b"tamer.run_id"] = run_id.encode()
-        payload = _parquet_bytes(data.replace_schema_metadata(file_metadata), self.row_group_rows)
-        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
-        staged = self.location.join(table, STAGING, name)
-        self.fs.makedirs(self.location.join(table, STAGING), exist_ok=True)
-        with self.fs.open(staged, "wb") as handle:
-            handle.write(payload)
-        info = ShardInfo(
-            name=name,
-            rows=data.num_rows,
-            num_bytes=len(payload),
-            sha256=hashlib.sha256(payload).hexdigest(),
-            committed_at=dt.datetime.now(dt.UTC).isoformat(),
-            run_id=run_id,
-        )
-        with self._table_lock(table):
-            self.fs.mv(staged, self.location.join(table, name))
-            self._write_manifest(table, [*self.shards(table), info])
-        return info
-
-    def sweep_staging(self, table: str, older_than_s: float = 3600.0) -> int:
-        """Delete staged files left by killed writers; returns how many were removed."""
-        staging = self.location.join(table, STAGING)
-        if not self.fs.exists(staging):
-            return 0
-        removed = 0
-        for path in self.fs.ls(staging, detail=False):
-            modified = self.fs.modified(path).replace(tzinfo=dt.UTC).timestamp()
-            if time.time() - modified > older_than_s:
-                self.fs.rm(path)
-                removed += 1
-        return removed
-
-    def _write_manifest(self, table: str, shards: list[ShardInfo]) -> None:
-        manifest = {
-            "table": table,
-            "schema_version": (schema_for(table).metadata or {})
-            .get(SCHEMA_VERSION_KEY, b"1")
-            .decode(),
-            "shards": [asdict(info) for info in shards],
-        }
-        final = self.location.join(table, MANIFEST)
-        temporary = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(temporary, "w") as handle:
-            json.dump(manifest, handle, indent=1)
-        self.fs.mv(temporary, final)
-
-    @contextlib.contextmanager
-    def _table_lock(self, table: str) -> Iterator[None]:
-        """Serialize manifest updates between processes (local roots; remote: best effort)."""
-        if not self.location.is_local:
-            yield
-            return
-        directory = self.location.join(table)
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, ".lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            commit_metadata["tamer.run_id"] = run_id
+        rows, dropped = delta.commit(
+            self.location, table, data.select(schema.names).cast(schema), schema=schema,
+            metadata=commit_metadata, row_group_rows=self.row_group_rows,
+            key=UNIQUE_KEYS.get(table), read_keys=self.read_keys)
+        return CommitInfo(rows=rows, dropped=tuple(dropped))
 
 
-def _parquet_bytes(data: pa.Table, row_group_rows: int) -> bytes:
-    """zstd for every column except binary ones (encoded images: already compressed, so
-    zstd and min/max statistics over them would only cost CPU)."""
-    binary = {f.name for f in data.schema if pa.types.is_binary(f.type)}
-    buffer = io.BytesIO()
-    pq.write_table(data, buffer, row_group_size=row_group_rows,
-                   compression={f.name: "none" if f.name in binary else "zstd"
-                                for f in data.schema},
-                   write_statistics=[f.name for f in data.schema if f.name not in binary])
-    return buffer.getvalue()
+def files_of(snapshot: DeltaTable) -> list[ShardInfo]:
+    """The data files of a snapshot from its log, oldest first."""
+    actions = pa.table(snapshot.get_add_actions(flatten=True)).select(
+        ["path", "size_bytes", "modification_time", "num_records"]).to_pylist()
+    actions.sort(key=lambda action: (action["modification_time"], action["path"]))
+    return [ShardInfo(name=action["path"], rows=action["num_records"],
+                      num_bytes=action["size_bytes"],
+                      committed_at=dt.datetime.fromtimestamp(
+                          action["modification_time"] / 1000, dt.UTC).isoformat())
+            for action in actions]
+
+
+def _table_name(snapshot: DeltaTable) -> str:
+    return snapshot.table_uri.rstrip("/").rsplit("/", 1)[-1]

@@ -232,8 +232,6 @@ def caption_images(
            caption_config_hash(settings, vocabulary))
     started = dt.datetime.now(dt.UTC)
     report = CaptionReport(f"caption-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", *key)
-    for table in ("captions", "quarantine"):
-        store.sweep_staging(table)
     todo = shards_to_do(store, _captioned_ids(store, key) | undecodable_ids(store, "caption"))
     report.todo = sum(len(ids) for ids in todo.values())
     report.skipped = store.row_count("images") - report.todo

@@ -182,7 +182,6 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     model_id = embedding.model_id(load_profile(profile_name))
     started = dt.datetime.now(dt.UTC)
     report = EmbedReport(f"embed-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", model_id)
-    store.sweep_staging("embeddings")
     done = {(r["image_id"], r["kind"], r["config_hash"]) for r in
             store.read("embeddings", ["image_id", "kind", "config_hash"]).to_pylist()}
     image_hash = config_hash(model_id)

@@ -216,8 +216,6 @@ def ingest_source(
     started = dt.datetime.now(dt.UTC)
     report = IngestReport(run_id=f"ingest-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
                           source=source)
-    for table in ("images", "quarantine", "duplicates"):
-        store.sweep_staging(table)
     chunks = list_chunks(source, settings.files_per_chunk)
     known = _known_sources(store)
     limits = imaging.ImageLimits(settings.max_pixels, settings.min_side, settings.max_bytes)
@@ -311,11 +309,26 @@ class _Committer:
     def _flush_images(self) -> None:
         if not self.pending:
             return
-        info = self.store.write("images", pa.concat_tables(self.pending),
-                                run_id=self.report.run_id, metadata=self.metadata)
+        pending = pa.concat_tables(self.pending)
+        info = self.store.write("images", pending, run_id=self.report.run_id,
+                                metadata=self.metadata)
         self.report.ingested += info.rows
-        self.report.shards += 1
+        self.report.shards += 1 if info.rows else 0
         self.pending, self.pending_rows = [], 0
+        if info.dropped:  # a concurrent writer committed the same bytes first
+            self._record_lost_races(pending, set(info.dropped))
+
+    def _record_lost_races(self, pending: pa.Table, dropped: set[str]) -> None:
+        """Images another writer stored first become duplicates of its copy."""
+        stored = {row["image_id"]: row["source"] for row in
+                  self.store.read("images", ["image_id", "source"]).to_pylist()
+                  if row["image_id"] in dropped}
+        now = dt.datetime.now(dt.UTC)
+        for row in pending.select(["image_id", "source"]).to_pylist():
+            if row["image_id"] in dropped:
+                self.report.duplicates += 1
+                self.duplicates.append({"image_id": row["image_id"], "source": row["source"],
+                                        "kept_source": stored[row["image_id"]], "seen_at": now})
 
     def finish(self) -> None:
         self._flush_images()

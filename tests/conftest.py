@@ -54,3 +54,35 @@ def dreambench() -> Path:
     if not (DREAMBENCH / "prompts_and_classes.txt").exists():
         pytest.skip(f"DreamBench subset not found at {DREAMBENCH} (../shared is absent)")
     return DREAMBENCH
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API on 127.0.0.1 (moto in server mode); s3fs and delta-rs reach it over HTTP
+    through the standard AWS_* environment, which child processes inherit too."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    settings = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    yield settings["AWS_ENDPOINT_URL"]
+    server.stop()
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture
+def s3_root(s3_endpoint) -> str:
+    """A fresh bucket on the local S3 endpoint; returns a root URI inside it."""
+    import uuid
+
+    import fsspec
+
+    bucket = f"tamer-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
+    return f"s3://{bucket}/root"

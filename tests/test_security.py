@@ -92,15 +92,13 @@ READS = [  # (statement, the `n` of its last row)
 ]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "s3"])
 def catalog_root(request, tmp_path) -> str:
-    """A dataset root holding 4 committed images (a local folder or an object-store stand-in)."""
-    import uuid
-
+    """A dataset root holding 4 committed images (a local folder or a local S3 endpoint)."""
     from storage.shards import ShardStore
     from test_storage import image_rows
 
-    root = str(tmp_path / "root") if request.param == "local" else f"memory://sec-{uuid.uuid4().hex}"
+    root = str(tmp_path / "root") if request.param == "local" else request.getfixturevalue("s3_root")
     ShardStore(root).write("images", image_rows(4))
     return root
 
@@ -164,7 +162,7 @@ def test_read_only_connection_holds_even_without_the_statement_check(catalog_roo
             con.execute(f"COPY (SELECT 1) TO '{tmp_path}/leak.csv'")
         with pytest.raises(duckdb.InvalidInputException, match="locked"):
             con.execute("SET enable_external_access = true")
-        if not catalog_root.startswith("memory://"):
+        if not catalog_root.startswith("s3://"):
             with pytest.raises(duckdb.Error, match="read-only"):
                 con.execute("CREATE TABLE t AS SELECT 1")
     assert not (tmp_path / "leak.csv").exists()

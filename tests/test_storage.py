@@ -1,9 +1,8 @@
-"""Shard store and catalog over every filesystem: atomic commit, manifest, fingerprint."""
+"""Table store and catalog over every filesystem: Delta commits, keys, versions, fingerprint."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import uuid
 
@@ -25,13 +24,13 @@ def image_rows(n: int, start: int = 0) -> pa.Table:
     ])
 
 
-@pytest.fixture(params=["local", "file-uri", "memory"])
+@pytest.fixture(params=["local", "file-uri", "s3"])
 def store(request, tmp_path) -> ShardStore:
     if request.param == "local":
         return ShardStore(str(tmp_path / "root"))
     if request.param == "file-uri":
         return ShardStore(f"file://{tmp_path}/root")
-    return ShardStore(f"memory://tamer-test-{uuid.uuid4().hex}")  # an object-store stand-in
+    return ShardStore(request.getfixturevalue("s3_root"))  # a real S3 endpoint (moto)
 
 
 def test_write_read_and_catalog_on_every_filesystem(store):
@@ -52,7 +51,7 @@ def test_write_read_and_catalog_on_every_filesystem(store):
 
 def test_empty_write_commits_nothing(store):
     assert store.write("images", image_rows(0)) is None
-    assert store.shards("images") == []
+    assert store.shards("images") == [] and store.version("images") == -1
 
 
 def test_fingerprint_is_stable_and_tracks_content(store):
@@ -69,31 +68,87 @@ def test_fingerprint_is_stable_and_tracks_content(store):
     assert store.fingerprint() not in (empty, after_one)
 
 
-def test_staged_and_unlisted_shards_are_invisible(tmp_path):
+def test_keyed_table_stores_each_image_id_once(store):
+    first = store.write("images", image_rows(3))
+    again = store.write("images", image_rows(2, start=2))
+    assert (first.rows, again.rows, again.dropped) == (3, 1, ("id00002",))
+    assert sorted(store.read("images", ["image_id"]).column(0).to_pylist()) == [
+        f"id{i:05d}" for i in range(4)]
+    assert store.write("images", image_rows(2)).rows == 0  # all known: nothing committed
+    with pytest.raises(ValueError, match="repeat a image_id"):
+        store.write("images", pa.concat_tables([image_rows(1, start=7)] * 2))
+    assert store.row_count("images") == 4
+
+
+def test_keyed_commits_read_each_committed_file_once(tmp_path, monkeypatch):
+    store = ShardStore(str(tmp_path))
+    reads = []
+    original = ShardStore._read_file
+    monkeypatch.setattr(ShardStore, "_read_file",
+                        lambda self, table, info, schema: reads.append(info.name) or
+                        original(self, table, info, schema))
+    for start in range(0, 8, 2):
+        store.write("images", image_rows(2, start=start))
+    assert len(reads) == 3 and len(set(reads)) == 3  # before commits 2, 3, 4: the new file only
+    assert store.write("images", image_rows(8)).dropped == tuple(f"id{i:05d}" for i in range(8))
+
+
+def test_time_travel_reads_an_older_version(tmp_path):
     store = ShardStore(str(tmp_path))
     store.write("images", image_rows(2))
-    # what a writer killed before its commit leaves: a staged file and an unlisted shard
-    (tmp_path / "images" / "_staging").mkdir(exist_ok=True)
-    (tmp_path / "images" / "_staging" / "part-partial.parquet").write_bytes(b"PAR1 partial")
+    version = store.version("images")
+    store.write("images", image_rows(3, start=2))
+    assert store.read("images", version=version).num_rows == 2
+    assert store.read("images").num_rows == 5
+
+
+def test_uncommitted_files_are_invisible(tmp_path):
+    store = ShardStore(str(tmp_path))
+    store.write("images", image_rows(2))
+    # what a writer killed before its commit leaves: a data file the log never named
     (tmp_path / "images" / "part-orphan.parquet").write_bytes(b"PAR1 orphan")
     assert store.row_count("images") == 2
     with connect(store) as con:
         assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 2
-    manifest = json.loads((tmp_path / "images" / "_manifest.json").read_text())
-    assert [s["rows"] for s in manifest["shards"]] == [2]
 
 
-def test_shards_are_zstd_with_schema_version_and_run_metadata(tmp_path):
+def test_files_are_zstd_with_schema_version_and_run_metadata_in_the_log(tmp_path):
     import pyarrow.parquet as pq
 
     store = ShardStore(str(tmp_path), row_group_rows=2)
     store.write("images", image_rows(5), run_id="run-7", metadata={"config": '{"a": 1}'})
     parquet = pq.ParquetFile(store.shard_paths("images")[0])
-    meta = parquet.schema_arrow.metadata
-    assert meta[b"tamer.schema_version"] == b"1" and meta[b"tamer.run_id"] == b"run-7"
-    assert meta[b"tamer.config"] == b'{"a": 1}'
     assert parquet.metadata.num_row_groups == 3
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    info = store.snapshot("images").history(1)[0]
+    assert info["tamer.schema_version"] == "1" and info["tamer.run_id"] == "run-7"
+    assert info["tamer.config"] == '{"a": 1}'
+
+
+def test_memory_roots_are_refused_by_name():
+    from storage.delta import TablesUnsupported
+
+    store = ShardStore(f"memory://tamer-test-{uuid.uuid4().hex}")
+    with pytest.raises(TablesUnsupported, match="memory:// roots cannot hold Delta tables"):
+        store.write("images", image_rows(1))
+
+
+def test_a_shorter_or_missing_committed_file_is_named(tmp_path):
+    import pyarrow.parquet as pq
+
+    from storage.shards import BrokenTable
+
+    store = ShardStore(str(tmp_path))
+    store.write("images", image_rows(4))
+    store.write("images", image_rows(2, start=4))
+    first, second = store.shard_paths("images")
+    shorter = image_rows(1, start=9).cast(store.read("images").schema)
+    os.remove(second)
+    with pytest.raises(BrokenTable, match=f"{second}: unreadable committed file"):
+        store.read("images")
+    pq.write_table(shorter, first)  # valid Parquet, fewer rows than the log recorded
+    with pytest.raises(BrokenTable, match=f"{first}: 1 rows, the log recorded 4"):
+        store.read("images")
 
 
 def test_unknown_table_is_rejected(tmp_path):
@@ -154,3 +209,19 @@ def test_file_size_is_checked_before_reading(tmp_path):
     assert read_regular(str(tmp_path / "small.png"), max_bytes=1024) == b"x" * 1024
     with pytest.raises(Refused, match="too_large"):
         read_regular(str(tmp_path / "small.png"), max_bytes=1023)
+
+
+def test_s3_options_for_delta_come_from_the_roots_filesystem(monkeypatch):
+    import s3fs
+
+    from storage.delta import storage_options
+    from storage.fs import Location
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    fs = s3fs.S3FileSystem(endpoint_url="http://127.0.0.1:9", key="k", secret="s",
+                           client_kwargs={"region_name": "eu-west-3"}, skip_instance_cache=True)
+    options = storage_options(Location(fs=fs, root="bucket/root", uri="s3://bucket/root"))
+    assert options == {"AWS_CONDITIONAL_PUT": "etag", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                       "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "k",
+                       "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "eu-west-3"}
+    assert storage_options(ShardStore("/tmp").location) == {}

@@ -1,6 +1,7 @@
 """Nothing is written outside the dataset root and the configured caches; temporary folders
 are removed. Run with the working folder (and the temporary folder) set to empty folders and
-a remote-style root (`memory://`), the pieces that used to write beside it."""
+a remote root (`memory://`, or S3 where tables are written), the pieces that used to write
+beside it."""
 
 from __future__ import annotations
 
@@ -49,14 +50,14 @@ def test_synth_sample_for_a_local_root_stays_in_the_root(empty_cwd, tmp_path):
     assert out == tmp_path / "root" / "sources" / "synth" and any(out.rglob("*.png"))
 
 
-def test_evaluation_on_a_remote_root_removes_its_temporary_folder(empty_cwd, tmp_path):
+def test_evaluation_on_a_remote_root_removes_its_temporary_folder(s3_root, empty_cwd, tmp_path):
     from storage.shards import ShardStore
     from tamer.config import load_config
     from tamer.synth import generate
     from tasks.evaluate import new_eval_run_id, read_results, resolve_model, run_evaluation
 
     generate(tmp_path / "subjects", n_objects=1, views=2, size=32)
-    root = f"memory://tamer-{uuid.uuid4().hex}"
+    root = s3_root  # tables need a real store: delta-rs cannot keep them in memory://
     settings = {"data": str(tmp_path / "subjects"), "methods": ["textual_inversion"],
                 "subjects": 1, "prompts": 1, "seeds": 1, "steps": 2,
                 "textual_inversion": {"steps": 2}}

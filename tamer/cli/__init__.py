@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tamer.cli import data, evaluation, inspection, models, pipeline, train
+from tamer.cli import data, evaluation, inspection, models, pipeline, tables, train
 from tamer.cli.common import VerboseOption, state, with_global_options
 
 app = typer.Typer(help="tamer: zero fine-tuning image customization, with its data pipeline.",
@@ -35,7 +35,8 @@ def main(
 RUNS_FLOWS = {data.ingest, data.caption, data.embed, pipeline.run, pipeline.serve, train.train}
 for command in (data.synth, data.ingest, data.caption, inspection.stats,
                 inspection.sql, data.embed, data.index, data.serve_index, data.search,
-                pipeline.run, pipeline.serve, train.train, inspection.runs, models.generate):
+                pipeline.run, pipeline.serve, train.train, inspection.runs, models.generate,
+                tables.migrate, tables.verify, tables.maintain):
     app.command()(with_global_options(command, runs_flows=command in RUNS_FLOWS))
 app.command("eval")(with_global_options(evaluation.evaluate, runs_flows=True))
 models.models_app.command("check")(with_global_options(models.check))

@@ -50,7 +50,7 @@ def sql(
     except WriteRefused as exc:
         fail(str(exc), 2)
     except duckdb.Error as exc:
-        fail(f"query failed: {exc}", 1)
+        fail(f"query failed: {str(exc).strip().splitlines()[0]}", 1)  # one line: the file or cause
     rows = [dict(zip(names, row)) for row in values]
     if as_json:
         print_json(rows)
