@@ -23,7 +23,7 @@ app = typer.Typer(help="tamer: zero fine-tuning image customization, with its da
 def main(
     root: Annotated[Optional[str], typer.Option(
         "--root", envvar="TAMER_ROOT",
-        help="Dataset root URI (local path, s3://..., memory://...). Default ./tamer-data.")] = None,
+        help="Dataset root URI (local path, s3://..., gs://...). Default ./tamer-data.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML file overriding configs/default.yaml.")] = None,
     verbose: VerboseOption = False,

@@ -26,7 +26,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 GLOBAL = "Global options (before or after the command; the last one given wins)"
 RootOption = Annotated[Optional[str], typer.Option(
-    "--root", help="Dataset root URI (local path, s3://..., memory://...). Default ./tamer-data.",
+    "--root", help="Dataset root URI (local path, s3://..., gs://...). Default ./tamer-data.",
     rich_help_panel=GLOBAL)]
 ConfigOption = Annotated[Optional[Path], typer.Option(
     "--config", help="YAML file overriding configs/default.yaml.", rich_help_panel=GLOBAL)]
