@@ -73,6 +73,9 @@ def stop_shared_server(home: Path) -> bool:
         if not state or not healthy(state["url"]):  # gone: its pid may be another's by now
             return False
         os.killpg(state["pid"], signal.SIGTERM)  # its own session: uvicorn included
+        deadline = time.monotonic() + 30
+        while healthy(state["url"]) and time.monotonic() < deadline:  # gone before we say so
+            time.sleep(0.2)
         return True
 
 

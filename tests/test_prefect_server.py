@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from flows.server import LOG_FILE, STATE_FILE, stop_shared_server
+from flows.server import LOG_FILE, STATE_FILE, healthy, stop_shared_server
 from storage.shards import ShardStore
 from tamer.synth import generate
 from test_orchestration import free_port
@@ -57,4 +57,9 @@ def test_four_commands_at_once_share_one_server(tmp_path):
         for command in commands:
             if command.poll() is None:
                 command.kill()
-        assert stop_shared_server(home) == bool(state)
+        stop = subprocess.run([sys.executable, "-m", "tamer.cli", "stop-server", "--json"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert json.loads(stop.stdout) == {"stopped": bool(state)}, stop.stderr[-2000:]
+        if state:
+            assert not healthy(state["url"])
+        assert stop_shared_server(home) is False, "nothing left to stop"

@@ -39,5 +39,6 @@ for command in (data.synth, data.ingest, data.caption, inspection.stats,
                 tables.migrate, tables.verify, tables.maintain):
     app.command()(with_global_options(command, runs_flows=command in RUNS_FLOWS))
 app.command("eval")(with_global_options(evaluation.evaluate, runs_flows=True))
+app.command("stop-server")(with_global_options(pipeline.stop_server))
 models.models_app.command("check")(with_global_options(models.check))
 app.add_typer(models.models_app, name="models")

@@ -66,3 +66,17 @@ def serve(
         fail(str(exc), 2)
     err.print(f"serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
     prefect_serve(*deployments)
+
+
+def stop_server(as_json: JsonFlag = False) -> None:
+    """Stop the local Prefect server that commands started and share (see `tamer run`); the
+    next command that runs a flow starts a fresh one. A PREFECT_API_URL server is not touched."""
+    from prefect.settings import get_current_settings
+
+    from flows.server import stop_shared_server
+
+    stopped = stop_shared_server(Path(get_current_settings().home))
+    if as_json:
+        print_json({"stopped": stopped})
+        return
+    console.print("stopped the shared local Prefect server" if stopped else "no shared local Prefect server runs")
