@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import json
 import logging
@@ -287,7 +288,7 @@ def search_service(url: str, store: ShardStore, *, text: str | None = None,
                         use_violence_detector=False)
     embedding = None if vector is None else [float(x) for x in vector]
     found = client.query(text=text, image=image, embedding_input=embedding)
-    paths = _index_metadata(_require_index(store)["index_path"])["image_path"]
+    paths = _index_metadata(**_metadata_key(_require_index(store)))["image_path"]
     return [Hit(rank, float(r["similarity"]), r["image_id"], r.get("subject"),
                 str(paths.iloc[r["id"]]), r.get("caption") or "")
             for rank, r in enumerate(found)]
@@ -309,10 +310,10 @@ def search_direct(store: ShardStore, vector: np.ndarray, k: int = 10,
     """The same query straight on the faiss index file, for when no service runs."""
     import faiss
 
-    index_path = _require_index(store)["index_path"]
-    index = faiss.read_index(os.path.join(index_path, f"{modality}.index"))
+    record = _require_index(store)
+    index = faiss.read_index(os.path.join(record["index_path"], f"{modality}.index"))
     scores, rows = index.search(np.asarray(vector, np.float32).reshape(1, -1), k)
-    metadata = _index_metadata(index_path)
+    metadata = _index_metadata(**_metadata_key(record))
     return [Hit(rank, float(score), *_row(metadata, int(row)))
             for rank, (score, row) in enumerate(zip(scores[0], rows[0])) if row >= 0]
 
@@ -323,8 +324,17 @@ def _row(metadata: pd.DataFrame, row: int) -> tuple:
     return record["image_id"], subject, record["image_path"], record["caption"] or ""
 
 
-def _index_metadata(index_path: str) -> pd.DataFrame:
-    """Row-aligned metadata, in the order clip-retrieval reads it (sorted file names)."""
+def _metadata_key(record: dict) -> dict:
+    return {"index_path": record["index_path"], "built_at": record["built_at"]}
+
+
+@functools.lru_cache(maxsize=4)
+def _index_metadata(index_path: str, built_at: dt.datetime) -> pd.DataFrame:
+    """Row-aligned metadata, in the order clip-retrieval reads it (sorted file names).
+
+    Read once per built index, not once per query (a client making many queries would
+    otherwise re-read every row each time); `built_at` tells a rebuilt index apart. Shared
+    between callers: read it, never modify it."""
     files = sorted(Path(index_path, "metadata").glob("*.parquet"))
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
