@@ -174,10 +174,22 @@ def build_index(store: ShardStore, profile_name: str,
     return {**record, "skipped": False}
 
 
+# store URI -> (its `indexes` manifest's last shard (name, sha256), that table's last row)
+_LATEST_INDEX: dict[str, tuple[tuple[str, str] | None, dict | None]] = {}
+
+
 def latest_index(store: ShardStore) -> dict | None:
-    """The most recently built index, as recorded in the `indexes` table."""
-    rows = store.read("indexes").to_pylist()
-    return rows[-1] if rows else None
+    """The most recently built index, as recorded in the `indexes` table.
+
+    The table is read again only when its manifest names a new last shard (committed shards
+    are never rewritten), so a client making many queries reads the manifest, not the table."""
+    shards = store.shards("indexes")
+    key = (shards[-1].name, shards[-1].sha256) if shards else None
+    cached = _LATEST_INDEX.get(store.location.uri)
+    if cached is None or cached[0] != key:
+        rows = store.read("indexes").to_pylist()
+        cached = _LATEST_INDEX[store.location.uri] = (key, rows[-1] if rows else None)
+    return dict(cached[1]) if cached[1] is not None else None
 
 
 def _require_index(store: ShardStore) -> dict:
