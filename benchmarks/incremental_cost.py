@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,10 @@ def tamer_run(data: Path, root: Path, config: Path) -> tuple[float, dict]:
     """`tamer run --json` in its own process: (wall seconds, its summary)."""
     command = [sys.executable, "-m", "tamer.cli", "--root", str(root), "--config", str(config),
                "run", "--data", str(data), "--json"]
-    seconds, done = timed(lambda: subprocess.run(command, capture_output=True, text=True))
+    # Each run starts its own temporary Prefect server, as a user's would; on busy cores it can
+    # take longer than Prefect's 20 s default to answer.
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **os.environ}
+    seconds, done = timed(lambda: subprocess.run(command, capture_output=True, text=True, env=env))
     if done.returncode != 0:
         raise RuntimeError(f"tamer run exited {done.returncode}:\n{done.stderr[-3000:]}")
     return seconds, json.loads(done.stdout)
