@@ -87,15 +87,50 @@ def _gpu(r: dict) -> tuple[str, str]:
     return "; ".join(parts), "reported"
 
 
+def _embed(r: dict) -> tuple[str, str]:
+    ips = r["images_per_s"]
+    return (f"CLIP {r['clip']}, {r['images']} images, images/s: pipeline steady "
+            f"{spread(ips['pipeline_steady'])}, end to end {spread(ips['pipeline_end_to_end'])}, "
+            f"ceiling {spread(ips['ceiling_model_only'])}; steady / ceiling "
+            f"{ratio(r['steady_vs_ceiling'])}", r["target"])
+
+
+def _embed_peer(r: dict) -> tuple[str, str]:
+    ips = r["images_per_s"]
+    return (f"{r['images']} images, whole commands, images/s: `tamer embed` "
+            f"{spread(ips['tamer_embed'])}, `clip-retrieval inference` "
+            f"{spread(ips['clip_inference'])} (+ index {spread(ips['clip_inference_and_index'])});"
+            f" ratio {ratio(r['tamer_vs_clip_inference'])}, with index "
+            f"{ratio(r['tamer_vs_clip_inference_and_index'])}", r["target"])
+
+
+def _train(r: dict) -> tuple[str, str]:
+    parts = [f"{device} ({f['mixed_precision']}): Ray {spread(f['samples_per_s']['ray'])} vs bare "
+             f"{spread(f['samples_per_s']['bare'])} samples/s, ratio {ratio(f['ray_vs_bare'])}"
+             for device, f in r["figures"].items()]
+    return "; ".join(parts), ">= 0.85"
+
+
+def _customization(r: dict) -> tuple[str, str]:
+    s = r["seconds"]
+    return (f"seconds per object: ours {spread(s['ours'])}, TI {spread(s['textual_inversion'])}, "
+            f"LoRA {spread(s['dreambooth_lora'])}; TI / ours {ratio(r['ti_over_ours'])}",
+            ">= 1000x vs TI")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
-    "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu}
+    "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
+    "embed_throughput": _embed, "embed_peer": _embed_peer, "train_throughput": _train,
+    "customization_cost": _customization}
 
 
 def row(path: Path, root: Path) -> str:
     result = json.loads(path.read_text())
     name = result.get("benchmark", path.stem)
-    formatter = FORMATTERS.get(name) or FORMATTERS.get(name.rsplit("_", 1)[0])
+    # variants (ingest_throughput_128px, embed_throughput_vit-b-32) share their script's formatter
+    known = [key for key in FORMATTERS if name == key or name.startswith(f"{key}_")]
+    formatter = FORMATTERS[max(known, key=len)] if known else None
     try:
         figure, target = formatter(result) if formatter else ("(no formatter: see the file)", "")
     except (KeyError, TypeError, ValueError) as exc:  # an older or partial file: say so
