@@ -6,8 +6,9 @@
 Builds SD 1.5's UNet, VAE and text encoder and a ViT-L/14 CLIP from their published configs
 (`benchmarks/sd15_shapes.py`) with random weights, in Hugging Face format, behind two local
 profiles (float32 weights + bf16 autocast for training ours; bf16 weights for the rest), then
-measures at 512 px, each figure the median [min, max] of `--repeats` interleaved rounds after
-a warm-up round (benchmarks/common.py):
+measures at 512 px, each figure the median [min, max] of `--repeats` interleaved rounds
+(benchmarks/common.py) after a warm-up round, or, for training runs, with each run's own
+first steps left out:
 - train: ours' training step, Ray Train (1 worker, the project's loop) vs the bare loop on the
   same batches: samples/s and the ratio;
 - baselines: Textual Inversion's and DreamBooth-LoRA's steps/s (the project's recipes);
@@ -121,7 +122,8 @@ def train_section(profile: Path, store, device: str, args) -> dict:
     runs = iter(range(10**6))
     samples = interleaved({
         "ray_train": lambda: ray_path(config, datasets, f"gpu-check-{next(runs)}")["samples_per_s"],
-        "bare_loop": lambda: bare_loop(config, datasets, device)}, args.repeats)
+        "bare_loop": lambda: bare_loop(config, datasets, device)},
+        args.repeats, warmup=0)  # each run leaves its own first steps out (WARMUP_STEPS)
     print_summaries(samples, "samples/s")
     print_paired("ray_train / bare_loop", paired(samples["ray_train"], samples["bare_loop"]))
     return {"batch_size": args.batch_size, "steps": args.steps,
@@ -147,7 +149,7 @@ def baselines_section(profile: Path, subject, work: Path, args) -> dict:
 
     per_s = interleaved({"textual_inversion": steps_per_s(TextualInversion, TextualInversionConfig),
                          "dreambooth_lora": steps_per_s(DreamBoothLora, DreamBoothLoraConfig)},
-                        args.repeats)
+                        args.repeats, warmup=0)  # set-up and first step cancel by differencing
     print_summaries(per_s, "steps/s")
     return {"measured_steps": args.steps, "batch_size": {
         "textual_inversion": TextualInversionConfig().batch_size,
