@@ -108,7 +108,8 @@ def main() -> None:
             progress=lambda done, _: marks.append((time.perf_counter(), done))))
         assert report.images == len(images), report
         (first_t, first_n), (last_t, last_n) = marks[0], marks[-1]
-        steady.append((last_n - first_n) / (last_t - first_t) if last_t > first_t else 0.0)
+        if last_t > first_t:  # else one progress mark only: no steady state to speak of
+            steady.append((last_n - first_n) / (last_t - first_t))
         first_batch.append(first_t - started)
         return seconds
 
@@ -118,12 +119,16 @@ def main() -> None:
                                             for i in range(0, len(images), args.batch)]),
         "pipeline_end_to_end": pipeline}, repeats=args.repeats)
     ray.shutdown()
-    del steady[0], first_batch[0]  # the warm-up round's
+    del first_batch[0]  # the warm-up round's
+    steady = steady[1:] if len(steady) == args.repeats + 1 else []  # all rounds had one, or none
 
     n = len(images)
     per_s = {name: rates(values, n) for name, values in seconds.items()}
     # each actor runs the model at most as fast as one copy here: the ceiling scales by actors
     per_s["ceiling_model_only"] = [settings.actors * r for r in per_s["ceiling_model_only"]]
+    if not steady:
+        raise SystemExit("the pipeline reported progress once per run: give it more images "
+                         "(--images) than one batch per actor, to see a steady state")
     per_s["pipeline_steady"] = steady
     print(f"{n} images, CLIP {args.clip}, {settings.actors} actors x {settings.torch_threads} "
           f"threads, images/s over {args.repeats} interleaved rounds:")
