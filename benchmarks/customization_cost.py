@@ -14,6 +14,7 @@ round. Prints the ratios; writes benchmarks/results/customization_cost.json.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +30,9 @@ from tasks.eval_methods import DreamBoothLora, Ours, Sampling, TextualInversion
 from tasks.eval_subjects import Subject, load_subjects
 from storage.shards import ShardStore
 
-DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
+# TAMER_DREAMBENCH: where a checkout does not sit beside ../shared (a git worktree), as in tests
+DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
+                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench")
 
 
 def prepare_seconds(method, subject: Subject) -> tuple[float, int]:
