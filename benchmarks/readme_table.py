@@ -104,6 +104,15 @@ def _embed_peer(r: dict) -> tuple[str, str]:
             f"{ratio(r['tamer_vs_clip_inference_and_index'])}", r["target"])
 
 
+def _ingest_peer(r: dict) -> tuple[str, str]:
+    ips, h = r["images_per_s"], r["hostile"]
+    return (f"{r['images']} images at {r['size']} px, whole commands, images/s: `tamer ingest` "
+            f"{spread(ips['tamer_ingest'])}, Ray Data read/write {spread(ips['ray_data'])}; ratio "
+            f"{ratio(r['tamer_vs_ray_data'])}; hostile folder ({h['entries']} entries): tamer "
+            f"exit {h['tamer']['exit']}, {h['tamer'].get('quarantined')} quarantined; Ray Data "
+            f"exit {h['ray_data']['exit']}", r["target"])
+
+
 def _train(r: dict) -> tuple[str, str]:
     parts = [f"{device} ({f['mixed_precision']}): Ray {spread(f['samples_per_s']['ray'])} vs bare "
              f"{spread(f['samples_per_s']['bare'])} samples/s, ratio {ratio(f['ray_vs_bare'])}"
@@ -121,7 +130,8 @@ def _customization(r: dict) -> tuple[str, str]:
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
-    "embed_throughput": _embed, "embed_peer": _embed_peer, "train_throughput": _train,
+    "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
+    "train_throughput": _train,
     "customization_cost": _customization}
 
 
