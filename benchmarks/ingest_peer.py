@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from benchmarks.common import (interleaved, paired, print_paired,  # noqa: E402
                                print_summaries, rates, summary, synth_workdir, timed,
@@ -57,10 +58,13 @@ def checked(command: list[str]) -> subprocess.CompletedProcess:
 def hostile_outcomes(work: Path, tamer: list[str], ray_data: list[str], cpus: int,
                      timeout_s: float = 300) -> dict:
     """Both sides once on the hostile folder: tamer's counts, Ray Data's exit and last words."""
+    import importlib.util
     import json
 
-    from tests import hostile
-
+    # by path: an installed package named `tests` can shadow this repository's folder
+    spec = importlib.util.spec_from_file_location("hostile", REPO / "tests" / "hostile.py")
+    hostile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hostile)
     expected = hostile.build(work / "hostile")
     src = str(work / "hostile" / "src")
     config = work / "hostile.yaml"
