@@ -1,13 +1,22 @@
-"""Shared bits of the benchmark scripts: timing, the machine's description, JSON results."""
+"""Shared bits of the benchmark scripts: timing, interleaved repetitions and their summary,
+the machine's description, JSON results.
+
+Every figure is the median of interleaved repetitions (A, B, A, B, ...) after an untimed
+warm-up round, printed with min and max, and every comparison carries a paired bootstrap
+interval: on shared cores a single run, or A's runs all taken before B's, measures the
+neighbours' load as much as the code.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import random
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,75 @@ def timed(function: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     value = function()
     return time.perf_counter() - start, value
+
+
+def clocked(function: Callable[[], Any]) -> Callable[[], float]:
+    """A contender for `interleaved` that is timed as a whole call."""
+    return lambda: timed(function)[0]
+
+
+def interleaved(contenders: Mapping[str, Callable[[], float]], repeats: int = 5,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Run every contender `warmup` rounds untimed, then `repeats` rounds A, B, A, B, ...
+
+    A contender returns its own measured value (seconds, usually through `clocked`), so it can
+    leave its set-up (a fresh output folder, say) out of the figure."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        for run in contenders.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            samples[name].append(float(run()))
+    return samples
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median, min and max of repeated measurements (the values kept for the JSON)."""
+    if not values:
+        raise ValueError("no measurements to summarize")
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values), "values": list(values)}
+
+
+def paired(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0,
+           level: float = 0.95) -> dict[str, Any]:
+    """A vs B over paired rounds: the median of the per-round ratios a/b and a bootstrap
+    interval of the mean per-round difference a - b (rounds resampled, pairs kept)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired needs two equal, non-empty series, got {len(a)} and {len(b)}")
+    differences = [x - y for x, y in zip(a, b)]
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(differences, k=len(differences)))
+                   for _ in range(resamples))
+    tail = (1 - level) / 2
+    return {"ratio_median": statistics.median(x / y for x, y in zip(a, b)),
+            "difference_mean": statistics.fmean(differences),
+            "difference_interval": [means[int(tail * (resamples - 1))],
+                                    means[int((1 - tail) * (resamples - 1))]],
+            "level": level}
+
+
+def rates(seconds: list[float], items: int) -> list[float]:
+    """Items per second of each repetition."""
+    return [items / s for s in seconds]
+
+
+def print_summaries(figures: Mapping[str, list[float]], unit: str) -> None:
+    """One line per figure: median [min, max] over n repetitions."""
+    for name, values in figures.items():
+        s = summary(values)
+        print(f"  {name:36s} {s['median']:12.4g} {unit}  [min {s['min']:.4g}, max {s['max']:.4g},"
+              f" n={s['n']}]")
+
+
+def print_paired(name: str, comparison: dict[str, Any]) -> None:
+    low, high = comparison["difference_interval"]
+    print(f"  {name:36s} ratio {comparison['ratio_median']:.3f} (median of rounds); "
+          f"difference {comparison['difference_mean']:.4g} "
+          f"[{low:.4g}, {high:.4g}] {comparison['level']:.0%} bootstrap")
 
 
 def synth_workdir(name: str, images: int, size: int, workers: int = 1) -> Path:
@@ -39,9 +117,11 @@ def machine() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def write_result(name: str, result: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, result: dict[str, Any], results: Path | None = None) -> Path:
+    """`<results>/<name>.json` (default `benchmarks/results/`), with the machine and date."""
+    folder = Path(results or os.environ.get("TAMER_BENCH_RESULTS") or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     payload = {"benchmark": name, "machine": machine(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}
     path.write_text(json.dumps(payload, indent=2, default=str))

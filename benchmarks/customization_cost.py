@@ -3,8 +3,9 @@ default step count vs DreamBooth-LoRA at its default, same profile, same machine
 
 Seconds exclude loading the models (a fixed cost every method pays once per process) and include
 writing the per-object artifact. With `--measure-steps N` the baselines train N steps and their
-time is extrapolated linearly to the full step count (set-up measured separately); both figures
-are in the JSON. Prints the ratios; writes benchmarks/results/customization_cost.json.
+time is extrapolated linearly to the full step count (set-up measured separately). Each figure:
+median [min, max] of `--repeats` interleaved rounds (ours, TI, LoRA, ours, ...) after a warm-up
+round. Prints the ratios; writes benchmarks/results/customization_cost.json.
 
     .venv/bin/python -m benchmarks.customization_cost [--data DIR] [--subject NAME]
         [--pipeline DIR] [--measure-steps N] [--repeats N]
@@ -13,14 +14,14 @@ are in the JSON. Prints the ratios; writes benchmarks/results/customization_cost
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import interleaved, paired, print_paired, print_summaries, summary, write_result
 from model.dreambooth_lora import DreamBoothLoraConfig
 from model.profiles import load_profile
 from model.tamer_model import TamerModel, TamerModelConfig
@@ -29,7 +30,9 @@ from tasks.eval_methods import DreamBoothLora, Ours, Sampling, TextualInversion
 from tasks.eval_subjects import Subject, load_subjects
 from storage.shards import ShardStore
 
-DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
+# TAMER_DREAMBENCH: where a checkout does not sit beside ../shared (a git worktree), as in tests
+DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
+                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench")
 
 
 def prepare_seconds(method, subject: Subject) -> tuple[float, int]:
@@ -61,7 +64,7 @@ def main() -> None:
     parser.add_argument("--pipeline", default=None, help="TamerPipeline dir; default: untrained")
     parser.add_argument("--measure-steps", type=int, default=None,
                         help="train the baselines this many steps and extrapolate")
-    parser.add_argument("--repeats", type=int, default=20, help="encoder passes timed for ours")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
 
     profile = load_profile(args.profile)
@@ -75,27 +78,44 @@ def main() -> None:
     sampling = Sampling(50, 7.5, 3.0, "ddim")
 
     ours = Ours(pipeline, sampling, work, profile.device)
-    prepare_seconds(ours, subject)  # warm-up: first-call allocations
-    timings = [prepare_seconds(ours, subject) for _ in range(args.repeats)]
-    ours_result = {"seconds": statistics.median(t for t, _ in timings), "bytes": timings[0][1],
-                   "repeats": args.repeats}
-    ti = baseline_cost(lambda c: TextualInversion(profile, sampling, work, c), TextualInversionConfig,
-                       subject, args.measure_steps)
-    lora = baseline_cost(lambda c: DreamBoothLora(profile, sampling, work, c), DreamBoothLoraConfig,
-                         subject, args.measure_steps)
-    result = {"profile": args.profile, "subject": subject.name, "images": len(subject.images),
-              "torch_threads": torch.get_num_threads(), "ours": ours_result,
-              "textual_inversion": ti, "dreambooth_lora": lora,
-              "ratio_seconds_ti_over_ours": ti["seconds"] / ours_result["seconds"],
-              "ratio_seconds_lora_over_ours": lora["seconds"] / ours_result["seconds"],
-              "target_met": ti["seconds"] / ours_result["seconds"] >= 1000}
-    for name, entry in (("ours", ours_result), ("textual_inversion", ti), ("dreambooth_lora", lora)):
-        how = f" (extrapolated from {entry['measured_steps']} steps)" if entry.get("extrapolated") else ""
-        print(f"{name:18s} {entry['seconds']:10.3f} s{how}  {entry['bytes']:>9d} bytes per object")
-    print(f"Textual Inversion / ours: {result['ratio_seconds_ti_over_ours']:,.0f}x seconds "
-          f"(target >= 1000x: {'met' if result['target_met'] else 'NOT met'})")
-    print(f"DreamBooth-LoRA / ours:   {result['ratio_seconds_lora_over_ours']:,.0f}x seconds")
-    write_result("customization_cost", result)
+    bytes_stored: dict[str, int] = {}
+
+    def ours_seconds() -> float:
+        seconds, bytes_stored["ours"] = prepare_seconds(ours, subject)
+        return seconds
+
+    def baseline(name: str, make, config_cls):
+        def run() -> float:
+            cost = baseline_cost(make, config_cls, subject, args.measure_steps)
+            bytes_stored[name] = cost["bytes"]
+            return cost["seconds"]
+        return run
+
+    seconds = interleaved({
+        "ours": ours_seconds,
+        "textual_inversion": baseline("textual_inversion", lambda c: TextualInversion(
+            profile, sampling, work, c), TextualInversionConfig),
+        "dreambooth_lora": baseline("dreambooth_lora", lambda c: DreamBoothLora(
+            profile, sampling, work, c), DreamBoothLoraConfig)}, repeats=args.repeats)
+    ti_ratio = paired(seconds["textual_inversion"], seconds["ours"])
+    lora_ratio = paired(seconds["dreambooth_lora"], seconds["ours"])
+    how = f", baselines extrapolated from {args.measure_steps} steps" if args.measure_steps else ""
+    print(f"seconds to customize one object over {args.repeats} interleaved rounds{how}:")
+    print_summaries(seconds, "s")
+    print(f"bytes per object: {bytes_stored}")
+    print_paired("Textual Inversion / ours", ti_ratio)
+    print_paired("DreamBooth-LoRA / ours", lora_ratio)
+    met = ti_ratio["ratio_median"] >= 1000
+    print(f"target >= 1000x vs Textual Inversion: {'met' if met else 'NOT met'}")
+    write_result("customization_cost", {
+        "profile": args.profile, "subject": subject.name, "images": len(subject.images),
+        "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
+        "steps": {"textual_inversion": TextualInversionConfig().steps,
+                  "dreambooth_lora": DreamBoothLoraConfig().steps},
+        "measured_steps": args.measure_steps,
+        "seconds": {name: summary(values) for name, values in seconds.items()},
+        "bytes": bytes_stored, "ti_over_ours": ti_ratio, "lora_over_ours": lora_ratio,
+        "target_met": met})
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """Embedding throughput of the pipeline vs the model-only ceiling (issue 4). Prints, writes JSON.
 
-    python benchmarks/embed_throughput.py [--images 8000] [--size 64] [--batch 64]
+    python benchmarks/embed_throughput.py [--images 8000] [--size 64] [--batch 64] [--repeats 5]
     python benchmarks/embed_throughput.py --clip vit-b-32 --images 1000 --size 256 --batch 32
 
 (a) ceiling: the clip role's `embed_pixels` on pre-processed tensors already in memory, with
     the torch threads of one pipeline actor (`embed.torch_threads`), times `--actors`;
 (b) tamer embed on Ray Data: read shards in tasks; decode + CLIPProcessor + model in an actor
-    pool (`embed.actors`, 1 CPU each); shards committed by the driver; Ray already started, as
-    in a running service. Reported end to end and in steady state (first batch to last: actor
+    pool (`embed.actors`, 1 CPU each); shards committed by the driver, into a fresh root each
+    round; Ray already started, as in a running service. Reported end to end and in steady state (first batch to last: actor
     start-up and model load excluded, as they are paid once per run, not per image).
 Also printed: preprocessing alone, which the pipeline must do and the ceiling does not.
-Target: (b) steady state / (a) >= 0.7.
+Each figure: median [min, max] of `--repeats` interleaved rounds (a, preprocessing, b, ...)
+after a warm-up round. Target: (b) steady state / (a) >= 0.7.
 
 `--clip tiny` (default) is the tiny profile's CLIP at 32 px, whose forward pass costs about as
 much as decoding a PNG, so no pipeline that must decode can come near its model-only ceiling on
@@ -22,14 +23,16 @@ depend on weight values) behind a profile that points at its local folder.
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import synth_workdir, timed, write_result  # noqa: E402
+from benchmarks.common import (clocked, interleaved, paired, print_paired,  # noqa: E402
+                               print_summaries, rates, summary, synth_workdir, timed,
+                               write_result)
 
 
 def vit_b_32_profile(folder: Path) -> Path:
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--clip", choices=["tiny", "vit-b-32"], default="tiny")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     import ray
@@ -80,50 +84,72 @@ def main() -> None:
     ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
     settings = EmbedSettings(executor="ray", batch_size=args.batch, actors=args.actors)
 
-    # (a) the ceiling: model only, on tensors prepared beforehand
+    # (a) the ceiling: model only, on tensors prepared beforehand, one actor's threads
     torch.set_num_threads(settings.torch_threads)
     embedder = ClipEmbedder.from_profile(load_profile(profile))
-    images = store.read("images", ["image"])["image"].to_pylist()
+    table = store.read("images")
+    images = table.column("image").to_pylist()
     pixels = [embedder.preprocess(images[i:i + args.batch])
               for i in range(0, len(images), args.batch)]
-    embedder.embed_pixels(pixels[0])  # warm-up
-    model_s, _ = timed(lambda: [embedder.embed_pixels(batch) for batch in pixels])
-    preprocess_s, _ = timed(lambda: [embedder.preprocess(images[i:i + args.batch])
-                                     for i in range(0, len(images), args.batch)])
-    torch.set_num_threads(os.cpu_count() or 1)
 
-    # (b) the pipeline
+    # (b) the pipeline, into a fresh root each round (the images copied untimed)
     ensure_ray(RaySettings(num_cpus=args.cpus))
-    marks: list[tuple[float, int]] = []
-    started = time.perf_counter()
-    pipeline_s, report = timed(lambda: embed_dataset(
-        store, profile, settings, progress=lambda done, _: marks.append((time.perf_counter(),
-                                                                          done))))
-    rerun_s, rerun = timed(lambda: embed_dataset(store, profile, settings))
-    ray.shutdown()
+    steady: list[float] = []
+    first_batch: list[float] = []
+    rounds = iter(range(10**6))
 
-    n = report.images
-    (first_t, first_n), (last_t, last_n) = marks[0], marks[-1]
-    steady = (last_n - first_n) / (last_t - first_t)
-    ceiling = settings.actors * n / model_s  # each actor runs the model at most this fast
+    def pipeline() -> float:
+        fresh = ShardStore(str(work / f"round{next(rounds)}"))
+        fresh.write("images", table)
+        marks: list[tuple[float, int]] = []
+        started = time.perf_counter()
+        seconds, report = timed(lambda: embed_dataset(
+            fresh, profile, settings,
+            progress=lambda done, _: marks.append((time.perf_counter(), done))))
+        assert report.images == len(images), report
+        (first_t, first_n), (last_t, last_n) = marks[0], marks[-1]
+        if last_t > first_t:  # else one progress mark only: no steady state to speak of
+            steady.append((last_n - first_n) / (last_t - first_t))
+        first_batch.append(first_t - started)
+        return seconds
+
+    seconds = interleaved({
+        "ceiling_model_only": clocked(lambda: [embedder.embed_pixels(b) for b in pixels]),
+        "preprocess_only": clocked(lambda: [embedder.preprocess(images[i:i + args.batch])
+                                            for i in range(0, len(images), args.batch)]),
+        "pipeline_end_to_end": pipeline}, repeats=args.repeats)
+    ray.shutdown()
+    del first_batch[0]  # the warm-up round's
+    steady = steady[1:] if len(steady) == args.repeats + 1 else []  # all rounds had one, or none
+
+    n = len(images)
+    per_s = {name: rates(values, n) for name, values in seconds.items()}
+    # each actor runs the model at most as fast as one copy here: the ceiling scales by actors
+    per_s["ceiling_model_only"] = [settings.actors * r for r in per_s["ceiling_model_only"]]
+    if not steady:
+        raise SystemExit("the pipeline reported progress once per run: give it more images "
+                         "(--images) than one batch per actor, to see a steady state")
+    per_s["pipeline_steady"] = steady
+    print(f"{n} images, CLIP {args.clip}, {settings.actors} actors x {settings.torch_threads} "
+          f"threads, images/s over {args.repeats} interleaved rounds:")
+    print_summaries(per_s, "images/s")
+    print_summaries({"seconds_to_first_batch": first_batch}, "s")
+    steady_vs = paired(per_s["pipeline_steady"], per_s["ceiling_model_only"])
+    end_to_end_vs = paired(per_s["pipeline_end_to_end"], per_s["ceiling_model_only"])
+    print_paired("steady / ceiling", steady_vs)
+    print_paired("end to end / ceiling", end_to_end_vs)
     result = {
-        "clip": args.clip, "images": n, "size": args.size, "batch_size": args.batch, "ray_cpus": args.cpus,
-        "actors": settings.actors, "torch_threads_per_actor": settings.torch_threads,
-        "ceiling_model_only_images_per_s": ceiling,
-        "preprocess_only_images_per_s": n / preprocess_s,
-        "pipeline_end_to_end_images_per_s": n / pipeline_s,
-        "pipeline_steady_images_per_s": steady,
-        "ratio_steady_vs_ceiling": steady / ceiling,
-        "ratio_end_to_end_vs_ceiling": (n / pipeline_s) / ceiling,
-        "seconds_to_first_batch": first_t - started,
-        "rerun_seconds": rerun_s, "rerun_added": rerun.images,
+        "clip": args.clip, "images": n, "size": args.size, "batch_size": args.batch,
+        "ray_cpus": args.cpus, "actors": settings.actors, "repeats": args.repeats,
+        "torch_threads_per_actor": settings.torch_threads,
+        "images_per_s": {name: summary(values) for name, values in per_s.items()},
+        "seconds_to_first_batch": summary(first_batch),
+        "steady_vs_ceiling": steady_vs, "end_to_end_vs_ceiling": end_to_end_vs,
         "target": ">= 0.7 of the model-only ceiling (steady state)",
     }
-    for key, value in result.items():
-        print(f"{key:40s} {value:.3f}" if isinstance(value, float) else f"{key:40s} {value}")
     write_result("embed_throughput" + ("" if args.clip == "tiny" else f"_{args.clip}")
                  + (f"_{args.actors}actors" if args.actors > 1 else ""), result)
-    os.system(f"rm -rf {work}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,30 @@
-"""kNN query latency at 100,000 vectors: served (clip-retrieval back + ClipClient) and direct
-(faiss). Prints p50/p99, writes JSON (issue 4).
+"""kNN query latency at 100,000 vectors: what `tamer search` does against the served index,
+clip-retrieval's `back` alone, and faiss direct. Prints p50s, writes JSON (issue 4).
 
-    python benchmarks/knn_latency.py [--vectors 100000] [--queries 300] [--k 10]
+    python benchmarks/knn_latency.py [--vectors 100000] [--queries 100] [--k 10] [--repeats 5]
 
 The vectors are synthetic (clustered, unit length, the tiny clip role's dimension) and go
 through the real path: `embeddings` + `images` shards -> clip-retrieval export -> autofaiss
-index (`tamer index`) -> `tamer serve-index` on 127.0.0.1 -> ClipClient with
-`embedding_input` (index search, reconstruction and metadata; no model in the loop). Text
-queries through the service (the model in the loop) are timed too. Direct: faiss
-`index.search` on the same index file, one query at a time.
+index (`tamer index`) -> `tamer serve-index` on 127.0.0.1. Contenders, one round each = the
+same `--queries` queries, rounds interleaved after a warm-up round:
+- search_embedding: `tasks.index.search_service` with a vector, the call `tamer search` makes
+  (ClipClient + the index record + paths from the index's metadata);
+- search_text: the same with text (the service's CLIP in the loop);
+- back_alone: clip-retrieval's ClipClient on the same service and vectors, nothing of ours;
+- direct_faiss: faiss `index.search` on the same index file, one query at a time;
+- cli_text: `tamer search --text ... --json` as a whole process (`--cli-queries` per round):
+  what a user waits for, start-up included.
+A round's figure is its median latency; printed: the median [min, max] over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from benchmarks.common import timed, write_result  # noqa: E402
+from benchmarks.common import (interleaved, paired, print_summaries, summary,  # noqa: E402
+                               timed, write_result)
 
 
 def synthetic_store(root: Path, count: int, dim: int, model: str, image_hash: str):
@@ -56,20 +66,17 @@ def synthetic_store(root: Path, count: int, dim: int, model: str, image_hash: st
     return store, vectors
 
 
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean())}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=100, help="per round and contender")
+    parser.add_argument("--cli-queries", type=int, default=3, help="per round, whole processes")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     import faiss
+    from clip_retrieval.clip_client import ClipClient, Modality
 
     from model.embedding import ClipEmbedder, model_id
     from model.profiles import load_profile
@@ -80,47 +87,64 @@ def main() -> None:
     dim = ClipEmbedder.from_profile(profile).dim
     model = model_id(profile)
     work = Path(tempfile.mkdtemp(prefix="tamer-bench-knn-"))
-    store, vectors = synthetic_store(work / "root", args.vectors, dim, model, config_hash(model))
+    root = str(work / "root")
+    store, vectors = synthetic_store(Path(root), args.vectors, dim, model, config_hash(model))
     build_s, record = timed(lambda: knn.build_index(store, "tiny"))
     index = faiss.read_index(os.path.join(record["index_path"], "image.index"))
     queries = vectors[np.random.default_rng(1).integers(len(vectors), size=args.queries)]
-
-    direct = []
-    for query in queries:
-        start = time.perf_counter()
-        index.search(query.reshape(1, -1), args.k)
-        direct.append(time.perf_counter() - start)
     recall = np.mean([knn.search_direct(store, q, k=1)[0].score > 0.999 for q in queries[:50]])
+    cli = [sys.executable, "-m", "tamer.cli", "--root", root, "search", "--k", str(args.k),
+           "--json"]
 
-    served, texts = [], []
-    with knn.served(str(work / "root"), timeout_s=300) as url:
-        knn.search_service(url, store, vector=queries[0], k=args.k)  # warm-up
-        for query in queries:
+    def each(query_fn, items) -> float:
+        """The median latency (s) of one round of queries."""
+        latencies = []
+        for item in items:
             start = time.perf_counter()
-            knn.search_service(url, store, vector=query, k=args.k)
-            served.append(time.perf_counter() - start)
-        for i in range(min(100, args.queries)):
-            start = time.perf_counter()
-            knn.search_service(url, store, text=f"a photo of thing {i}", k=args.k)
-            texts.append(time.perf_counter() - start)
+            query_fn(item)
+            latencies.append(time.perf_counter() - start)
+        return float(np.median(latencies))
 
+    with knn.served(root, timeout_s=300) as url:
+        client = ClipClient(f"{url}/knn-service", knn.INDICE_NAME, modality=Modality.IMAGE,
+                            num_images=args.k, deduplicate=False, use_safety_model=False,
+                            use_violence_detector=False)
+        texts = [f"a photo of thing {i}" for i in range(args.queries)]
+
+        def cli_search(text: str) -> None:
+            done = subprocess.run([*cli, "--url", url, "--text", text], check=True,
+                                  capture_output=True, text=True)
+            assert json.loads(done.stdout)["via"] == "service", done.stdout
+
+        seconds = interleaved({
+            "search_embedding": lambda: each(
+                lambda q: knn.search_service(url, store, vector=q, k=args.k), queries),
+            "search_text": lambda: each(
+                lambda t: knn.search_service(url, store, text=t, k=args.k), texts),
+            "back_alone": lambda: each(
+                lambda q: client.query(embedding_input=[float(x) for x in q]), queries),
+            "direct_faiss": lambda: each(
+                lambda q: index.search(q.reshape(1, -1), args.k), queries),
+            "cli_text": lambda: each(cli_search, texts[:args.cli_queries]),
+        }, repeats=args.repeats)
+
+    ms = {name: [1000 * s for s in values] for name, values in seconds.items()}
+    print(f"{args.vectors:,} vectors (dim {dim}), k={args.k}, index built in {build_s:.1f} s; "
+          f"per-round median latency over {args.repeats} interleaved rounds:")
+    print_summaries(ms, "ms")
     result = {
-        "vectors": args.vectors, "dim": dim, "k": args.k, "queries": args.queries,
+        "vectors": args.vectors, "dim": dim, "k": args.k, "queries_per_round": args.queries,
+        "cli_queries_per_round": args.cli_queries, "repeats": args.repeats,
         "index_build_seconds": build_s, "index_key": _index_key(record["index_path"]),
         "self_recall_at_1": float(recall),
-        "direct_faiss": percentiles(direct),
-        "served_clip_client_embedding": percentiles(served),
-        "served_clip_client_text": percentiles(texts),
+        "p50_ms": {name: summary(values) for name, values in ms.items()},
+        "search_vs_back": paired(ms["search_embedding"], ms["back_alone"]),
     }
-    for key, value in result.items():
-        print(f"{key:32s} {value}")
     write_result("knn_latency", result)
-    os.system(f"rm -rf {work}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _index_key(index_path: str) -> str:
-    import json
-
     infos = Path(index_path, "image.json")
     return json.loads(infos.read_text()).get("index_key", "?") if infos.exists() else "?"
 

@@ -1,8 +1,10 @@
 """Training throughput: the Ray Train path (1 worker) vs a bare PyTorch loop, same model, data
 and batch size. Prints the ratio (target >= 0.85) and the data-loading share of step time;
-on a GPU also the CUDA path with mixed precision. Not a test.
+on a GPU also the CUDA path with mixed precision. Each figure: median [min, max] of
+`--repeats` interleaved rounds (Ray, bare, Ray, ...) after a warm-up round; the first
+`WARMUP_STEPS` steps of every run are left out too. Not a test.
 
-    .venv/bin/python -m benchmarks.train_throughput [--steps 60] [--batch-size 8]
+    .venv/bin/python -m benchmarks.train_throughput [--steps 60] [--batch-size 8] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import interleaved, paired, print_paired, print_summaries, summary, write_result
 from model.batching import JointBatchPolicy
 from model.optim import optimizer_step
 from storage.shards import ShardStore
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--objects", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     from tamer.synth import generate
@@ -94,16 +97,26 @@ def main() -> None:
             "train.use_gpu": device == "cuda", "train.mixed_precision": "bf16" if device == "cuda" else "no",
             "train.num_workers": 1, "train.cpus_per_worker": 1})
         datasets = build_datasets(store, build_plan(store), config.profile, config.train.data_cpus)
-        ray = ray_path(config, datasets, f"bench-{device}")
-        bare = bare_loop(config, datasets, device)
-        figures[device] = {"ray_samples_per_s": ray["samples_per_s"], "bare_samples_per_s": bare,
-                           "ratio": ray["samples_per_s"] / bare, "ray_data_share": ray["data_share"],
+        runs, shares = iter(range(10**6)), []
+
+        def ray_run() -> float:
+            measured = ray_path(config, datasets, f"bench-{device}-{next(runs)}")
+            shares.append(measured["data_share"])
+            return measured["samples_per_s"]
+
+        samples = interleaved({"ray": ray_run, "bare": lambda: bare_loop(config, datasets, device)},
+                              repeats=args.repeats)
+        del shares[0]  # the warm-up round's
+        print(f"{device} ({config.train.mixed_precision}), samples/s over {args.repeats} rounds:")
+        print_summaries({**samples, "ray_data_share": shares}, "")
+        figures[device] = {"samples_per_s": {k: summary(v) for k, v in samples.items()},
+                           "ray_vs_bare": paired(samples["ray"], samples["bare"]),
+                           "ray_data_share": summary(shares),
                            "mixed_precision": config.train.mixed_precision}
-        print(f"{device}: ray {ray['samples_per_s']:.1f} samples/s, bare {bare:.1f} samples/s, "
-              f"ratio {figures[device]['ratio']:.2f} (target >= 0.85), "
-              f"data-loading share {ray['data_share']:.1%}")
+        print_paired("ray / bare (target >= 0.85)", figures[device]["ray_vs_bare"])
     write_result("train_throughput", {"steps": args.steps, "batch_size": args.batch_size,
-                                      "images": args.objects * 4, "figures": figures})
+                                      "repeats": args.repeats, "images": args.objects * 4,
+                                      "figures": figures})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import json
 import logging
@@ -173,10 +174,22 @@ def build_index(store: ShardStore, profile_name: str,
     return {**record, "skipped": False}
 
 
+# store URI -> (its `indexes` manifest's last shard (name, sha256), that table's last row)
+_LATEST_INDEX: dict[str, tuple[tuple[str, str] | None, dict | None]] = {}
+
+
 def latest_index(store: ShardStore) -> dict | None:
-    """The most recently built index, as recorded in the `indexes` table."""
-    rows = store.read("indexes").to_pylist()
-    return rows[-1] if rows else None
+    """The most recently built index, as recorded in the `indexes` table.
+
+    The table is read again only when its manifest names a new last shard (committed shards
+    are never rewritten), so a client making many queries reads the manifest, not the table."""
+    shards = store.shards("indexes")
+    key = (shards[-1].name, shards[-1].sha256) if shards else None
+    cached = _LATEST_INDEX.get(store.location.uri)
+    if cached is None or cached[0] != key:
+        rows = store.read("indexes").to_pylist()
+        cached = _LATEST_INDEX[store.location.uri] = (key, rows[-1] if rows else None)
+    return dict(cached[1]) if cached[1] is not None else None
 
 
 def _require_index(store: ShardStore) -> dict:
@@ -287,7 +300,7 @@ def search_service(url: str, store: ShardStore, *, text: str | None = None,
                         use_violence_detector=False)
     embedding = None if vector is None else [float(x) for x in vector]
     found = client.query(text=text, image=image, embedding_input=embedding)
-    paths = _index_metadata(_require_index(store)["index_path"])["image_path"]
+    paths = _index_metadata(**_metadata_key(_require_index(store)))["image_path"]
     return [Hit(rank, float(r["similarity"]), r["image_id"], r.get("subject"),
                 str(paths.iloc[r["id"]]), r.get("caption") or "")
             for rank, r in enumerate(found)]
@@ -309,10 +322,10 @@ def search_direct(store: ShardStore, vector: np.ndarray, k: int = 10,
     """The same query straight on the faiss index file, for when no service runs."""
     import faiss
 
-    index_path = _require_index(store)["index_path"]
-    index = faiss.read_index(os.path.join(index_path, f"{modality}.index"))
+    record = _require_index(store)
+    index = faiss.read_index(os.path.join(record["index_path"], f"{modality}.index"))
     scores, rows = index.search(np.asarray(vector, np.float32).reshape(1, -1), k)
-    metadata = _index_metadata(index_path)
+    metadata = _index_metadata(**_metadata_key(record))
     return [Hit(rank, float(score), *_row(metadata, int(row)))
             for rank, (score, row) in enumerate(zip(scores[0], rows[0])) if row >= 0]
 
@@ -323,8 +336,17 @@ def _row(metadata: pd.DataFrame, row: int) -> tuple:
     return record["image_id"], subject, record["image_path"], record["caption"] or ""
 
 
-def _index_metadata(index_path: str) -> pd.DataFrame:
-    """Row-aligned metadata, in the order clip-retrieval reads it (sorted file names)."""
+def _metadata_key(record: dict) -> dict:
+    return {"index_path": record["index_path"], "built_at": record["built_at"]}
+
+
+@functools.lru_cache(maxsize=4)
+def _index_metadata(index_path: str, built_at: dt.datetime) -> pd.DataFrame:
+    """Row-aligned metadata, in the order clip-retrieval reads it (sorted file names).
+
+    Read once per built index, not once per query (a client making many queries would
+    otherwise re-read every row each time); `built_at` tells a rebuilt index apart. Shared
+    between callers: read it, never modify it."""
     files = sorted(Path(index_path, "metadata").glob("*.parquet"))
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 

@@ -1,0 +1,194 @@
+"""Regenerate the README's benchmark table from the JSON results, so every figure quoted there
+has the file it came from.
+
+    python -m benchmarks.readme_table [--results benchmarks/results] [--readme README.md] [--check]
+
+Rewrites the block between `<!-- bench:start -->` and `<!-- bench:end -->` in the README: one
+row per `<results>/*.json`, in file-name order, with the benchmark's headline figures (median
+[min, max] over interleaved repetitions; ratios with their paired bootstrap interval), its
+target, the file, the date and the machine. `--check` rewrites nothing and exits 1 when the
+README is not what the files say (for CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spread(s: dict[str, Any], unit: str = "", scale: float = 1.0) -> str:
+    """`median [min, max] unit` of a `common.summary`."""
+    return (f"{s['median'] * scale:.3g} [{s['min'] * scale:.3g}, {s['max'] * scale:.3g}]"
+            f"{' ' + unit if unit else ''}")
+
+
+def ratio(p: dict[str, Any]) -> str:
+    """A `common.paired` comparison: the median per-round ratio and the difference interval."""
+    low, high = p["difference_interval"]
+    return f"{p['ratio_median']:.3g} (difference {p['difference_mean']:.3g} [{low:.3g}, {high:.3g}])"
+
+
+def _caption(r: dict) -> tuple[str, str]:
+    ips = r["images_per_s"]
+    return (f"images/s: pipeline {spread(ips['b_pipeline'])}, naive {spread(ips['a_naive'])}, "
+            f"ceiling ({r['actors']} actors x {r['torch_threads_per_actor']} thread) "
+            f"{spread(ips['c_ceiling'])}; pipeline / naive {ratio(r['b_vs_a'])}; "
+            f"pipeline / ceiling {ratio(r['b_vs_c'])}", r["targets"])
+
+
+def _ingest(r: dict) -> tuple[str, str]:
+    ips = r["images_per_s"]
+    return (f"{r['images']} images at {r['size']} px, {r['workers']} workers, images/s: ingest "
+            f"{spread(ips['c_ingest'])}, parallel ceiling {spread(ips['b_ceiling_parallel'])}; "
+            f"ratio {ratio(r['ingest_vs_parallel_ceiling'])}", r["target"])
+
+
+def _knn(r: dict) -> tuple[str, str]:
+    p50 = r["p50_ms"]
+    return (f"{r['vectors']:,} vectors, p50 ms: `tamer search` call {spread(p50['search_embedding'])}, "
+            f"back alone {spread(p50['back_alone'])}, faiss {spread(p50['direct_faiss'])}, "
+            f"CLI process {spread(p50['cli_text'])}", "reported")
+
+
+def _stats(r: dict) -> tuple[str, str]:
+    rows = min(r["rows"].values())
+    return (f"{rows:,}+ rows in each of {len(r['rows'])} tables; slowest {r['slowest']} "
+            f"{spread(r['seconds'][r['slowest']], 's')}", "each < 1 s")
+
+
+def _incremental(r: dict) -> tuple[str, str]:
+    data = r["data_stages_seconds"]
+    return (f"data stages {spread(data['first'], 's')} -> {spread(data['second'], 's')}: "
+            f"{ratio(r['data_stages_ratio'])}; each run its own process", r["target"])
+
+
+def _gpu(r: dict) -> tuple[str, str]:
+    s = r["sections"]
+    parts = [f"{r['machine'].get('cuda') or 'CPU (dry run)'}, {r['shapes']}"]
+    if "train" in s:
+        parts.append(f"ours {spread(s['train']['ours_steps_per_s'], 'steps/s')}, Ray Train / bare "
+                     f"{ratio(s['train']['ray_vs_bare'])}")
+    if "baselines" in s:
+        parts += [f"{k} {spread(v, 'steps/s')}" for k, v in s["baselines"]["steps_per_s"].items()]
+    if "sampling" in s:
+        parts.append(f"sampling {spread(s['sampling']['seconds_per_image'], 's/image')}")
+    if "embed" in s:
+        parts.append(f"CLIP embed {spread(s['embed']['images_per_s']['with_preprocessing'])} "
+                     f"images/s")
+    if r.get("errors"):
+        parts.append(f"failed: {', '.join(sorted(r['errors']))}")
+    return "; ".join(parts), "reported"
+
+
+def _embed(r: dict) -> tuple[str, str]:
+    ips = r["images_per_s"]
+    return (f"CLIP {r['clip']}, {r['images']} images, images/s: pipeline steady "
+            f"{spread(ips['pipeline_steady'])}, end to end {spread(ips['pipeline_end_to_end'])}, "
+            f"ceiling {spread(ips['ceiling_model_only'])}; steady / ceiling "
+            f"{ratio(r['steady_vs_ceiling'])}", r["target"])
+
+
+def _embed_peer(r: dict) -> tuple[str, str]:
+    ips = r["images_per_s"]
+    return (f"{r['images']} images, whole commands, images/s: `tamer embed` "
+            f"{spread(ips['tamer_embed'])}, `clip-retrieval inference` "
+            f"{spread(ips['clip_inference'])} (+ index {spread(ips['clip_inference_and_index'])});"
+            f" ratio {ratio(r['tamer_vs_clip_inference'])}, with index "
+            f"{ratio(r['tamer_vs_clip_inference_and_index'])}", r["target"])
+
+
+def _ingest_peer(r: dict) -> tuple[str, str]:
+    ips, h = r["images_per_s"], r["hostile"]
+    return (f"{r['images']} images at {r['size']} px, whole commands, images/s: `tamer ingest` "
+            f"{spread(ips['tamer_ingest'])}, Ray Data read/write {spread(ips['ray_data'])}; ratio "
+            f"{ratio(r['tamer_vs_ray_data'])}; hostile folder ({h['entries']} entries): tamer "
+            f"exit {h['tamer']['exit']}, {h['tamer'].get('quarantined')} quarantined; Ray Data "
+            f"exit {h['ray_data']['exit']}", r["target"])
+
+
+def _train(r: dict) -> tuple[str, str]:
+    parts = [f"{device} ({f['mixed_precision']}): Ray {spread(f['samples_per_s']['ray'])} vs bare "
+             f"{spread(f['samples_per_s']['bare'])} samples/s, ratio {ratio(f['ray_vs_bare'])}"
+             for device, f in r["figures"].items()]
+    return "; ".join(parts), ">= 0.85"
+
+
+def _customization(r: dict) -> tuple[str, str]:
+    s = r["seconds"]
+    return (f"seconds per object: ours {spread(s['ours'])}, TI {spread(s['textual_inversion'])}, "
+            f"LoRA {spread(s['dreambooth_lora'])}; TI / ours {ratio(r['ti_over_ours'])}",
+            ">= 1000x vs TI")
+
+
+FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
+    "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
+    "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
+    "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
+    "train_throughput": _train,
+    "customization_cost": _customization}
+
+
+def row(path: Path, root: Path) -> str:
+    result = json.loads(path.read_text())
+    name = result.get("benchmark", path.stem)
+    # variants (ingest_throughput_128px, embed_throughput_vit-b-32) share their script's formatter
+    known = [key for key in FORMATTERS if name == key or name.startswith(f"{key}_")]
+    formatter = FORMATTERS[max(known, key=len)] if known else None
+    try:
+        figure, target = formatter(result) if formatter else ("(no formatter: see the file)", "")
+    except (KeyError, TypeError, ValueError) as exc:  # an older or partial file: say so
+        figure, target = f"(unreadable figure: {type(exc).__name__} {exc})", ""
+    machine = result.get("machine", {})
+    where = f"{machine.get('cpus', '?')} CPUs" + (f", {machine['cuda']}" if machine.get("cuda") else "")
+    link = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+    return (f"| `{name}` | {figure} | {target} | [{path.name}]({link}) | "
+            f"{str(result.get('date', '?'))[:10]} | {where} |")
+
+
+def table(results: Path, root: Path = ROOT) -> str:
+    files = sorted(results.glob("*.json"))
+    if not files:
+        shown = results.resolve().relative_to(root) if results.resolve().is_relative_to(root) \
+            else results
+        return ("No measured figures yet: run the commands below on a quiet machine, commit "
+                f"`{shown}/*.json`, then `python -m benchmarks.readme_table`.")
+    header = ("| benchmark | figures: median [min, max] of interleaved rounds | target | file | "
+              "date | machine |\n|---|---|---|---|---|---|")
+    return "\n".join([header, *(row(f, root) for f in files)])
+
+
+def rewrite(readme: str, block: str) -> str:
+    """The README with its marked block replaced; ValueError when the markers are missing."""
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README needs {START} ... {END} around the benchmark table")
+    return f"{readme[:start + len(START)]}\n{block}\n{readme[end:]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    args = parser.parse_args(argv)
+    current = args.readme.read_text()
+    updated = rewrite(current, table(args.results, args.readme.resolve().parent))
+    if args.check:
+        if updated != current:
+            print(f"{args.readme}: benchmark table is stale; run python -m benchmarks.readme_table")
+            return 1
+        return 0
+    args.readme.write_text(updated)
+    print(f"rewrote the benchmark table in {args.readme} from {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

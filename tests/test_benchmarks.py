@@ -1,0 +1,199 @@
+"""The benchmark machinery: interleaved repetitions and their summary, the README table made
+from result files, the GPU check's CPU dry run, and the kNN client's per-query reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from benchmarks import common, readme_table
+from benchmarks.stats_queries import FILLERS, tables_read
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- common: interleaved repetitions --------------------------------------------------------
+def test_interleaved_alternates_contenders_and_leaves_out_the_warm_up():
+    calls: list[str] = []
+
+    def contender(name: str, value: float):
+        def run() -> float:
+            calls.append(name)
+            return value + len(calls)  # each call a different value: shows which are kept
+        return run
+
+    samples = common.interleaved({"a": contender("a", 0), "b": contender("b", 100)}, repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then A, B, A, B, A, B
+    assert samples == {"a": [3.0, 5.0, 7.0], "b": [104.0, 106.0, 108.0]}  # warm-up (1, 102) dropped
+
+
+def test_interleaved_refuses_no_repetitions():
+    with pytest.raises(ValueError, match="repeats"):
+        common.interleaved({"a": lambda: 1.0}, repeats=0)
+
+
+def test_summary_and_paired_bootstrap():
+    s = common.summary([3.0, 1.0, 2.0, 10.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4)
+    with pytest.raises(ValueError):
+        common.summary([])
+    # B is A plus noise that cancels in pairs: a paired interval sees the constant difference
+    a = [10.0, 20.0, 15.0, 30.0, 12.0]
+    b = [x - 2.0 for x in a]
+    p = common.paired(a, b)
+    assert p["difference_interval"] == pytest.approx([2.0, 2.0])
+    assert p["ratio_median"] == pytest.approx(15.0 / 13.0)
+    # a real spread gives an interval around the mean difference
+    p = common.paired([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0])
+    low, high = p["difference_interval"]
+    assert low < p["difference_mean"] == 2.0 < high and low >= 0.0 and high <= 4.0
+    with pytest.raises(ValueError, match="equal"):
+        common.paired([1.0, 2.0], [1.0])
+
+
+def test_write_result_goes_where_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAMER_BENCH_RESULTS", str(tmp_path / "env"))
+    path = common.write_result("x", {"figure": 1})
+    assert path == tmp_path / "env" / "x.json"
+    assert json.loads(path.read_text())["figure"] == 1
+    assert common.write_result("y", {}, tmp_path / "given").parent == tmp_path / "given"
+
+
+# ---- stats: every table a stats query reads is filled ---------------------------------------
+def test_stats_benchmark_fills_every_table_the_stats_queries_read():
+    from tamer.stats import SECTIONS
+
+    read = set().union(*(tables_read(section.sql) for section in SECTIONS))
+    assert {"images", "captions", "quarantine", "pairs"} <= read  # the parser sees them
+    assert read <= set(FILLERS)
+
+
+def test_stats_fillers_match_the_table_schemas():
+    import numpy as np
+
+    from storage.schemas import TABLES
+
+    for table, filler in FILLERS.items():
+        rows = filler(0, 50, np.random.default_rng(0))
+        assert rows.num_rows == 50
+        assert rows.cast(TABLES[table]).schema == TABLES[table], table
+
+
+# ---- the README table ------------------------------------------------------------------------
+def _summary(*values: float) -> dict:
+    return common.summary(list(values))
+
+
+def _crafted(folder: Path) -> None:
+    folder.mkdir()
+    stats = {"benchmark": "stats_queries", "date": "2026-12-01T10:00:00Z",
+             "machine": {"cpus": 2, "cuda": None},
+             "rows": {"images": 1_000_000, "captions": 1_000_000}, "shards": 20, "repeats": 5,
+             "seconds": {"per_class": _summary(0.21, 0.25, 0.23, 0.22, 0.24)},
+             "slowest": "per_class"}
+    (folder / "stats_queries.json").write_text(json.dumps(stats))
+    gpu = {"benchmark": "gpu_check", "date": "2026-12-02T09:00:00Z",
+           "machine": {"cpus": 16, "cuda": "NVIDIA H200"}, "shapes": "sd15", "errors": {},
+           "sections": {"sampling": {"seconds_per_image": _summary(1.5, 1.7, 1.6)}}}
+    (folder / "gpu_check.json").write_text(json.dumps(gpu))
+    (folder / "ingest_throughput.json").write_text(json.dumps({"benchmark": "ingest_throughput"}))
+
+
+def test_readme_table_is_rebuilt_from_the_files(tmp_path):
+    results = tmp_path / "results"
+    _crafted(results)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Benchmarks\n<!-- bench:start -->\nold figure 9.99\n"
+                      "<!-- bench:end -->\nafter\n")
+    assert readme_table.main(["--results", str(results), "--readme", str(readme), "--check"]) == 1
+    assert readme_table.main(["--results", str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old figure 9.99" not in text and text.endswith("<!-- bench:end -->\nafter\n")
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines()
+             if line.startswith("| `")}
+    assert set(lines) == {"`gpu_check`", "`ingest_throughput`", "`stats_queries`"}
+    assert "0.23 [0.21, 0.25] s" in lines["`stats_queries`"]  # median [min, max] of the file
+    assert "[stats_queries.json](results/stats_queries.json)" in lines["`stats_queries`"]
+    assert "1.6 [1.5, 1.7] s/image" in lines["`gpu_check`"] and "NVIDIA H200" in lines["`gpu_check`"]
+    assert "unreadable figure" in lines["`ingest_throughput`"]  # a partial file says so
+    assert readme_table.main(["--results", str(results), "--readme", str(readme), "--check"]) == 0
+
+
+def test_readme_table_needs_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="bench:start"):
+        readme_table.main(["--results", str(tmp_path), "--readme", str(readme)])
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_the_repository_readme_has_the_marked_block():
+    text = (REPO / "README.md").read_text()
+    assert text.count(readme_table.START) == 1 and text.count(readme_table.END) == 1
+
+
+# ---- the GPU check's dry run -----------------------------------------------------------------
+def test_gpu_check_dry_run_measures_every_section_on_cpu(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out",
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=850)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["dry_run"] and result["device"] == "cpu"
+    assert result["errors"] == {}, result["errors"]
+    sections = result["sections"]
+    assert set(sections) == {"train", "baselines", "sampling", "embed"}
+    assert sections["train"]["samples_per_s"]["ray_train"]["median"] > 0
+    assert sections["train"]["samples_per_s"]["bare_loop"]["median"] > 0
+    assert set(sections["baselines"]["steps_per_s"]) == {"textual_inversion", "dreambooth_lora"}
+    assert all(s["median"] > 0 for s in sections["baselines"]["steps_per_s"].values())
+    assert sections["sampling"]["seconds_per_image"]["median"] > 0
+    assert sections["embed"]["images_per_s"]["model_only"]["median"] > 0
+
+
+def test_gpu_check_refuses_to_pretend_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from benchmarks import gpu_check
+
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gpu_check.main([])
+
+
+def test_sd15_shapes_are_stable_diffusion_1_5():
+    from benchmarks.sd15_shapes import SD15
+
+    assert SD15["unet"]["block_out_channels"] == [320, 640, 1280, 1280]
+    assert SD15["unet"]["cross_attention_dim"] == SD15["text_encoder"]["hidden_size"] == 768
+    assert SD15["clip"]["vision"]["patch_size"] == 14 and SD15["resolution"] == 512
+
+
+# ---- the kNN client reads the index record and metadata once, not per query ------------------
+def test_latest_index_follows_a_new_build_without_rereading_per_query(tmp_path, monkeypatch):
+    from storage.shards import ShardStore
+    from tasks import index as knn
+
+    store = ShardStore(str(tmp_path / "root"))
+    assert knn.latest_index(store) is None
+    record = {"index_path": "/first", "fingerprint": "f", "model_id": "m", "images": 1,
+              "texts": 0, "seconds": 1.0, "built_at": dt.datetime(2026, 12, 1, tzinfo=dt.UTC)}
+    store.write("indexes", pa.Table.from_pylist([record]))
+    assert knn.latest_index(store)["index_path"] == "/first"
+    reads = []
+    read = ShardStore.read
+    monkeypatch.setattr(ShardStore, "read", lambda self, *a, **k: reads.append(a) or read(self, *a, **k))
+    for _ in range(5):
+        knn.latest_index(store)["index_path"] = "mutated by a caller"
+    assert reads == [] and knn.latest_index(store)["index_path"] == "/first"
+    store.write("indexes", pa.Table.from_pylist([{**record, "index_path": "/second"}]))
+    assert knn.latest_index(store)["index_path"] == "/second" and len(reads) == 1
