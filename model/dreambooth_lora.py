@@ -78,6 +78,12 @@ def save_lora(pipe, directory: str | Path, weights: dict[str, torch.Tensor]) -> 
     return Path(directory) / LORA_FILE
 
 
+def load_lora(pipe, path: Path, adapter: str) -> None:
+    """Load a `save_lora` file as `adapter`, naming the file: diffusers refuses a folder
+    without `weight_name` offline, and the name keeps it from picking a pickle beside it."""
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+
+
 @torch.no_grad()
 def _class_images(pipe, class_noun: str, config: DreamBoothLoraConfig) -> list[Image.Image]:
     generator = torch.Generator().manual_seed(config.seed)

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from model.dreambooth_lora import DreamBoothLoraConfig, save_lora, subject_phrase, train_dreambooth_lora
+from model.dreambooth_lora import (DreamBoothLoraConfig, load_lora, save_lora, subject_phrase,
+                                   train_dreambooth_lora)
 from model.finetune import base_pipeline
 from model.pipeline import TamerPipeline
 from model.textual_inversion import TextualInversionConfig, save_learned_embeds, train_textual_inversion
@@ -158,7 +159,7 @@ class DreamBoothLora(_Baseline):
         weights = train_dreambooth_lora(trainer, subject.images, subject.class_noun, self.config, adapter)
         self.pipe.unet.delete_adapters(adapter)  # back to the base UNet; reload from the saved file
         path = save_lora(self.pipe, self.folder(subject), weights)
-        self.pipe.load_lora_weights(str(path.parent), adapter_name=adapter)
+        load_lora(self.pipe, path, adapter)
         self.loaded = adapter
         return State(subject, subject_phrase(self.config, subject.class_noun), path.stat().st_size)
 
