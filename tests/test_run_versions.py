@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from storage.pinned import PinnedStore
 from storage.shards import ShardStore
@@ -61,3 +62,31 @@ def test_a_pinned_table_without_a_commit_reads_empty(tmp_path):
     assert pinned.row_count("images") == 0 and pinned.read("images").num_rows == 0
     assert store.row_count("images") == 3
     assert PinnedStore(store, {"images": store.version("images")}).row_count("images") == 3
+
+
+def test_runs_show_and_sql_as_of_a_run_read_its_pinned_versions(tmp_path):
+    from typer.testing import CliRunner
+
+    from tamer.cli import app
+
+    store = ShardStore(str(tmp_path / "data"))
+    store.write("images", image_rows(4))
+    run = _completed_run(store, "r1")
+    store.write("images", image_rows(3, start=4))
+
+    def tamer(*args: str):
+        return CliRunner().invoke(app, ["--root", store.location.root, *args])
+
+    count = "SELECT count(*) AS n FROM images"
+    assert json.loads(tamer("sql", count, "--json").stdout) == [{"n": 7}]
+    assert json.loads(tamer("sql", "--as-of", "r1", count, "--json").stdout) == [{"n": 4}]
+    assert json.loads(tamer("sql", count, "--json").stdout) == [{"n": 7}]  # the shared catalog
+    shown = json.loads(tamer("runs", "show", "r1", "--json").stdout)
+    assert shown["table_versions"] == run["table_versions"]
+    assert shown["table_versions"]["images"] == store.version("images") - 1
+    table = tamer("runs", "show", "r1")
+    assert table.exit_code == 0 and "images" in table.stdout
+    assert [row["run_id"] for row in json.loads(tamer("runs", "--json").stdout)] == ["r1"]
+    for args in (["runs", "show", "nope"], ["sql", "--as-of", "nope", count]):
+        missing = tamer(*args)
+        assert missing.exit_code == 2 and "no training run nope" in missing.stderr
