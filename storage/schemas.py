@@ -200,6 +200,19 @@ RUN_VERSIONS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# Events announced for a table version (flows/events.py): an event fires whenever the table
+# advanced past the last version announced, so a run killed between its commit and its event
+# is announced by the next run.
+ANNOUNCEMENTS = pa.schema(
+    [
+        pa.field("event", pa.string(), nullable=False),  # e.g. tamer.dataset.committed
+        pa.field("table_name", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),  # the version announced
+        pa.field("announced_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Per-step training metrics, committed by rank 0 together with each checkpoint; a restart
 # may write a step twice, so readers keep the newest `recorded_at` per (run_id, step).
 TRAIN_METRICS = pa.schema(
@@ -280,6 +293,7 @@ TABLES: dict[str, pa.Schema] = {
     "indexes": INDEXES,
     "runs": RUNS,
     "run_versions": RUN_VERSIONS,
+    "announcements": ANNOUNCEMENTS,
     "train_metrics": TRAIN_METRICS,
     "retrain_decisions": RETRAIN_DECISIONS,
     "eval_results": EVAL_RESULTS,
@@ -287,7 +301,7 @@ TABLES: dict[str, pa.Schema] = {
 
 # What training runs and the orchestration write: never an input a run pins.
 RUN_OUTPUT_TABLES: tuple[str, ...] = ("runs", "run_versions", "train_metrics",
-                                      "retrain_decisions", "eval_results")
+                                      "retrain_decisions", "eval_results", "announcements")
 
 # Tables whose content defines the dataset version (fingerprint).
 DATASET_TABLES: tuple[str, ...] = ("images",)
