@@ -90,3 +90,16 @@ def test_runs_show_and_sql_as_of_a_run_read_its_pinned_versions(tmp_path):
     for args in (["runs", "show", "nope"], ["sql", "--as-of", "nope", count]):
         missing = tamer(*args)
         assert missing.exit_code == 2 and "no training run nope" in missing.stderr
+
+
+def test_catalog_at_versions_on_an_s3_root(s3_root):
+    from storage.catalog import read_only_query
+
+    store = ShardStore(s3_root)
+    store.write("images", image_rows(2))
+    pinned = {"images": store.version("images")}
+    store.write("images", image_rows(3, start=2))
+    count = "SELECT count(*) FROM images"
+    assert read_only_query(store, count, pinned)[1] == [(2,)]
+    assert read_only_query(store, count, {"images": -1})[1] == [(0,)]
+    assert read_only_query(store, count)[1] == [(5,)]
