@@ -1,4 +1,5 @@
-"""The `ingest` flow: 1. ingest a source into shards, 2. refresh the catalog, 3. announce it."""
+"""The `ingest` flow: 1. ingest a source into shards, 2. refresh the catalog, 3. announce every
+`images` version not announced yet (this run's, or a killed run's: flows/events.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import asdict
 
 from prefect import flow, task
 
-from flows.events import emit_dataset_committed
+from flows.events import announce_dataset_committed
 from storage.catalog import connect
 from storage.shards import ShardStore
 from tamer.config import load_config
@@ -26,18 +27,20 @@ def ingest(source: str, root: str, config_file: str | None) -> dict:
 
 
 @task
-def refresh_catalog(root: str) -> int:
-    """Rebuild the DuckDB views so `tamer sql` sees the new shards; returns the image count."""
-    store = ShardStore(root)
-    connect(store).close()
-    return store.row_count("images")
+def refresh_catalog(root: str) -> None:
+    """Rebuild the DuckDB views so `tamer sql` sees the new shards."""
+    connect(ShardStore(root)).close()
+
+
+@task
+def announce(root: str) -> dict | None:
+    """Fire `tamer.dataset.committed` for unannounced commits; nothing new stays silent."""
+    return announce_dataset_committed(root)
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(source: str, root: str | None = None, config_file: str | None = None) -> dict:
     config = load_config(config_file, root=root)
     report = ingest(source, config.root, config_file)
-    total = refresh_catalog(config.root)
-    if report["ingested"]:  # nothing new, nothing to announce: downstream stays idle
-        emit_dataset_committed(config.root, report["fingerprint"], report["ingested"], total)
-    return report
+    refresh_catalog(config.root)
+    return report | {"announced": announce(config.root)}

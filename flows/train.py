@@ -1,14 +1,14 @@
-"""The `train` flow: 1. pin the dataset version, 2. register the run, 3. build the datasets,
-4. train on Ray Train (resuming the run's newest checkpoint), 5. export the pipeline,
-6. close the registry row, 7. publish metrics as Prefect artifacts, 8. announce the run (the
-evaluation deployment triggers on it).
+"""The `train` flow: 1. pin the version of every table it reads, 2. register the run (with its
+pins), 3. build the datasets from those versions, 4. train on Ray Train (resuming the run's
+newest checkpoint), 5. export the pipeline, 6. close the registry row, 7. publish metrics as
+Prefect artifacts, 8. announce the run (the evaluation deployment triggers on it).
 
-Only the current dataset version can be trained on: shards are append-only and no older
-manifest is kept, so an older fingerprint cannot be read back; the flow refuses it by name.
-Starting a run id again (`resume`) continues it from its checkpoint, with its recorded config;
-without `resume`, an interrupted run (its process died) of the same settings on the current
-version is continued rather than started over. While it trains, the run's registry heartbeat
-is refreshed (tasks/runs.py).
+A new run pins the current versions; data committed while it trains is not read (Delta time
+travel). Starting a run id again (`resume`) continues it from its checkpoint, with its
+recorded config and pinned versions, however much was committed since; without `resume`, an
+interrupted run (its process died) of the same settings on the current version is continued
+rather than started over. Any other dataset version is refused by name. While it trains, the
+run's registry heartbeat is refreshed (tasks/runs.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.events import emit_training_completed
+from storage.pinned import PinnedStore
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, load_config
 from tasks import runs
@@ -32,8 +33,9 @@ METRIC_COLUMNS = ("step", "loss", "diffusion", "identity", "lr", "grad_norm", "s
 
 @task
 def resolve_run(root: str, config_file: str | None, overrides: dict[str, Any], dataset: str | None,
-                resume: str | None) -> tuple[str, str, str]:
-    """(run id, config JSON, dataset fingerprint); refuses a dataset version it cannot read."""
+                resume: str | None) -> tuple[str, str, str, dict[str, int]]:
+    """(run id, config JSON, dataset fingerprint, pinned table versions); refuses a dataset
+    version it cannot read."""
     store = ShardStore(root)
     current = store.fingerprint()
     config = load_config(config_file, root=root, **overrides)
@@ -46,31 +48,40 @@ def resolve_run(root: str, config_file: str | None, overrides: dict[str, Any], d
     if previous is not None and previous["status"] == runs.RUNNING:
         raise ValueError(f"run {resume} is still running (heartbeat at {previous['heartbeat_at']:%X})")
     run_id = resume or runs.new_run_id()
+    versions = previous["table_versions"] if previous is not None else {}
     if previous is not None:
         recorded = TamerConfig.model_validate_json(previous["config"]).model_dump()
         config = load_config(None, **{**_flatten(recorded), **overrides})
         dataset = dataset or previous["dataset_fingerprint"]
-    if dataset and dataset != current:
+    versions = versions or runs.pin_versions(store)
+    fingerprint = PinnedStore(store, versions).fingerprint()
+    if dataset and dataset != fingerprint:
         why = f"run {resume} trained on it" if previous else "it was requested"
-        raise ValueError(f"dataset version {dataset} is not the current one ({current}) but {why}: "
-                         "shards are append-only and only the current version can be read. "
+        raise ValueError(f"dataset version {dataset} is not the current one ({fingerprint}) but "
+                         f"{why}: a run reads the versions it pinned, a new run the current ones. "
                          "Start a new run on the current version instead.")
-    return run_id, config.model_dump_json(), current
+    return run_id, config.model_dump_json(), fingerprint, versions
 
 
 @task
-def register(root: str, run_id: str, config_json: str, fingerprint: str) -> dt.datetime:
-    """Append the "running" row; returns the start time the end row repeats."""
+def register(root: str, run_id: str, config_json: str, fingerprint: str,
+             versions: dict[str, int]) -> dt.datetime:
+    """Record the run's pinned versions (once) and append the "running" row; returns the start
+    time the end row repeats."""
     started = dt.datetime.now(dt.UTC)
-    runs.record_run(ShardStore(root), run_id, runs.RUNNING, TamerConfig.model_validate_json(config_json),
+    store = ShardStore(root)
+    if run_id not in runs.read_versions(store):
+        runs.record_versions(store, run_id, versions)
+    runs.record_run(store, run_id, runs.RUNNING, TamerConfig.model_validate_json(config_json),
                     fingerprint, started)
     return started
 
 
 @task
-def train(root: str, run_id: str, config_json: str, fingerprint: str, started: dt.datetime,
-          fault: FaultInjection | None) -> dict:
-    """Build the datasets and run the trainer; a failure is registered, then raised."""
+def train(root: str, run_id: str, config_json: str, fingerprint: str, versions: dict[str, int],
+          started: dt.datetime, fault: FaultInjection | None) -> dict:
+    """Build the datasets from the pinned versions and run the trainer; a failure is
+    registered, then raised."""
     from tasks.ray_runtime import ensure_ray
 
     config = TamerConfig.model_validate_json(config_json)
@@ -78,8 +89,9 @@ def train(root: str, run_id: str, config_json: str, fingerprint: str, started: d
     try:
         with runs.heartbeat(store, run_id, config, fingerprint, started):
             ensure_ray(config.ray)
-            plan = build_plan(store)
-            datasets = build_datasets(store, plan, config.profile, config.train.data_cpus)
+            pinned = PinnedStore(store, versions)
+            plan = build_plan(pinned)
+            datasets = build_datasets(pinned, plan, config.profile, config.train.data_cpus)
             result = run_training(config, run_id, fingerprint, datasets, fault, started)
     except Exception as exc:  # the registry keeps its newest registered checkpoint
         runs.record_run(store, run_id, runs.FAILED, config, fingerprint, started,
@@ -120,9 +132,10 @@ def train_flow(root: str | None = None, config_file: str | None = None, override
                fault: FaultInjection | None = None) -> dict:
     """Train on the current dataset version; `overrides` are dotted keys ({"train.steps": 500})."""
     root = load_config(config_file, root=root).root
-    run_id, config_json, fingerprint = resolve_run(root, config_file, overrides or {}, dataset, resume)
-    started = register(root, run_id, config_json, fingerprint)
-    report = train(root, run_id, config_json, fingerprint, started, fault)
+    run_id, config_json, fingerprint, versions = resolve_run(root, config_file, overrides or {},
+                                                             dataset, resume)
+    started = register(root, run_id, config_json, fingerprint, versions)
+    report = train(root, run_id, config_json, fingerprint, versions, started, fault)
     complete(root, config_json, report, started)
     publish(root, report)
     emit_training_completed(root, run_id, fingerprint, report["pipeline_uri"])

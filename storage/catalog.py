@@ -3,6 +3,8 @@
 Local roots keep `catalog.duckdb` in the dataset root, so any DuckDB client can open it;
 remote roots (s3://) get an in-memory catalog reading through fsspec. Views are rebuilt
 whenever a table's version or the root's location changed since the catalog was last written.
+With `versions` ({table: version}, e.g. a training run's pins) the views cover those versions'
+files instead, in an in-memory catalog: the shared file keeps describing the current tables.
 
 `read_only_query` serves ad-hoc SQL (`tamer sql`) without letting it write anything: only
 SELECT (and EXPLAIN of a SELECT) runs, on a catalog opened read-only, with DuckDB's file access
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 
 import duckdb
 import pyarrow as pa
 
+from storage.pinned import PinnedStore
 from storage.schemas import TABLES
 from storage.shards import ShardStore
 
@@ -30,13 +34,15 @@ class WriteRefused(ValueError):
     """A statement in `read_only_query` that could change the catalog, a file or a setting."""
 
 
-def read_only_query(store: ShardStore, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run SELECT statements over the catalog views; (column names, rows) of the last one.
+def read_only_query(store: ShardStore, sql: str,
+                    versions: Mapping[str, int] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run SELECT statements over the catalog views (at `versions`, if given); (column names,
+    rows) of the last one.
 
     Raises WriteRefused before anything runs if any statement is not a read.
     """
     _refuse_writes(sql)
-    with connect(store, read_only=True) as con:
+    with connect(store, read_only=True, versions=versions) as con:
         cursor = con.execute(sql)
         return [column[0] for column in cursor.description or []], cursor.fetchall()
 
@@ -63,16 +69,18 @@ def _kind(statement: duckdb.Statement) -> duckdb.StatementType | None:
     return kind
 
 
-def connect(store: ShardStore, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A connection whose views cover every committed shard of every known table.
+def connect(store: ShardStore, *, read_only: bool = False,
+            versions: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection whose views cover every committed shard of every known table (at
+    `versions` for the tables it names, the latest for the others).
 
     read_only: the views are brought up to date first, then the catalog file is reopened
     read-only, DuckDB may touch only files under the root, and its settings are locked.
     """
-    con = _connect_current(store)
+    con = _connect_current(store if versions is None else PinnedStore(store, versions))
     if not read_only:
         return con
-    if store.location.is_local and _is_file_backed(con):
+    if _is_file_backed(con):
         con.close()
         con = duckdb.connect(store.location.join(CATALOG_FILE), read_only=True)
     _confine(con, store)
@@ -80,9 +88,10 @@ def connect(store: ShardStore, *, read_only: bool = False) -> duckdb.DuckDBPyCon
 
 
 def _connect_current(store: ShardStore) -> duckdb.DuckDBPyConnection:
+    """The catalog file of a local root; in memory for remote roots and pinned versions."""
     location = store.location
     state = _tables_state(store)
-    if location.is_local:
+    if location.is_local and not isinstance(store, PinnedStore):
         path = location.join(CATALOG_FILE)
         location.fs.makedirs(location.root, exist_ok=True)
         try:
@@ -92,7 +101,8 @@ def _connect_current(store: ShardStore) -> duckdb.DuckDBPyConnection:
             con = duckdb.connect()
     else:
         con = duckdb.connect()
-        con.register_filesystem(location.fs)
+        if not location.is_local:
+            con.register_filesystem(location.fs)
     if _stored_state(con) != state:
         _rebuild_views(con, store, state)
     return con

@@ -188,6 +188,31 @@ RUNS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# The table versions a training run read (one row per table, written when the run registers):
+# its data plan, resume and evaluation read exactly these versions (Delta time travel).
+RUN_VERSIONS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("table_name", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),  # -1: the table had no commit yet
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
+# Events announced for a table version (flows/events.py): an event fires whenever the table
+# advanced past the last version announced, so a run killed between its commit and its event
+# is announced by the next run.
+ANNOUNCEMENTS = pa.schema(
+    [
+        pa.field("event", pa.string(), nullable=False),  # e.g. tamer.dataset.committed
+        pa.field("table_name", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),  # the version announced
+        pa.field("announced_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Per-step training metrics, committed by rank 0 together with each checkpoint; a restart
 # may write a step twice, so readers keep the newest `recorded_at` per (run_id, step).
 TRAIN_METRICS = pa.schema(
@@ -267,10 +292,16 @@ TABLES: dict[str, pa.Schema] = {
     "splits": SPLITS,
     "indexes": INDEXES,
     "runs": RUNS,
+    "run_versions": RUN_VERSIONS,
+    "announcements": ANNOUNCEMENTS,
     "train_metrics": TRAIN_METRICS,
     "retrain_decisions": RETRAIN_DECISIONS,
     "eval_results": EVAL_RESULTS,
 }
+
+# What training runs and the orchestration write: never an input a run pins.
+RUN_OUTPUT_TABLES: tuple[str, ...] = ("runs", "run_versions", "train_metrics",
+                                      "retrain_decisions", "eval_results", "announcements")
 
 # Tables whose content defines the dataset version (fingerprint).
 DATASET_TABLES: tuple[str, ...] = ("images",)

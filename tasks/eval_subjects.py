@@ -6,8 +6,8 @@ with its own words: the class noun, "<token>", "sks <class>"):
   live-subject prompts by class; live subjects are the dogs and the cat, as in DreamBench;
 - a synth folder (`synth.json`): identities (the held-out split when there is one), prompted
   with scenes the identity was never rendered in;
-- the dataset under the root: subjects never seen in training (the held-out split of
-  storage/splits.py, or subjects whose first image came after the training run started).
+- the dataset under the root: subjects never seen in training: held out in the split the
+  run pinned (storage/splits.py), or absent from the `images` version it pinned.
 """
 
 from __future__ import annotations
@@ -122,28 +122,28 @@ GENERIC_PROMPTS = tuple(f"a {{}} {phrase}" for phrase in SCENE_PHRASES["backgrou
 
 def held_out_subjects(store: ShardStore, run: dict | None, limit: int | None,
                       n_prompts: int | None) -> SubjectSet:
-    """Dataset subjects the run never trained on: the held-out split, or first ingested after
-    the run started (a run trains on the dataset version it started with). A split recorded
-    after the run ended does not count: that run trained before the subject was held out."""
+    """Dataset subjects the run never trained on, decided from the versions it pinned: held
+    out in its split, or not in its `images` at all (first ingested later). Without a run (or
+    for a run recorded before runs pinned versions): the current held-out split."""
+    from tasks.runs import pinned_store  # the run registry's reader: one definition
+
     table = store.read("images", ["image_id", "subject", "class_name", "image", "meta", "ingested_at"])
     rows: dict[str, list[dict]] = defaultdict(list)
     for row in table.to_pylist():
         rows[split_key(row["subject"], row["image_id"])].append(row)
-    splits = record_splits(store)
-    started, ended = (run.get("started_at"), run.get("ended_at")) if run else (None, None)
+    pinned = pinned_store(store, run)
+    splits = record_splits(pinned)  # recorded before pinning: reads only
+    trained = {split_key(row["subject"], row["image_id"])
+               for row in pinned.read("images", ["image_id", "subject"]).to_pylist()}
 
     def unseen(name: str) -> bool:
-        split = splits[name]
-        if split["split"] == HELD_OUT and (ended is None or split["created_at"] <= ended):
-            return True
-        return started is not None and min(row["ingested_at"] for row in rows[name]) > started
+        return name not in trained or splits[name]["split"] == HELD_OUT
 
     names = sorted(filter(unseen, rows))[:limit]
     if not names:
         raise ValueError("no held-out subjects in the dataset: the run trained on every subject "
-                         "(a dataset needs two subjects for one to be held out; a run that ended "
-                         "before the split was recorded needs retraining); pass a DreamBench or "
-                         "synth folder")
+                         "(a dataset needs two subjects for one to be held out); pass a DreamBench "
+                         "or synth folder")
     subjects = []
     for name in names:
         group = sorted(rows[name], key=lambda row: row["ingested_at"])

@@ -1,7 +1,8 @@
 """The retrain gate: has the dataset changed enough since the last completed training run?
 
-`decide` is a pure function of the facts; `judge` gathers the facts from the shards and
-records every decision in `retrain_decisions`. With `debounce_s` > 0 the gate debounces: a
+`decide` is a pure function of the facts; `judge` gathers the facts from the tables and
+records every decision in `retrain_decisions`. New images are counted by versions: rows of
+`images` now minus rows at the version the latest completed run pinned (time travel). With `debounce_s` > 0 the gate debounces: a
 change worth training on is deferred to the end of a window (the caller schedules one
 re-evaluation there, `due`), so a burst of commits yields one retrain on all of them; a change
 judged while a re-evaluation is pending is deferred to it; at most one request per window.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from storage.pinned import PinnedStore
 from storage.shards import ShardStore
 from tamer.config import RetrainSettings
 
@@ -25,7 +27,8 @@ class Facts:
     fingerprint: str
     images: int
     trained_fingerprint: str | None  # latest completed training run's dataset version
-    trained_images: int  # images in that version (0 when never trained)
+    trained_images: int | None  # images in the version it pinned (0: never trained; None: the
+    # run pinned nothing, recorded by tamer before runs pinned versions: all images count as new)
     last_request: dt.datetime | None  # latest decision that requested a retrain
     requested_fingerprint: str | None = None  # the dataset version that request was for
     pending_until: dt.datetime | None = None  # a re-evaluation already scheduled (orchestrator)
@@ -44,7 +47,7 @@ def decide(facts: Facts, policy: RetrainSettings, now: dt.datetime, due: bool = 
            can_defer: bool = True) -> Decision:
     """`due`: this is the deferred re-evaluation; `can_defer`: something can run one later
     (else a request inside the window is dropped, as a plain rate limit)."""
-    added = max(0, facts.images - facts.trained_images)
+    added = max(0, facts.images - (facts.trained_images or 0))
     fraction = added / facts.images if facts.images else 0.0
 
     def result(retrain: bool, reason: str) -> Decision:
@@ -74,28 +77,34 @@ def decide(facts: Facts, policy: RetrainSettings, now: dt.datetime, due: bool = 
         return defer(window_end, f"a retrain was requested at {facts.last_request:%X}")
     if facts.trained_fingerprint is None:
         return result(True, "no completed training run yet")
+    if facts.trained_images is None:
+        return result(True, "the latest completed run pinned no table versions (older tamer)")
     return result(True, f"{added} new images ({fraction:.1%}) since the trained version")
 
 
 def gather(store: ShardStore, pending_until: dt.datetime | None = None) -> Facts:
-    runs = [r for r in store.read("runs", ["run_id", "status", "dataset_fingerprint",
-                                           "recorded_at"]).to_pylist()]
-    latest: dict[str, dict] = {}
-    for row in sorted(runs, key=lambda r: r["recorded_at"]):
-        latest[row["run_id"]] = row  # newest row per run id wins
-    completed = sorted((r for r in latest.values() if r["status"] == "completed"),
-                       key=lambda r: r["recorded_at"])
-    trained = completed[-1]["dataset_fingerprint"] if completed else None
-    ingests = store.read("ingest_runs", ["fingerprint", "total_images"]).to_pylist()
-    counts = {r["fingerprint"]: r["total_images"] or 0 for r in ingests}
+    from tasks.runs import COMPLETED, list_runs  # the run registry's reader: one definition
+
+    completed = [run for run in list_runs(store) if run["status"] == COMPLETED]
+    trained = max(completed, key=lambda run: run["recorded_at"]) if completed else None
     requests = sorted((r for r in store.read(
         "retrain_decisions", ["decided_at", "fingerprint", "retrain"]).to_pylist() if r["retrain"]),
         key=lambda r: r["decided_at"])
     return Facts(fingerprint=store.fingerprint(), images=store.row_count("images"),
-                 trained_fingerprint=trained, trained_images=counts.get(trained, 0),
+                 trained_fingerprint=trained["dataset_fingerprint"] if trained else None,
+                 trained_images=_trained_images(store, trained),
                  last_request=requests[-1]["decided_at"] if requests else None,
                  requested_fingerprint=requests[-1]["fingerprint"] if requests else None,
                  pending_until=pending_until)
+
+
+def _trained_images(store: ShardStore, run: dict | None) -> int | None:
+    """Rows of `images` at the version `run` pinned; 0 without a run, None if it pinned none."""
+    if run is None:
+        return 0
+    if "images" not in run["table_versions"]:
+        return None
+    return PinnedStore(store, {"images": run["table_versions"]["images"]}).row_count("images")
 
 
 def judge(store: ShardStore, policy: RetrainSettings, due: bool = False, can_defer: bool = True,

@@ -7,6 +7,8 @@ then "completed" / "failed". `list_runs` keeps the newest row per run id, with t
 registered checkpoint; a "running" run silent for `STALE_BEATS` heartbeats lost its process
 (killed, crashed machine) and reads as "interrupted": a plain re-run resumes it.
 Metrics rows may repeat a step after a restart; `read_metrics` keeps the newest per step.
+A run pins the version of every table it reads (`run_versions`, written once when it
+registers); `pinned_store` reads them back, so its plan, resume and evaluation see those rows.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from storage.pinned import PinnedStore, current_versions
 from storage.schemas import schema_for
 from storage.shards import ShardStore
+from storage.splits import record_splits
 from tamer.config import TamerConfig, TrainSettings, config_hash
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
@@ -95,9 +99,40 @@ def heartbeat(store: ShardStore, run_id: str, config: TamerConfig, fingerprint: 
         thread.join()
 
 
+def pin_versions(store: ShardStore) -> dict[str, int]:
+    """The versions a new run will read: every input table's latest, with the held-out split
+    recorded for every subject of the pinned `images` first (the plan must not write it)."""
+    versions = current_versions(store)
+    versions.pop("splits")
+    record_splits(PinnedStore(store, versions))  # splits unpinned: recorded, then read back
+    return versions | current_versions(store, ["splits"])
+
+
+def record_versions(store: ShardStore, run_id: str, versions: dict[str, int]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    store.write("run_versions", pa.Table.from_pylist(
+        [{"run_id": run_id, "table_name": table, "version": version, "recorded_at": now}
+         for table, version in sorted(versions.items())]), run_id=run_id)
+
+
+def read_versions(store: ShardStore) -> dict[str, dict[str, int]]:
+    """run id -> {table: pinned version}; the first rows recorded for a run win."""
+    pinned: dict[str, dict[str, int]] = {}
+    for row in store.read("run_versions").to_pylist():
+        pinned.setdefault(row["run_id"], {}).setdefault(row["table_name"], row["version"])
+    return pinned
+
+
+def pinned_store(store: ShardStore, run: dict | None) -> PinnedStore:
+    """The tables as `run` (a `list_runs` row) read them; no run, or one recorded before runs
+    pinned versions, reads the current versions (pinned now)."""
+    return PinnedStore(store, (run or {}).get("table_versions") or pin_versions(store))
+
+
 def list_runs(store: ShardStore, now: dt.datetime | None = None) -> list[dict]:
     """The current state of every run, newest start first: the newest row, its `heartbeat_at`,
-    the newest registered checkpoint (`step`, `checkpoint_uri`), "interrupted" when silent."""
+    the newest registered checkpoint (`step`, `checkpoint_uri`), "interrupted" when silent,
+    and the `table_versions` it pinned ({} for runs recorded before runs pinned versions)."""
     now = now or dt.datetime.now(dt.UTC)
     latest: dict[str, dict] = {}
     checkpointed: dict[str, dict] = {}
@@ -108,7 +143,9 @@ def list_runs(store: ShardStore, now: dt.datetime | None = None) -> list[dict]:
         if row["checkpoint_uri"] and (run_id not in checkpointed
                                       or (row["step"] or 0) > (checkpointed[run_id]["step"] or 0)):
             checkpointed[run_id] = row
+    pinned = read_versions(store)
     for run_id, row in latest.items():
+        row["table_versions"] = pinned.get(run_id, {})
         row["heartbeat_at"] = row["recorded_at"] if row["status"] == RUNNING else None
         if run_id in checkpointed:
             row["step"] = checkpointed[run_id]["step"]

@@ -9,6 +9,8 @@ Captions: the newest `captions` (`composed_caption`), else the image's own `text
 "a photo of a {class_name}".
 Held out of both: the held-out split's subjects (storage/splits.py, recorded here for subjects
 seen for the first time) and images that would leak them (`tasks.pairs.leaked_images`).
+Every read goes through the store it is given: a training run passes the `PinnedStore` of the
+versions it pinned (tasks/runs.py), so its plan is the same rows whenever it is rebuilt.
 
 The plan (ids and captions) is joined on the driver from metadata columns only. The image bytes
 go to the object store once; Ray Data tasks decode and preprocess each block into the tensors

@@ -15,6 +15,7 @@ from storage.shards import ShardStore
 from storage.splits import read_splits
 from tamer.synth import generate
 from tasks.eval_subjects import held_out_subjects, load_subjects
+from tasks.runs import pin_versions
 
 
 def test_synth_folder_uses_the_held_out_split_and_unseen_scenes(tmp_path):
@@ -40,27 +41,29 @@ def _row(subject: str, meta: dict, when: dt.datetime) -> dict:
 
 
 def test_dataset_held_out_subjects_are_the_ones_training_never_saw(tmp_path):
-    store = ShardStore(str(tmp_path))
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    rows = [_row("seen", {"split": "train"}, t0), _row("split", {"split": "held_out"}, t0),
-            _row("late", {"split": "train"}, t0 + dt.timedelta(days=2))]
-    store.write("images", pa.Table.from_pylist(rows, schema=IMAGES))
-    run = {"started_at": t0 + dt.timedelta(days=1), "ended_at": None}
-    assert [s.name for s in held_out_subjects(store, run, None, 2).subjects] == ["late", "split"]
-    assert [s.name for s in held_out_subjects(store, None, None, 2).subjects] == ["split"]
-
-
-def test_a_split_recorded_after_the_run_ended_is_not_unseen_by_it(tmp_path):
-    """A run that ended before the split existed (older data) may have trained on the subject."""
+    """Decided from the run's pinned versions: held out in its split, or not in its images."""
     store = ShardStore(str(tmp_path))
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     store.write("images", pa.Table.from_pylist(
-        [_row("a", {}, t0), _row("b", {"split": "held_out"}, t0)], schema=IMAGES))
-    legacy = {"started_at": t0, "ended_at": t0 + dt.timedelta(hours=1)}
+        [_row("seen", {"split": "train"}, t0), _row("split", {"split": "held_out"}, t0)], schema=IMAGES))
+    run = {"table_versions": pin_versions(store)}
+    # ingested later, with an earlier timestamp: the version decides, not the clock
+    store.write("images", pa.Table.from_pylist([_row("late", {"split": "train"}, t0)], schema=IMAGES))
+    assert [s.name for s in held_out_subjects(store, run, None, 2).subjects] == ["late", "split"]
+    assert [s.name for s in held_out_subjects(store, None, None, 2).subjects] == ["split"]
+    assert [s.name for s in held_out_subjects(store, {"table_versions": {}}, None, 2).subjects] == ["split"]
+
+
+def test_a_run_pinned_before_any_image_saw_no_subject(tmp_path):
+    store = ShardStore(str(tmp_path))
+    run = {"table_versions": pin_versions(store)}
+    assert run["table_versions"]["images"] == -1
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    store.write("images", pa.Table.from_pylist(
+        [_row("a", {"split": "train"}, t0), _row("b", {"split": "train"}, t0)], schema=IMAGES))
+    assert [s.name for s in held_out_subjects(store, run, None, 1).subjects] == ["a", "b"]
     with pytest.raises(ValueError, match="no held-out subjects"):
-        held_out_subjects(store, legacy, None, 1)
-    current = {"started_at": t0, "ended_at": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}
-    assert [s.name for s in held_out_subjects(store, current, None, 1).subjects] == ["b"]
+        held_out_subjects(store, None, None, 1)
 
 
 def test_dataset_without_a_synth_split_still_has_held_out_subjects(tmp_path):

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from storage.shards import ShardStore
 from tamer.config import RetrainSettings
+from tasks import runs
 from tasks.retrain_policy import DEFERRED, Facts, decide, judge
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
@@ -64,15 +65,9 @@ def test_judge_reads_runs_and_ingests_and_debounces(tmp_path):
     store = ShardStore(str(tmp_path))
     now = dt.datetime.now(dt.UTC)
 
-    def ingest_row(fingerprint: str, total: int) -> pa.Table:
-        return pa.Table.from_pylist([{
-            "run_id": fingerprint, "source": "s", "started_at": now, "finished_at": now,
-            "seen": total, "ingested": total, "unchanged": 0, "duplicates": 0,
-            "quarantined": 0, "fingerprint": fingerprint, "total_images": total}])
-
-    store.write("ingest_runs", ingest_row("v1", 0))
     _, first = judge(store, POLICY)
     assert not first.retrain and first.reason == "the dataset is empty"
+    runs.record_versions(store, "r1", runs.pin_versions(store))  # trained on no image
     store.write("runs", pa.Table.from_pylist([{
         "run_id": "r1", "status": status, "dataset_fingerprint": "v1", "config_hash": "c",
         "code_version": "x", "started_at": now, "ended_at": now, "step": 1,

@@ -35,10 +35,13 @@ def main(
 RUNS_FLOWS = {data.ingest, data.caption, data.embed, pipeline.run, pipeline.serve, train.train}
 for command in (data.synth, data.ingest, data.caption, inspection.stats,
                 inspection.sql, data.embed, data.index, data.serve_index, data.search,
-                pipeline.run, pipeline.serve, train.train, inspection.runs, models.generate,
+                pipeline.run, pipeline.serve, train.train, models.generate,
                 tables.migrate, tables.verify, tables.maintain):
     app.command()(with_global_options(command, runs_flows=command in RUNS_FLOWS))
 app.command("eval")(with_global_options(evaluation.evaluate, runs_flows=True))
 app.command("stop-server")(with_global_options(pipeline.stop_server))
 models.models_app.command("check")(with_global_options(models.check))
 app.add_typer(models.models_app, name="models")
+inspection.runs_app.callback(invoke_without_command=True)(with_global_options(inspection.runs))
+inspection.runs_app.command("show")(with_global_options(inspection.show_run))
+app.add_typer(inspection.runs_app, name="runs")
