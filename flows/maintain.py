@@ -19,6 +19,4 @@ def compact_and_vacuum(root: str, retention_hours: int) -> dict:
 @flow(name="maintain", log_prints=True)
 def maintain_flow(root: str | None = None, config_file: str | None = None,
                   retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict:
-    if retention_hours < 0:
-        raise ValueError(f"retention_hours must be >= 0, got {retention_hours}")
     return compact_and_vacuum(load_config(config_file, root=root).root, retention_hours)

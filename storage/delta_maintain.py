@@ -2,12 +2,15 @@
 small files and vacuum what no version within the retention still needs.
 
 Verify reads only file listings and Parquet footers, never the data. Maintain leaves every
-version younger than the retention readable (time travel), so a reader pinned to one keeps
-working; uncommitted files of killed writers older than the retention are removed too.
+version younger than the retention readable (time travel), and stretches a table's retention
+back to the oldest version a training run pinned (`run_versions`), so re-building a run's plan
+never breaks; uncommitted files of killed writers older than the retention are removed too.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -59,7 +62,11 @@ def _check_file(store: ShardStore, path: str, num_bytes: int, rows: int
 
 def maintain(store: ShardStore, retention_hours: int = DEFAULT_RETENTION_HOURS
              ) -> dict[str, dict[str, int]]:
-    """Compact and vacuum every table; table -> files compacted, added, vacuumed."""
+    """Compact and vacuum every table; table -> files compacted, added, vacuumed, and the
+    retention used (longer than asked where a run pinned an older version)."""
+    if retention_hours < 0:
+        raise ValueError(f"retention_hours must be >= 0, got {retention_hours}")
+    oldest_pins = _oldest_pinned_versions(store)
     report = {}
     for table in TABLES:
         snapshot = store.snapshot(table)
@@ -67,9 +74,30 @@ def maintain(store: ShardStore, retention_hours: int = DEFAULT_RETENTION_HOURS
             continue
         compacted = snapshot.optimize.compact()
         snapshot = store.snapshot(table)
-        removed = snapshot.vacuum(retention_hours=retention_hours, dry_run=False,
+        hours = max(retention_hours, _hours_since(snapshot, oldest_pins.get(table)))
+        removed = snapshot.vacuum(retention_hours=hours, dry_run=False,
                                   enforce_retention_duration=False, full=True)
         report[table] = {"files_removed_by_compaction": compacted["numFilesRemoved"],
                          "files_added_by_compaction": compacted["numFilesAdded"],
-                         "files_vacuumed": len(removed)}
+                         "files_vacuumed": len(removed), "retention_hours": hours}
     return report
+
+
+def _oldest_pinned_versions(store: ShardStore) -> dict[str, int]:
+    """table -> the oldest version any training run pinned (a version of -1 pins nothing)."""
+    oldest: dict[str, int] = {}
+    for row in store.read("run_versions", ["table_name", "version"]).to_pylist():
+        if row["version"] >= 0:
+            oldest[row["table_name"]] = min(row["version"], oldest.get(row["table_name"], row["version"]))
+    return oldest
+
+
+def _hours_since(snapshot, version: int | None) -> int:
+    """Whole hours (rounded up, plus one) since `version` was committed: a vacuum retention that
+    keeps every file that version reads (their removal was logged after it); 0 for none."""
+    if version is None:
+        return 0
+    committed_ms = next((c["timestamp"] for c in snapshot.history() if c.get("version") == version), None)
+    if committed_ms is None:  # history no longer reaches it: keep everything the log knows
+        committed_ms = min(c["timestamp"] for c in snapshot.history())
+    return math.ceil((time.time() * 1000 - committed_ms) / 3_600_000) + 1

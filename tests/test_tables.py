@@ -136,6 +136,23 @@ def test_maintain_compacts_vacuums_leftovers_and_keeps_every_row(tmp_path):
     assert tamer("--root", str(root), "verify").exit_code == 0
 
 
+def test_maintain_never_vacuums_a_version_a_training_run_pinned(tmp_path):
+    from tasks.runs import record_versions
+
+    store = ShardStore(str(tmp_path / "root"))
+    for start in range(0, 6, 2):
+        store.write("images", image_rows(2, start=start))
+    pinned = store.version("images")
+    record_versions(store, "run-1", {"images": pinned})
+    store.write("images", image_rows(2, start=6))
+    result = tamer("--root", str(tmp_path / "root"), "maintain", "--retention-hours", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"]["retention_hours"] >= 1
+    # the run's version still reads whole after compaction + a zero-hour vacuum
+    assert store.read("images", ["image_id"], version=pinned).num_rows == 6
+    assert store.row_count("images") == 8
+
+
 KEEP_WRITING = """
 import sys
 sys.path.insert(0, sys.argv[2])
