@@ -69,8 +69,10 @@ def serve(
 
 
 def stop_server(as_json: JsonFlag = False) -> None:
-    """Stop the local Prefect server that commands started and share (see `tamer run`); the
-    next command that runs a flow starts a fresh one. A PREFECT_API_URL server is not touched."""
+    """Stop the local Prefect server that commands share (not a PREFECT_API_URL one).
+
+    The next command that runs a flow starts a fresh one.
+    """
     from prefect.settings import get_current_settings
 
     from flows.server import stop_shared_server
