@@ -174,17 +174,16 @@ def build_index(store: ShardStore, profile_name: str,
     return {**record, "skipped": False}
 
 
-# store URI -> (its `indexes` manifest's last shard (name, sha256), that table's last row)
-_LATEST_INDEX: dict[str, tuple[tuple[str, str] | None, dict | None]] = {}
+# store URI -> (its `indexes` table version, that table's last row)
+_LATEST_INDEX: dict[str, tuple[int, dict | None]] = {}
 
 
 def latest_index(store: ShardStore) -> dict | None:
     """The most recently built index, as recorded in the `indexes` table.
 
-    The table is read again only when its manifest names a new last shard (committed shards
-    are never rewritten), so a client making many queries reads the manifest, not the table."""
-    shards = store.shards("indexes")
-    key = (shards[-1].name, shards[-1].sha256) if shards else None
+    The table is read again only when its version moved (a commit, including compaction), so
+    a client making many queries reads the table's log, not its rows."""
+    key = store.version("indexes")
     cached = _LATEST_INDEX.get(store.location.uri)
     if cached is None or cached[0] != key:
         rows = store.read("indexes").to_pylist()
