@@ -101,7 +101,7 @@ SECTIONS += [
 
 
 def overview(store: ShardStore, con: duckdb.DuckDBPyConnection) -> dict:
-    """Headline numbers: sizes from the manifests, counts from the catalog."""
+    """Headline numbers: sizes from the table logs, counts from the catalog."""
     images, subjects, classes = con.execute(
         "SELECT count(*), count(DISTINCT subject), count(DISTINCT class_name) FROM images"
     ).fetchone()
