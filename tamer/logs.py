@@ -2,7 +2,7 @@
 
 Python warnings (deprecations, FutureWarnings) and transformers' and diffusers' logging are
 written to `<root>/logs/tamer.log` (a cache folder for remote roots); tqdm and Ray Data
-progress bars are off.
+progress bars are off, and Prefect's console shows warnings and errors only.
 Ray workers started from this process inherit environment variables that hold those libraries
 to errors and turn their Python warnings off. `verbose` leaves everything as the libraries set it.
 """
@@ -30,6 +30,9 @@ QUIET_ENVIRONMENT = {
     "TQDM_DISABLE": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    # Prefect's per-task INFO lines stay on the API (the UI shows them), off the console, where
+    # each stage prints its own line; its warnings and errors still show.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
 }
 # The libraries' logging modules (same API: diffusers copied transformers').
 LIBRARY_LOGGING = ("transformers.utils.logging", "diffusers.utils.logging")

@@ -45,6 +45,7 @@ def test_four_commands_at_once_share_one_server(tmp_path):
         state = json.loads((home / STATE_FILE).read_text())
         for command, (stdout, stderr) in zip(commands, outputs):
             assert command.returncode == 0, stderr[-3000:]
+            assert "| INFO " not in stderr, "Prefect's per-task lines stay off the console"
             assert json.loads(stdout)["ingested"] == 2
         assert ShardStore(str(tmp_path / "data")).row_count("images") == 8  # one root, all kept
         assert state["url"] != dead and state["url"].startswith("http://127.0.0.1:")
