@@ -1,9 +1,9 @@
 """Trainers for the roles the `synth` profile learns from labelled renders: the captioner (BLIP
-architecture, on ground-truth descriptions), the segmentation model (Segformer, on the renders'
-masks) and the `dino` role (a ViT whose CLS token groups views of one object together).
+architecture, on ground-truth descriptions) and the segmentation model (Segformer, on the
+renders' masks).
 
-Inputs are tensors, not a world: pixels (N, 3, S, S) in [-1, 1], and per row a caption, a mask
-or an identity label. Each trainer returns the model in eval mode and the seconds spent; the
+Inputs are tensors, not a world: pixels (N, 3, S, S) in [-1, 1], and per row a caption or a
+mask. Each trainer returns the model in eval mode and the seconds spent; the
 models are ordinary transformers classes, so `save_pretrained` + the profile's `from_pretrained`
 load them like any checkpoint.
 """
@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from transformers import (BlipConfig, BlipForConditionalGeneration, SegformerConfig,
-                          SegformerForSemanticSegmentation, ViTConfig, ViTModel)
+from transformers import BlipConfig, BlipForConditionalGeneration, SegformerConfig, SegformerForSemanticSegmentation
 
 from model.fit import fit
 
@@ -68,47 +66,6 @@ def train_segmentation(config: SegformerConfig, image_processor, pixels: torch.T
     def loss_fn(_: int) -> torch.Tensor:
         rows = _rows(len(targets), batch, generator)
         return model(pixel_values=inputs[rows], labels=targets[rows]).loss
-
-    seconds = fit(model.parameters(), steps, lr, loss_fn)
-    return model.eval(), seconds
-
-
-def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """SupCon (Khosla et al. 2020): each row is pulled toward every other row of its label."""
-    z = F.normalize(embeddings, dim=-1)
-    logits = z @ z.T / temperature
-    self_mask = torch.eye(len(z), dtype=torch.bool)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
-    log_prob = logits.log_softmax(dim=1).masked_fill(~positives, 0.0)
-    counts = positives.sum(1)
-    keep = counts > 0
-    return -(log_prob.sum(1)[keep] / counts[keep]).mean()
-
-
-def train_dino(config: ViTConfig, image_processor, pixels: torch.Tensor, identities: torch.Tensor,
-               steps: int, batch: int, lr: float, seed: int, views_per_identity: int = 2,
-               ) -> tuple[ViTModel, float]:
-    """The `dino` role's ViT: its CLS token (`last_hidden_state[:, 0]`, what DINO scores read)
-    is trained so views of one object (different scenes) are close and other objects far —
-    what the DINO score is used to measure. Each batch holds `views_per_identity` views of
-    `batch // views_per_identity` identities, so every row has a positive."""
-    torch.manual_seed(seed)
-    model = ViTModel(config, add_pooling_layer=False).train()
-    inputs = processor_pixels(pixels, image_processor)
-    by_identity = [torch.nonzero(identities == k).squeeze(1) for k in torch.unique(identities)]
-    by_identity = [rows for rows in by_identity if len(rows) >= views_per_identity]
-    if not by_identity:
-        raise ValueError(f"no identity has {views_per_identity} views to contrast")
-    generator = torch.Generator().manual_seed(seed)
-    groups = max(1, batch // views_per_identity)
-
-    def loss_fn(_: int) -> torch.Tensor:
-        picked = torch.randint(0, len(by_identity), (groups,), generator=generator)
-        rows = torch.cat([by_identity[k][torch.randperm(len(by_identity[k]), generator=generator)[:views_per_identity]]
-                          for k in picked.tolist()])
-        cls = model(pixel_values=inputs[rows]).last_hidden_state[:, 0]
-        return supervised_contrastive(cls, identities[rows])
 
     seconds = fit(model.parameters(), steps, lr, loss_fn)
     return model.eval(), seconds

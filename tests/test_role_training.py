@@ -4,14 +4,11 @@ on real synth renders, and load back through from_pretrained."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-from transformers import (BlipForConditionalGeneration, BlipProcessor, SegformerConfig,
-                          SegformerImageProcessor, ViTConfig, ViTImageProcessor, ViTModel)
+from transformers import BlipForConditionalGeneration, BlipProcessor, SegformerConfig, SegformerImageProcessor
 
 from model.captioning import Captioner
-from model.role_training import (processor_pixels, supervised_contrastive, train_captioner, train_dino,
-                                 train_segmentation)
+from model.role_training import processor_pixels, train_captioner, train_segmentation
 from model.tiny import ensure_built
 from tamer.synth import describe, identities, render, sample_scene
 
@@ -29,12 +26,6 @@ def _renders(objects: int, views: int, seed: int = 0):
             owners.append(k)
             captions.append(describe(subject.identity))
     return torch.stack(pixels), torch.stack(masks), torch.tensor(owners), captions
-
-
-def test_supervised_contrastive_prefers_clustered_embeddings():
-    labels = torch.tensor([0, 0, 1, 1])
-    clustered = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    assert supervised_contrastive(clustered, labels) < supervised_contrastive(clustered[[0, 2, 1, 3]], labels)
 
 
 def test_captioner_learns_to_say_the_descriptions_and_reloads(tmp_path):
@@ -69,27 +60,3 @@ def test_segmentation_learns_the_render_masks():
     untrained, _ = train_segmentation(config, processor, pixels, masks, steps=0, batch=8, lr=3e-3, seed=0)
     trained, _ = train_segmentation(config, processor, pixels, masks, steps=150, batch=8, lr=3e-3, seed=0)
     assert iou(trained) > max(0.6, iou(untrained) + 0.2)
-
-
-def test_dino_role_groups_views_of_one_object(tmp_path):
-    pixels, _, owners, _ = _renders(6, 4)
-    processor = ViTImageProcessor(size={"height": SIZE, "width": SIZE})
-    config = ViTConfig(image_size=SIZE, patch_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=2)
-    model, _ = train_dino(config, processor, pixels, owners, steps=120, batch=12, lr=2e-3, seed=0)
-    model.save_pretrained(tmp_path, safe_serialization=True)
-    loaded = ViTModel.from_pretrained(tmp_path, use_safetensors=True)
-    with torch.no_grad():
-        cls = torch.nn.functional.normalize(loaded(pixel_values=processor_pixels(pixels, processor)).last_hidden_state[:, 0], dim=-1)
-    cosine = cls @ cls.T
-    same = owners[:, None] == owners[None, :]
-    off_diagonal = ~torch.eye(len(owners), dtype=torch.bool)
-    assert cosine[same & off_diagonal].mean() > cosine[~same].mean() + 0.3
-
-
-def test_dino_refuses_identities_without_a_second_view():
-    pixels, _, owners, _ = _renders(3, 1)
-    with pytest.raises(ValueError, match="views"):
-        train_dino(ViTConfig(image_size=SIZE, patch_size=8, hidden_size=16, intermediate_size=32,
-                             num_hidden_layers=1, num_attention_heads=2),
-                   ViTImageProcessor(), pixels, owners, steps=1, batch=4, lr=1e-3, seed=0)
