@@ -25,13 +25,16 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
+from transformers import CLIPModel  # noqa: E402
 
 from benchmarks.common import RESULTS, machine  # noqa: E402
 from benchmarks.synth_quality import FULL  # noqa: E402
-from benchmarks.synthq_diffusion import sd_pipeline, text_encoder_from_clip, train_base  # noqa: E402
+from benchmarks.synthq_diffusion import train_world_base  # noqa: E402
 from benchmarks.synthq_models import accuracy, clip_processor, train_clip, train_oracle  # noqa: E402
 from benchmarks.synthq_world import (KEYS, SCENE_KEYS, class_prompt, eval_scenes, labels,  # noqa: E402
                                      random_subjects, render_views, split_subjects)
+from model.oracle import AttributeOracle  # noqa: E402
+from model.pixel_base import sd_pipeline, text_encoder_from_clip  # noqa: E402
 
 BARS = {"shape": 0.7, **{key: 0.9 for key in SCENE_KEYS}}
 
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "base_curve")
+    parser.add_argument("--reuse", action="store_true",
+                        help="load the oracle and CLIP a previous run saved in --out instead of training them")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     oracle_data = render_views(random_subjects(s.oracle_objects, s.seed + 1), s.oracle_views, s.size, s.seed + 1)
     train_subjects, held_out = split_subjects(s.train_objects, s.held_out, s.seed)
     train = render_views(train_subjects, s.views, s.size, s.seed + 3)
-    oracle, oracle_s = train_oracle(oracle_data, s.oracle_steps, s.oracle_batch, s.seed, s.oracle_width)
     processor = clip_processor(s.size)
-    clip, clip_s = train_clip(oracle_data, processor, s.clip_steps, s.clip_batch, s.seed, args.out / "clip")
+    if args.reuse and (args.out / "oracle").is_dir() and (args.out / "clip").is_dir():
+        oracle, oracle_s = AttributeOracle.from_pretrained(args.out / "oracle").eval(), 0.0
+        clip, clip_s = CLIPModel.from_pretrained(args.out / "clip").eval(), 0.0
+    else:
+        oracle, oracle_s = train_oracle(oracle_data, s.oracle_steps, s.oracle_batch, s.seed, s.oracle_width)
+        oracle.save_pretrained(args.out / "oracle")
+        clip, clip_s = train_clip(oracle_data, processor, s.clip_steps, s.clip_batch, s.seed, args.out / "clip")
     text_encoder, tokenizer = text_encoder_from_clip(clip), processor.tokenizer
     scenes = eval_scenes(8, s.seed)
     pairs = [(subject.identity, scene) for subject in held_out for scene in scenes]
@@ -94,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"settings": vars(args) | {"out": str(args.out)}, "machine": machine(), "bars": BARS,
               "oracle_s": oracle_s, "clip_s": clip_s, "curve": curve}
 
-    def checkpoint(step: int, unet) -> None:
-        hits, images = sample_accuracy(unet, text_encoder, tokenizer, oracle, prompts, truth, args.sample_steps,
+    def checkpoint(step: int, unet, encoder) -> None:
+        hits, images = sample_accuracy(unet, encoder, tokenizer, oracle, prompts, truth, args.sample_steps,
                                        s.guidance, s.seed)
         curve.append({"step": step, "wall_s": time.perf_counter() - start, "accuracy": hits,
                       "bars_met": {key: hits[key] >= bar for key, bar in BARS.items()}})
@@ -104,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(curve, args.out / "base_curve.png")
         print(f"step {step}: " + " ".join(f"{k} {hits[k]:.2f}" for k in KEYS), flush=True)
 
-    _, base_s = train_base(train, text_encoder, tokenizer, args.steps, s.batch, s.seed, checkpoint, args.every)
+    *_, base_s = train_world_base(train, text_encoder, tokenizer, args.steps, s.batch, s.seed, checkpoint, args.every)
     result["base_train_s"] = base_s
     (args.out / "base_curve.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"base {base_s:.0f}s of training; curve in {args.out}")

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine
-from benchmarks.synthq_diffusion import VARIANTS, sd_pipeline, text_encoder_from_clip, train_base, train_ours, train_ti
+from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti, train_world_base
 from benchmarks.synthq_measure import readable, score, summarize
-from benchmarks.synthq_models import (accuracy, clip_pixels, clip_processor, retrieval_accuracy, train_clip,
-                                      train_oracle)
+from benchmarks.synthq_models import accuracy, clip_processor, retrieval_accuracy, train_clip, train_oracle
 from benchmarks.synthq_report import targets, write_report
 from benchmarks.synthq_world import (class_prompt, eval_scenes, labels, object_prompt, random_subjects,
                                      render_views, split_subjects, to_tensor)
+from model.pixel_base import sd_pipeline, text_encoder_from_clip
+from model.role_training import processor_pixels
 from model.textual_inversion import TextualInversionConfig
 from tamer.synth import render
 
@@ -111,8 +112,10 @@ def run(settings: Settings, out: Path) -> dict:
     print(f"oracle {timings['oracle']:.0f}s, clip {timings['clip']:.0f}s", flush=True)
     text_encoder, tokenizer = text_encoder_from_clip(clip), processor.tokenizer
     # 4. the text-to-image base
-    base, timings["base"] = train_base(train, text_encoder, tokenizer, s.base_steps, s.batch, s.seed)
-    base.save_pretrained(out / "base_unet")  # with clip/: enough to sample the base again
+    base, text_encoder, timings["base"] = train_world_base(train, text_encoder, tokenizer, s.base_steps, s.batch,
+                                                           s.seed)
+    base.save_pretrained(out / "base_unet")
+    text_encoder.save_pretrained(out / "base_text_encoder")  # with clip/'s tokenizer: the base again
     print(f"base {timings['base']:.0f}s", flush=True)
     # 5. ours and its ablations
     models = {}
@@ -169,7 +172,7 @@ def _evaluate(s: Settings, held_out, base, text_encoder, tokenizer, clip, proces
             model.pipe.scheduler = text_only.scheduler
             model.pipe.set_progress_bar_config(disable=True)
             encode_start = time.perf_counter()
-            embeds = model.pipe.encode_object(clip_pixels(reference, processor), mask)
+            embeds = model.pipe.encode_object(processor_pixels(reference, processor.image_processor), mask)
             costs[name]["cost_s"] += (time.perf_counter() - encode_start) / len(held_out)
             costs[name]["cost_bytes"] = embeds.numel() * embeds.element_size()
             images[name] = _to_model_range(model.pipe(

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from benchmarks.synthq_models import clip_pixels
-from model.oracle import AttributeOracle
 from benchmarks.synthq_world import IDENTITY_KEYS, KEYS, SCENE_KEYS
+from model.oracle import AttributeOracle
+from model.role_training import processor_pixels
 from tasks.eval_report import bootstrap_interval
 
 MEASURES = ("identity_acc", "identity_exact", "prompt_acc", "clip_i", "clip_t")
@@ -42,8 +42,11 @@ def score(oracle: AttributeOracle, clip: CLIPModel, processor: CLIPProcessor, im
     identity_columns = [KEYS.index(k) for k in counted[0]]
     scene_columns = [KEYS.index(k) for k in counted[1]]
     hits = (oracle.predict(images) == truth).float()  # (N, len(KEYS))
-    image_emb = F.normalize(clip.get_image_features(pixel_values=clip_pixels(images, processor)), dim=-1)
-    ref_emb = F.normalize(clip.get_image_features(pixel_values=clip_pixels(reference, processor)), dim=-1)
+    def embed(pixels: torch.Tensor) -> torch.Tensor:
+        inputs = processor_pixels(pixels, processor.image_processor)
+        return F.normalize(clip.get_image_features(pixel_values=inputs), dim=-1)
+
+    image_emb, ref_emb = embed(images), embed(reference)
     tokens = processor.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
     text_emb = F.normalize(clip.get_text_features(**tokens), dim=-1)
     clip_i, clip_t = (image_emb * ref_emb).sum(-1), (image_emb * text_emb).sum(-1)

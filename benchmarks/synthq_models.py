@@ -11,24 +11,17 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
 from benchmarks.synthq_world import KEYS, VOCAB, Renders, caption
-from model.fit import fit
+from model import role_training
 from model.oracle import AttributeOracle
+from model.role_training import processor_pixels
 from model.tiny import ensure_built
 
 
 def train_oracle(data: Renders, steps: int, batch: int, seed: int, width: int = 24,
                  ) -> tuple[AttributeOracle, float]:
-    """Cross-entropy on every attribute head; returns the model and seconds spent."""
-    torch.manual_seed(seed)
-    oracle = AttributeOracle.for_vocabulary({key: list(VOCAB[key]) for key in KEYS}, width).train()
-    generator = torch.Generator().manual_seed(seed)
-
-    def loss_fn(_: int) -> torch.Tensor:
-        rows = torch.randint(0, len(data), (batch,), generator=generator)
-        return oracle.loss(data.pixels[rows], data.labels[rows])
-
-    seconds = fit(oracle.parameters(), steps, 3e-3, loss_fn, weight_decay=1e-4)
-    return oracle.eval(), seconds
+    """`model.role_training.train_oracle` on every attribute of the world."""
+    vocabulary = {key: list(VOCAB[key]) for key in KEYS}
+    return role_training.train_oracle(data.pixels, data.labels, vocabulary, steps, batch, seed, width)
 
 
 def accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -56,33 +49,13 @@ def clip_processor(size: int) -> CLIPProcessor:
     return processor
 
 
-def clip_pixels(pixels: torch.Tensor, processor: CLIPProcessor) -> torch.Tensor:
-    """[-1, 1] pixels already at CLIP's side -> CLIP-normalised pixels (what the processor does)."""
-    image = processor.image_processor
-    mean = torch.tensor(image.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(image.image_std).view(1, 3, 1, 1)
-    return ((pixels + 1) / 2 - mean) / std
-
-
 def train_clip(data: Renders, processor: CLIPProcessor, steps: int, batch: int, seed: int,
                out: Path) -> tuple[CLIPModel, float]:
-    """Symmetric InfoNCE on (render, caption) pairs; saved with `save_pretrained` to `out`, so it
-    loads through `from_pretrained` like every profile component. Returns (model, seconds)."""
-    torch.manual_seed(seed)
-    size = data.pixels.shape[-1]
-    model = CLIPModel(clip_config(size))
+    """`model.role_training.train_clip` on (render, caption) pairs, saved with `save_pretrained`
+    to `out` so it loads through `from_pretrained` like every profile component."""
     captions = [caption(data.identity(i), data.scenes[i]) for i in range(len(data))]
-    tokens = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-
-    def loss_fn(_: int) -> torch.Tensor:
-        rows = torch.randint(0, len(data), (batch,), generator=generator)
-        return model(input_ids=tokens.input_ids[rows], attention_mask=tokens.attention_mask[rows],
-                     pixel_values=clip_pixels(data.pixels[rows], processor), return_loss=True).loss
-
-    seconds = fit(model.parameters(), steps, 1e-3, loss_fn, weight_decay=0.05)
-    model.eval()
+    model, seconds = role_training.train_clip(clip_config(data.pixels.shape[-1]), processor, data.pixels, captions,
+                                              steps, batch, seed)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return CLIPModel.from_pretrained(out).eval(), seconds
@@ -94,6 +67,7 @@ def retrieval_accuracy(model: CLIPModel, processor: CLIPProcessor, data: Renders
     n = min(n, len(data))
     captions = [caption(data.identity(i), data.scenes[i]) for i in range(n)]
     tokens = processor.tokenizer(captions, padding=True, return_tensors="pt")
-    images = F.normalize(model.get_image_features(pixel_values=clip_pixels(data.pixels[:n], processor)), dim=-1)
+    inputs = processor_pixels(data.pixels[:n], processor.image_processor)
+    images = F.normalize(model.get_image_features(pixel_values=inputs), dim=-1)
     texts = F.normalize(model.get_text_features(**tokens), dim=-1)
     return float(((images @ texts.T).argmax(1) == torch.arange(n)).float().mean())

@@ -69,9 +69,9 @@ def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler():
     from diffusers import DDIMScheduler
     from transformers import CLIPModel
 
-    from benchmarks.synthq_diffusion import build_unet, scheduler, sd_pipeline, text_encoder_from_clip
     from benchmarks.synthq_models import clip_config, clip_processor
     from model.finetune import token_ids
+    from model.pixel_base import build_unet, scheduler, sd_pipeline, text_encoder_from_clip
 
     torch.manual_seed(0)
     processor = clip_processor(32)
