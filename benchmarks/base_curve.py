@@ -31,10 +31,10 @@ from benchmarks.common import RESULTS, machine  # noqa: E402
 from benchmarks.synth_quality import FULL  # noqa: E402
 from benchmarks.synthq_diffusion import train_world_base  # noqa: E402
 from benchmarks.synthq_models import accuracy, clip_processor, train_clip, train_oracle  # noqa: E402
-from benchmarks.synthq_world import (KEYS, SCENE_KEYS, class_prompt, eval_scenes, labels,  # noqa: E402
-                                     random_subjects, render_views, split_subjects)
 from model.oracle import AttributeOracle  # noqa: E402
 from model.pixel_base import sd_pipeline, text_encoder_from_clip  # noqa: E402
+from tamer.synth_world import (KEYS, SCENE_KEYS, class_prompt, eval_scenes, labels,  # noqa: E402
+                                random_subjects, render_views, split_subjects)
 
 BARS = {"shape": 0.7, **{key: 0.9 for key in SCENE_KEYS}}
 

@@ -26,12 +26,12 @@ from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti, train_wo
 from benchmarks.synthq_measure import readable, score, summarize
 from benchmarks.synthq_models import accuracy, clip_processor, retrieval_accuracy, train_clip, train_oracle
 from benchmarks.synthq_report import targets, write_report
-from benchmarks.synthq_world import (class_prompt, eval_scenes, labels, object_prompt, random_subjects,
-                                     render_views, split_subjects, to_tensor)
 from model.pixel_base import sd_pipeline, text_encoder_from_clip
 from model.role_training import processor_pixels
 from model.textual_inversion import TextualInversionConfig
 from tamer.synth import render
+from tamer.synth_world import (class_prompt, eval_scenes, labels, object_prompt, random_subjects,
+                                render_views, split_subjects, to_tensor)
 
 OUT = Path(__file__).resolve().parent / "results" / "synth_quality"
 TI_TOKEN = "<ti-object>"

@@ -16,7 +16,6 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel
 
-from benchmarks.synthq_world import Renders, caption, class_prompt, object_prompt
 from model.batching import JointBatchPolicy, collate, cross_reference
 from model.finetune import token_ids
 from model.fit import fit
@@ -24,6 +23,7 @@ from model.pixel_base import PassThroughVAE, scheduler, sd_pipeline, train_base
 from model.role_training import processor_pixels
 from model.tamer_model import TamerModel, TamerModelConfig
 from model.textual_inversion import TextualInversionConfig, train_textual_inversion
+from tamer.synth_world import Renders, caption, class_prompt, object_prompt
 
 
 def train_world_base(data: Renders, text_encoder, tokenizer, steps: int, batch: int, seed: int, on_ema=None,

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from benchmarks.synthq_world import IDENTITY_KEYS, KEYS, SCENE_KEYS
 from model.oracle import AttributeOracle
 from model.role_training import processor_pixels
+from tamer.synth_world import IDENTITY_KEYS, KEYS, SCENE_KEYS
 from tasks.eval_report import bootstrap_interval
 
 MEASURES = ("identity_acc", "identity_exact", "prompt_acc", "clip_i", "clip_t")

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
-from benchmarks.synthq_world import KEYS, VOCAB, Renders, caption
 from model import role_training
 from model.oracle import AttributeOracle
 from model.role_training import processor_pixels
 from model.tiny import ensure_built
+from tamer.synth_world import KEYS, VOCAB, Renders, caption
 
 
 def train_oracle(data: Renders, steps: int, batch: int, seed: int, width: int = 24,

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.synthq_measure import MEASURES  # noqa: E402
-from benchmarks.synthq_world import KEYS  # noqa: E402
+from tamer.synth_world import KEYS  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

@@ -18,10 +18,11 @@ import torch
 
 from benchmarks.common import interleaved, paired, print_paired, print_summaries, summary, write_result
 from model.batching import JointBatchPolicy
+from model.fit import step_seed
 from model.optim import optimizer_step
 from storage.shards import ShardStore
 from tamer.config import IngestSettings, TamerConfig, load_config
-from tasks.train import AMP_DTYPES, next_batch, run_training, step_seed
+from tasks.train import AMP_DTYPES, next_batch, run_training
 from tasks.train_data import DOMAIN, GENERAL, Pool, build_datasets, build_plan
 
 WARMUP_STEPS = 5  # first steps pay one-off costs (allocator, lazy init): not throughput

@@ -18,11 +18,10 @@ from diffusers import (ConfigMixin, DDIMScheduler, DDPMScheduler, ModelMixin, St
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
-from diffusers.training_utils import EMAModel
 from transformers import CLIPModel, CLIPTextModel
 
 from model.finetune import denoising_loss, token_ids
-from model.fit import fit
+from model.fit import Job, run, step_generator
 
 CAPTION_DROPOUT = 0.1  # the base's unconditional rows (SD: 10%)
 SHORT_CAPTIONS = 0.4  # rows captioned with the class prompt only (what evaluation asks)
@@ -74,49 +73,56 @@ def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
     return encoder.eval().requires_grad_(False)
 
 
-def train_base(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequence[str], text_encoder,
-               tokenizer, steps: int, batch: int, seed: int,
-               on_ema: Callable[[int, UNet2DConditionModel, CLIPTextModel], None] | None = None,
-               every: int = 0) -> tuple[UNet2DConditionModel, CLIPTextModel, float]:
+def base_job(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequence[str], text_encoder,
+             tokenizer, steps: int, batch: int, seed: int) -> Job:
     """Text-to-image base on `pixels` (N, 3, S, S) in [-1, 1] with their `captions` (the shared
-    loss), trained jointly with (a
-    copy of) the text encoder. SD keeps its text encoder frozen because CLIP arrived knowing the
-    words; this in-domain CLIP's text tower, contrastively trained for minutes, barely separates
-    what the base must draw (the hidden states of "a star, ..." and "a arrow, ..." have cosine
-    0.997; a background change gives 0.61), so a frozen copy left shape and position at chance.
-    Each row's caption is its full description or, for `SHORT_CAPTIONS` of rows, its short
-    form: the class prompt that evaluation and users write ("a star, against a blue sky, ..."),
-    and is dropped
-    for `CAPTION_DROPOUT` of rows so classifier-free guidance has an unconditional model.
-    Returns the EMA weights (warm-up EMA, as in diffusers' examples) of both models.
-    `on_ema(step, unet, text_encoder)` sees the EMA weights every `every` steps (the curve)."""
+    loss), trained jointly with (a copy of) the text encoder. SD keeps its text encoder frozen
+    because CLIP arrived knowing the words; this in-domain CLIP's text tower, contrastively
+    trained for minutes, barely separates what the base must draw (the hidden states of
+    "a star, ..." and "a arrow, ..." have cosine 0.997; a background change gives 0.61), so a
+    frozen copy left shape and position at chance. Each row's caption is its full description
+    or, for `SHORT_CAPTIONS` of rows, its short form: the class prompt that evaluation and users
+    write ("a star, against a blue sky, ..."); it is dropped for `CAPTION_DROPOUT` of rows so
+    classifier-free guidance has an unconditional model. Weights are averaged (warm-up EMA, as
+    in diffusers' examples): at a few thousand steps they sample visibly cleaner."""
     torch.manual_seed(seed)
     unet = build_unet(pixels.shape[-1], text_encoder.config.hidden_size).train()
     encoder = copy.deepcopy(text_encoder).train().requires_grad_(True)
     full, short = token_ids(tokenizer, captions), token_ids(tokenizer, short_captions)
     empty = token_ids(tokenizer, [""])
-    noise_schedule, generator = scheduler(), torch.Generator().manual_seed(seed)
-    parameters = [*unet.parameters(), *encoder.parameters()]
-    ema = EMAModel(parameters, decay=0.999, use_ema_warmup=True)
+    noise_schedule = scheduler()
 
-    def step_fn(_: int) -> torch.Tensor:
+    def loss(step: int) -> torch.Tensor:
+        generator = step_generator(seed, step)
         rows = torch.randint(0, len(pixels), (batch,), generator=generator)
         pick = torch.rand(batch, generator=generator)
         ids = torch.where((pick < SHORT_CAPTIONS)[:, None], short[rows], full[rows])
         ids = torch.where((pick >= 1 - CAPTION_DROPOUT)[:, None], empty, ids)
         return denoising_loss(unet, noise_schedule, pixels[rows], encoder(ids)[0], generator)
 
-    def checkpoint(done: int) -> None:
+    return Job({"unet": unet, "text_encoder": encoder}, loss, steps, 1e-3, schedule="warmup", clip_norm=1.0,
+               ema_decay=0.999)
+
+
+def train_base(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequence[str], text_encoder,
+               tokenizer, steps: int, batch: int, seed: int,
+               on_ema: Callable[[int, UNet2DConditionModel, CLIPTextModel], None] | None = None,
+               every: int = 0) -> tuple[UNet2DConditionModel, CLIPTextModel, float]:
+    """`base_job` in-process; returns the EMA weights of both models and the seconds spent.
+    `on_ema(step, unet, text_encoder)` sees the EMA weights every `every` steps (the curve)."""
+    job = base_job(pixels, captions, short_captions, text_encoder, tokenizer, steps, batch, seed)
+    unet, encoder = job.modules["unet"], job.modules["text_encoder"]
+
+    def curve(done: int, ema) -> None:
         if on_ema is not None and every and done % every == 0:
+            parameters = job.parameters()
             ema.store(parameters)
             ema.copy_to(parameters)
             on_ema(done, unet.eval(), encoder.eval())
             ema.restore(parameters)
             unet.train(), encoder.train()
 
-    seconds = fit(parameters, steps, 1e-3, step_fn, schedule="warmup", clip_norm=1.0, ema=ema,
-                  on_step=checkpoint)
-    ema.copy_to(parameters)
+    seconds = run(job, on_step=curve)
     return unet.eval().requires_grad_(False), encoder.eval().requires_grad_(False), seconds
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 import yaml
+from diffusers import ConfigMixin
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -52,8 +53,12 @@ ROLES: dict[str, RoleSpec] = {
     "dino": RoleSpec("transformers.AutoModel", "transformers.AutoImageProcessor", "config.json", True),
     "segmentation": RoleSpec("transformers.AutoModelForSemanticSegmentation",
                              "transformers.AutoImageProcessor", "config.json", True),
+    # reads every labelled attribute of a synth render (evaluation on synth subjects)
+    "oracle": RoleSpec("model.oracle.AttributeOracle", None, "config.json", True),
 }
-NULLABLE_ROLES = {"segmentation"}  # null = use the saliency fallback for foreground masks
+# null (or absent) = segmentation: the saliency fallback for foreground masks; oracle: no
+# oracle columns in evaluation (profiles not trained on synth renders have none)
+NULLABLE_ROLES = {"segmentation", "oracle"}
 
 
 class ModelLoadError(RuntimeError):
@@ -118,7 +123,7 @@ class Profile(BaseModel):
     @classmethod
     def _complete(cls, roles: dict[str, ModelRef | None]) -> dict[str, ModelRef | None]:
         unknown = sorted(set(roles) - set(ROLES))
-        missing = sorted(set(ROLES) - set(roles))
+        missing = sorted(set(ROLES) - set(roles) - NULLABLE_ROLES)
         nulled = sorted(r for r, ref in roles.items() if ref is None and r not in NULLABLE_ROLES)
         if unknown or missing or nulled:
             raise ValueError(f"unknown roles {unknown}, missing roles {missing}, "
@@ -197,7 +202,7 @@ def load_role(profile: Profile, role: str, *, device: str | torch.device | None 
     `device` overrides the profile's device; other kwargs go to the model's `from_pretrained`.
     Returns None for a null role (segmentation: use the saliency fallback).
     """
-    if role in NULLABLE_ROLES and profile.roles.get(role) is None:
+    if role in NULLABLE_ROLES and profile.roles.get(role) is None:  # null or absent
         return None
     ref, spec = _ref(profile, role), ROLES[role]
     try:
@@ -224,7 +229,7 @@ def check_profile(name_or_path: str) -> list[RoleCheck]:
     checks = []
     for role in ROLES:
         check = _check_role(profile, role, local_only=True)
-        ref = profile.roles[role]
+        ref = profile.roles.get(role)
         if check.ok and ref is not None and ref.id.startswith(TINY_SCHEME):
             try:
                 load_role(profile, role, device="cpu")
@@ -272,7 +277,8 @@ def _import_class(name: str) -> type:
 
 def _from_pretrained(cls: type, profile: Profile, ref: ModelRef, path: str, subfolder: str | None,
                      weights: bool, extra: dict[str, Any]) -> Any:
-    is_diffusers = cls.__module__.startswith("diffusers")
+    # diffusers' classes and the project's own ConfigMixin models (oracle, pixel-space VAE)
+    is_diffusers = issubclass(cls, ConfigMixin)
     kwargs: dict[str, Any] = {"revision": ref.revision}
     if subfolder:
         kwargs["subfolder"] = subfolder
@@ -292,9 +298,10 @@ def _hub_offline() -> bool:
 
 def _check_role(profile: Profile, role: str, *, local_only: bool) -> RoleCheck:
     """Check one role without loading weights: classes import, config found, config type fits."""
-    ref, spec = profile.roles[role], ROLES[role]
+    ref, spec = profile.roles.get(role), ROLES[role]
     if ref is None:
-        return RoleCheck(role=role, id=None, ok=True, reason="not set: saliency fallback")
+        fallback = "saliency fallback" if role == "segmentation" else "no oracle columns in evaluation"
+        return RoleCheck(role=role, id=None, ok=True, reason=f"not set: {fallback}")
 
     def result(ok: bool, reason: str, warning: bool = False) -> RoleCheck:
         return RoleCheck(role=role, id=ref.id, ok=ok, reason=reason, warning=warning)

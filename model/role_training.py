@@ -2,10 +2,11 @@
 oracle, CLIP (contrastive on render-caption pairs), the captioner (BLIP architecture, on
 ground-truth descriptions) and the segmentation model (Segformer, on the renders' masks).
 
-Inputs are tensors, not a world: pixels (N, 3, S, S) in [-1, 1], and per row a caption or a
-mask. Each trainer returns the model in eval mode and the seconds spent; the
-models are ordinary transformers classes, so `save_pretrained` + the profile's `from_pretrained`
-load them like any checkpoint.
+Inputs are tensors, not a world: pixels (N, 3, S, S) in [-1, 1], and per row labels, a
+caption or a mask. Each role is a `*_job` (a `model.fit.Job`: the profile trainer runs it with
+checkpoints under Ray Train) and a `train_*` that runs it in-process and returns the model in
+eval mode and the seconds spent. The models are ordinary transformers/diffusers classes, so
+`save_pretrained` + the profile's `from_pretrained` load them like any checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from transformers import (BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel, SegformerConfig,
                           SegformerForSemanticSegmentation)
 
-from model.fit import fit
+from model.fit import Job, run, step_generator
 from model.oracle import AttributeOracle
 
 
@@ -27,45 +28,54 @@ def processor_pixels(pixels: torch.Tensor, image_processor) -> torch.Tensor:
     return ((pixels + 1) / 2 - mean) / std
 
 
-def _rows(n: int, batch: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, n, (batch,), generator=generator)
+def _rows(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
+    return torch.randint(0, n, (batch,), generator=step_generator(seed, step))
 
 
-def train_oracle(pixels: torch.Tensor, labels: torch.Tensor, vocabulary: dict[str, list[str]], steps: int,
-                 batch: int, seed: int, width: int = 24) -> tuple[AttributeOracle, float]:
+def _trained(job: Job) -> tuple[torch.nn.Module, float]:
+    seconds = run(job)
+    return job.modules["model"].eval(), seconds
+
+
+def oracle_job(pixels: torch.Tensor, labels: torch.Tensor, vocabulary: dict[str, list[str]], steps: int,
+               batch: int, seed: int, width: int = 24) -> Job:
     """Cross-entropy on every attribute head; `labels` (N, len(vocabulary)) are value indices."""
     torch.manual_seed(seed)
     oracle = AttributeOracle.for_vocabulary(vocabulary, width).train()
-    generator = torch.Generator().manual_seed(seed)
 
-    def loss_fn(_: int) -> torch.Tensor:
-        rows = _rows(len(labels), batch, generator)
+    def loss(step: int) -> torch.Tensor:
+        rows = _rows(len(labels), batch, seed, step)
         return oracle.loss(pixels[rows], labels[rows])
 
-    seconds = fit(oracle.parameters(), steps, 3e-3, loss_fn, weight_decay=1e-4)
-    return oracle.eval(), seconds
+    return Job({"model": oracle}, loss, steps, 3e-3, weight_decay=1e-4)
 
 
-def train_clip(config: CLIPConfig, processor, pixels: torch.Tensor, captions: Sequence[str], steps: int,
-               batch: int, seed: int) -> tuple[CLIPModel, float]:
+def train_oracle(*args, **kwargs) -> tuple[AttributeOracle, float]:
+    return _trained(oracle_job(*args, **kwargs))
+
+
+def clip_job(config: CLIPConfig, processor, pixels: torch.Tensor, captions: Sequence[str], steps: int,
+             batch: int, seed: int) -> Job:
     """Symmetric InfoNCE on (render, caption) pairs."""
     torch.manual_seed(seed)
     model = CLIPModel(config).train()
     tokens = processor.tokenizer(list(captions), padding=True, truncation=True, return_tensors="pt")
     inputs = processor_pixels(pixels, processor.image_processor)
-    generator = torch.Generator().manual_seed(seed)
 
-    def loss_fn(_: int) -> torch.Tensor:
-        rows = _rows(len(inputs), batch, generator)
+    def loss(step: int) -> torch.Tensor:
+        rows = _rows(len(inputs), batch, seed, step)
         return model(input_ids=tokens.input_ids[rows], attention_mask=tokens.attention_mask[rows],
                      pixel_values=inputs[rows], return_loss=True).loss
 
-    seconds = fit(model.parameters(), steps, 1e-3, loss_fn, weight_decay=0.05)
-    return model.eval(), seconds
+    return Job({"model": model}, loss, steps, 1e-3, weight_decay=0.05)
 
 
-def train_captioner(config: BlipConfig, processor, pixels: torch.Tensor, captions: Sequence[str],
-                    steps: int, batch: int, lr: float, seed: int) -> tuple[BlipForConditionalGeneration, float]:
+def train_clip(*args, **kwargs) -> tuple[CLIPModel, float]:
+    return _trained(clip_job(*args, **kwargs))
+
+
+def captioner_job(config: BlipConfig, processor, pixels: torch.Tensor, captions: Sequence[str], steps: int,
+                  batch: int, lr: float, seed: int) -> Job:
     """Teacher-forced captioning loss. The first token is BLIP's [DEC] (bos), as at generation
     time (`generate` starts from it); padding is ignored by the loss."""
     torch.manual_seed(seed)
@@ -76,32 +86,34 @@ def train_captioner(config: BlipConfig, processor, pixels: torch.Tensor, caption
     ids[:, 0] = config.text_config.bos_token_id
     labels = ids.masked_fill(tokens.attention_mask == 0, -100)
     inputs = processor_pixels(pixels, processor.image_processor)
-    generator = torch.Generator().manual_seed(seed)
 
-    def loss_fn(_: int) -> torch.Tensor:
-        rows = _rows(len(ids), batch, generator)
+    def loss(step: int) -> torch.Tensor:
+        rows = _rows(len(ids), batch, seed, step)
         return model(pixel_values=inputs[rows], input_ids=ids[rows],
                      attention_mask=tokens.attention_mask[rows], labels=labels[rows]).loss
 
-    seconds = fit(model.parameters(), steps, lr, loss_fn)
-    return model.eval(), seconds
+    return Job({"model": model}, loss, steps, lr)
 
 
-def train_segmentation(config: SegformerConfig, image_processor, pixels: torch.Tensor, masks: torch.Tensor,
-                       steps: int, batch: int, lr: float, seed: int,
-                       ) -> tuple[SegformerForSemanticSegmentation, float]:
+def train_captioner(*args, **kwargs) -> tuple[BlipForConditionalGeneration, float]:
+    return _trained(captioner_job(*args, **kwargs))
+
+
+def segmentation_job(config: SegformerConfig, image_processor, pixels: torch.Tensor, masks: torch.Tensor,
+                     steps: int, batch: int, lr: float, seed: int) -> Job:
     """Per-pixel cross-entropy against the renders' masks (N, 1, S, S) in {0, 1}: label 1 is
     the object (the profile's `{0: background, 1: foreground}`)."""
     torch.manual_seed(seed)
     model = SegformerForSemanticSegmentation(config).train()
     inputs = processor_pixels(pixels, image_processor)
     targets = (masks[:, 0] > 0.5).long()
-    generator = torch.Generator().manual_seed(seed)
 
-    def loss_fn(_: int) -> torch.Tensor:
-        rows = _rows(len(targets), batch, generator)
+    def loss(step: int) -> torch.Tensor:
+        rows = _rows(len(targets), batch, seed, step)
         return model(pixel_values=inputs[rows], labels=targets[rows]).loss
 
-    seconds = fit(model.parameters(), steps, lr, loss_fn)
-    return model.eval(), seconds
+    return Job({"model": model}, loss, steps, lr)
 
+
+def train_segmentation(*args, **kwargs) -> tuple[SegformerForSemanticSegmentation, float]:
+    return _trained(segmentation_job(*args, **kwargs))

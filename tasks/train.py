@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from model.batching import JointBatchPolicy, collate
+from model.fit import step_seed
 from model.optim import EMA, optimizer_step, warmup_cosine
 from model.tamer_model import TamerModel, TamerModelConfig
 from storage.shards import ShardStore
@@ -184,12 +184,6 @@ def train_loop_per_worker(loop: dict) -> None:
                 runs.record_run(store, run_id, runs.RUNNING, config, loop["fingerprint"], loop["started"],
                                 step=step + 1, checkpoint_uri=f"{runs_uri(store)}/{run_id}/{name}")
             consumed = []
-
-
-def step_seed(*parts: int) -> int:
-    """Noise, timesteps and dropout of one micro-batch: a pure function of where it is in the run,
-    so a resumed run draws what the uninterrupted one would have."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def _to_device(model: TamerModel, device: torch.device) -> None:

@@ -41,6 +41,7 @@ for command in (data.synth, data.ingest, data.caption, inspection.stats,
 app.command("eval")(with_global_options(evaluation.evaluate, runs_flows=True))
 app.command("stop-server")(with_global_options(pipeline.stop_server))
 models.models_app.command("check")(with_global_options(models.check))
+models.models_app.command("train-profile")(with_global_options(models.train_profile, runs_flows=True))
 app.add_typer(models.models_app, name="models")
 inspection.runs_app.callback(invoke_without_command=True)(with_global_options(inspection.runs))
 inspection.runs_app.command("show")(with_global_options(inspection.show_run))

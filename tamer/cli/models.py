@@ -1,4 +1,5 @@
-"""Model commands: `models check` (dry-run a profile) and `generate` (images from a checkpoint)."""
+"""Model commands: `models check` (dry-run a profile), `models train-profile` (train the `synth`
+profile from scratch) and `generate` (images from a checkpoint)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,38 @@ def check(
         console.print(table)
     if not all(check["ok"] for check in checks):
         raise typer.Exit(1)
+
+
+def train_profile(
+    out: Annotated[Path, typer.Option(help="Folder for the profile: HF folders, <name>.yaml, provenance.json.")],
+    recipe: Annotated[str, typer.Option(help="full (the shipped profile) or smoke (every role, seconds).")
+                      ] = "full",
+    seed: Annotated[int, typer.Option(help="Seed of the renders and every role's training.")] = 0,
+    name: Annotated[str, typer.Option(help="Profile name written in the YAML.")] = "synth",
+    threads: Annotated[int, typer.Option(help="Torch threads per role (0: every CPU).")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the synth profile's roles from scratch on synth renders (Ray Train, checkpoints);
+    run again after an interruption to resume where it stopped."""
+    from tasks.profile_roles import RECIPES
+
+    if recipe not in RECIPES:
+        fail(f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})", 2)
+    from flows.train_profile import train_profile_flow
+    from tasks.profile_training import RecipeMismatch
+
+    try:
+        report = train_profile_flow(out=str(out), recipe=recipe, seed=seed, name=name, threads=threads,
+                                    root=state.root, config_file=state.config_path())
+    except RecipeMismatch as exc:
+        fail(str(exc), 2)
+    if as_json:
+        print_json(report)
+        return
+    for record in report["roles"]:
+        resumed = f", resumed at step {record['resumed_from']}" if record["resumed_from"] else ""
+        console.print(f"{record['role']}: {record['steps']} steps{resumed}")
+    console.print(f"profile: [bold]{report['profile']}[/bold] (metrics in provenance.json)")
 
 
 def generate(

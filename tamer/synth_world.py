@@ -1,5 +1,6 @@
-"""The synth-quality benchmark's world: labelled renders of `tamer.synth` objects as tensors,
-their captions, and the evaluation prompts.
+"""The labelled world the `synth` profile is trained and judged on: renders of `tamer.synth`
+objects as tensors, their captions, and the evaluation prompts (used by the profile's trainers
+and by the synth-quality benchmark).
 
 Identity = shape x palette x texture x eyes; scene = background, position, scale, rotation,
 lighting (what a prompt controls). At 32 px a "small" object is about 10 px across and its

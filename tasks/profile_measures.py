@@ -1,0 +1,137 @@
+"""What a trained `synth` profile is worth, measured on fresh renders of identities and scenes
+drawn apart from training (another seed): the oracle's accuracy, CLIP's zero-shot attribute
+accuracy through the project's own vocabulary (what captioning uses), the captioner's agreement
+with ground truth, segmentation IoU, and the oracle's reading of the base's text-only samples.
+Each figure goes into the profile's provenance beside the bar it is judged against.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPModel, CLIPProcessor
+
+from model.attributes import AttributeScorer, load_vocabulary, top, truth_from_meta
+from model.attributes import accuracy as attribute_accuracy
+from model.captioning import Captioner
+from model.oracle import AttributeOracle
+from model.pixel_base import sd_pipeline
+from model.role_training import processor_pixels
+from tamer.config import CONFIG_DIR
+from tamer.synth import COLORS, SCENE_PHRASES, SHAPES
+from tamer.synth_world import (KEYS, SCENE_KEYS, Renders, class_prompt, eval_scenes, labels, random_subjects,
+                               render_views, split_subjects)
+from tasks.profile_roles import Recipe
+
+BARS = {"oracle": 0.95, "clip_zero_shot": 0.8, "captioner": 0.8, "base_shape": 0.7, "base_scene": 0.9}
+FRESH_SEED = 7919  # renders no role trained on
+
+
+def fresh_renders(r: Recipe, objects: int = 400) -> Renders:
+    return render_views(random_subjects(objects, r.seed + FRESH_SEED), 1, r.size, r.seed + FRESH_SEED)
+
+
+def to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in array]
+
+
+def per_key(predicted: torch.Tensor, truth: torch.Tensor, keys: tuple[str, ...] = KEYS) -> dict[str, float]:
+    """Per-attribute exact-match rate of (N, len(keys)) index tensors."""
+    return {key: float((predicted[:, k] == truth[:, k]).float().mean()) for k, key in enumerate(keys)}
+
+
+@torch.no_grad()
+def measure_profile(out: Path, r: Recipe) -> dict:
+    fresh = fresh_renders(r)
+    images = to_images(fresh.pixels)
+    oracle = AttributeOracle.from_pretrained(out / "oracle").eval()
+    return {"oracle_accuracy": per_key(oracle.predict(fresh.pixels), fresh.labels),
+            "clip_zero_shot": clip_zero_shot(out / "clip", fresh, images),
+            "captioner_agreement": captioner_agreement(out / "captioner", fresh, images),
+            "segmentation_iou": segmentation_iou(out / "segmentation", fresh),
+            "base_text_only": base_accuracy(out, oracle, r),
+            "bars": BARS}
+
+
+def clip_zero_shot(folder: Path, data: Renders, images: list[Image.Image]) -> dict[str, float]:
+    """Top-1 accuracy per vocabulary group with a truth path (configs/attributes.yaml)."""
+    vocabulary = load_vocabulary(CONFIG_DIR / "attributes.yaml")
+    scorer = AttributeScorer(CLIPModel.from_pretrained(folder, use_safetensors=True).eval(),
+                             CLIPProcessor.from_pretrained(folder), vocabulary)
+    predicted, truth = {}, {}
+    for start in range(0, len(images), 128):
+        for offset, scores in enumerate(scorer(images[start:start + 128])):
+            predicted[start + offset] = {group: value for group, (value, _) in top(scores).items()}
+    for i in range(len(data)):
+        meta = {"identity": data.identity(i).attributes(), "scene": data.scenes[i].attributes(),
+                "class_name": data.identity(i).shape}
+        truth[i] = truth_from_meta(meta, vocabulary)
+    return {group: entry["accuracy"] for group, entry in attribute_accuracy(predicted, truth, vocabulary).items()}
+
+
+def captioner_agreement(folder: Path, data: Renders, images: list[Image.Image]) -> dict[str, float]:
+    """Share of raw captions naming the true shape, primary colour (the first colour said) and
+    background phrase."""
+    captioner = Captioner(BlipForConditionalGeneration.from_pretrained(folder, use_safetensors=True).eval(),
+                          BlipProcessor.from_pretrained(folder))
+    said = [text for start in range(0, len(images), 64) for text in captioner(images[start:start + 64])]
+    hits = {"shape": [], "primary": [], "background": []}
+    for i, text in enumerate(said):
+        identity, scene = data.identity(i), data.scenes[i]
+        hits["shape"].append(_first(text, SHAPES) == identity.shape)
+        hits["primary"].append(_first(text, tuple(COLORS)) == identity.primary)
+        hits["background"].append(SCENE_PHRASES["background"][scene.background].lower() in text)
+    return {key: float(np.mean(values)) for key, values in hits.items()}
+
+
+def _first(text: str, words: tuple[str, ...]) -> str | None:
+    found = [(m.start(), w) for w in words for m in re.finditer(rf"\b{re.escape(w)}\b", text)]
+    return min(found)[1] if found else None
+
+
+def segmentation_iou(folder: Path, data: Renders) -> float:
+    from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    model = SegformerForSemanticSegmentation.from_pretrained(folder, use_safetensors=True).eval()
+    processor = SegformerImageProcessor.from_pretrained(folder)
+    logits = model(pixel_values=processor_pixels(data.pixels, processor)).logits
+    side = data.pixels.shape[-1]
+    predicted = torch.nn.functional.interpolate(logits, size=(side, side), mode="bilinear").argmax(1) == 1
+    truth = data.masks[:, 0] > 0.5
+    return float((predicted & truth).sum() / (predicted | truth).sum().clamp(min=1))
+
+
+def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, scenes: int = 8, steps: int = 25,
+                  guidance: float = 2.0) -> dict[str, float]:
+    """The oracle's reading of text-only samples of class prompts ("a star, on green grass,
+    ...") for the held-out identities: shape and every scene attribute."""
+    _, held_out = split_subjects(r.base_objects, r.held_out, r.seed)
+    pairs = [(s.identity, scene) for s in held_out for scene in eval_scenes(scenes, r.seed)]
+    hits, _ = sample_accuracy(_base_pipeline(out), oracle, [class_prompt(i, s) for i, s in pairs],
+                              torch.tensor([labels(i, s) for i, s in pairs]), steps, guidance, r.seed)
+    return {key: hits[key] for key in ("shape", *SCENE_KEYS)}
+
+
+def _base_pipeline(out: Path):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return sd_pipeline(UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True).eval(),
+                       CLIPTextModel.from_pretrained(out / "text_encoder", use_safetensors=True).eval(),
+                       CLIPTokenizer.from_pretrained(out / "tokenizer"))
+
+
+@torch.no_grad()
+def sample_accuracy(pipe, oracle: AttributeOracle, prompts: list[str], truth: torch.Tensor, steps: int,
+                    guidance: float, seed: int) -> tuple[dict[str, float], torch.Tensor]:
+    """Text-only samples of `prompts` read by the oracle: per-attribute agreement with `truth`
+    (N, len(KEYS)); also returns the samples in [-1, 1]."""
+    generators = [torch.Generator().manual_seed(seed + n) for n in range(len(prompts))]
+    images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
+                  generator=generators).images * 2 - 1
+    return per_key(oracle.predict(images.float().clamp(-1, 1)), truth), images

@@ -1,0 +1,183 @@
+"""The `synth` profile's recipe: what each role trains on, with which architecture and budget,
+and how a trained role is written as a Hugging Face folder the profile loads.
+
+Roles are trained in `ROLE_ORDER`; the base reads the CLIP folder written before it (its text
+encoder starts from CLIP's text tower). Every role is a `model.fit.Job` built from renders of
+`tamer.synth_world` (a pure function of the recipe's seed), so `tasks/profile_training.py` can
+run it under Ray Train, checkpoint it and resume it after a kill.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import (BlipForConditionalGeneration, BlipProcessor, CLIPConfig, CLIPModel, CLIPProcessor,
+                          SegformerConfig, SegformerImageProcessor)
+
+from model import pixel_base
+from model.fit import Job
+from model.role_training import captioner_job, clip_job, oracle_job, segmentation_job
+from model.tiny import RECIPES as TINY_RECIPES
+from model.tiny import ensure_built
+from tamer.synth import FORMAT_VERSION
+from tamer.synth_world import (KEYS, VOCAB, Renders, caption, class_prompt, random_subjects, render_views,
+                               split_subjects)
+
+ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "base")
+# The folders each role writes under the profile directory (the base writes five).
+ROLE_FOLDERS = {"oracle": ("oracle",), "clip": ("clip",), "captioner": ("captioner",),
+                "segmentation": ("segmentation",),
+                "base": ("text_encoder", "tokenizer", "unet", "vae", "scheduler")}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Sizes and budgets. The oracle and CLIP see many identities with few views each (with
+    3000 objects x 4 views the oracle overfit identities); the base sees the training split's
+    identities only, so held-out synth objects stay unseen by everything that generates."""
+
+    size: int = 32
+    seed: int = 0
+    world_objects: int = 8000
+    world_views: int = 2
+    oracle_steps: int = 3000
+    oracle_batch: int = 64
+    oracle_width: int = 24
+    clip_steps: int = 800
+    clip_batch: int = 128
+    captioner_steps: int = 1500
+    captioner_batch: int = 32
+    segmentation_steps: int = 600
+    segmentation_batch: int = 32
+    base_objects: int = 600
+    base_views: int = 6
+    held_out: int = 8
+    base_steps: int = 3000
+    base_batch: int = 16
+    checkpoint_every: int = 250
+
+    def fingerprint(self) -> str:
+        """What decides the trained weights besides the code: the recipe and the synth format."""
+        blob = json.dumps({"recipe": asdict(self), "synth_format": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+FULL = Recipe()
+# Every role runs, nothing is trained to quality: what the test suite runs (seconds per role).
+SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8, clip_steps=6, clip_batch=8,
+               captioner_steps=4, captioner_batch=4, segmentation_steps=4, segmentation_batch=4, base_objects=8,
+               base_views=2, held_out=2, base_steps=6, base_batch=4, checkpoint_every=3)
+RECIPES = {"full": FULL, "smoke": SMOKE}
+
+
+def recipe(name: str, seed: int = 0) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r} (known: {sorted(RECIPES)})")
+    return replace(RECIPES[name], seed=seed)
+
+
+@lru_cache(maxsize=2)
+def world(r: Recipe) -> Renders:
+    """Random identities in random scenes: what the oracle, CLIP, captioner and segmentation see."""
+    return render_views(random_subjects(r.world_objects, r.seed + 1), r.world_views, r.size, r.seed + 1)
+
+
+@lru_cache(maxsize=2)
+def base_world(r: Recipe) -> Renders:
+    """The training split's identities, `base_views` scenes each: what the base draws."""
+    train, _ = split_subjects(r.base_objects, r.held_out, r.seed)
+    return render_views(train, r.base_views, r.size, r.seed + 3)
+
+
+def clip_config(size: int) -> CLIPConfig:
+    """Small enough for minutes of CPU training; the text width is also the UNet's
+    cross-attention width, since the base's text encoder starts from this text tower."""
+    vision = dict(image_size=size, patch_size=4, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=3, num_attention_heads=4)
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                max_position_embeddings=77)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def clip_processor(size: int) -> CLIPProcessor:
+    """The tiny profile's processor (real CLIP BPE tokenizer), resized to `size`."""
+    processor = CLIPProcessor.from_pretrained(ensure_built("clip"))
+    processor.image_processor.size = {"shortest_edge": size}
+    processor.image_processor.crop_size = {"height": size, "width": size}
+    return processor
+
+
+def captions_of(data: Renders) -> list[str]:
+    return [caption(data.identity(i), data.scenes[i]) for i in range(len(data))]
+
+
+def role_job(role: str, r: Recipe, out: Path) -> Job:
+    """The job that trains `role` (the base reads `out/clip`, written before it)."""
+    if role == "oracle":
+        data = world(r)
+        return oracle_job(data.pixels, data.labels, {key: list(VOCAB[key]) for key in KEYS}, r.oracle_steps,
+                          r.oracle_batch, r.seed, r.oracle_width)
+    if role == "clip":
+        data = world(r)
+        return clip_job(clip_config(r.size), clip_processor(r.size), data.pixels, captions_of(data), r.clip_steps,
+                        r.clip_batch, r.seed)
+    if role == "captioner":
+        data = world(r)
+        source = ensure_built("captioner")
+        config = BlipForConditionalGeneration.from_pretrained(source).config
+        return captioner_job(config, BlipProcessor.from_pretrained(source), data.pixels, captions_of(data),
+                             r.captioner_steps, r.captioner_batch, 3e-3, r.seed)
+    if role == "segmentation":
+        data = world(r)
+        return segmentation_job(_segmentation_config(), _segmentation_processor(r.size), data.pixels, data.masks,
+                                r.segmentation_steps, r.segmentation_batch, 3e-3, r.seed)
+    if role == "base":
+        data = base_world(r)
+        clip = CLIPModel.from_pretrained(out / "clip", use_safetensors=True)
+        rows = range(len(data))
+        return pixel_base.base_job(data.pixels, captions_of(data),
+                                   [class_prompt(data.identity(i), data.scenes[i]) for i in rows],
+                                   pixel_base.text_encoder_from_clip(clip), clip_processor(r.size).tokenizer,
+                                   r.base_steps, r.base_batch, r.seed)
+    raise ValueError(f"unknown role {role!r} (known: {list(ROLE_ORDER)})")
+
+
+def export_role(role: str, job: Job, r: Recipe, out: Path) -> None:
+    """Write the trained role as Hugging Face folders under `out` (safetensors)."""
+    def save(name: str, model: torch.nn.Module, processor=None) -> None:
+        model.eval().save_pretrained(out / name, safe_serialization=True)
+        if processor is not None:
+            processor.save_pretrained(out / name)
+
+    model = job.modules.get("model")
+    if role == "oracle":
+        save("oracle", model)
+    elif role == "clip":
+        save("clip", model, clip_processor(r.size))
+    elif role == "captioner":
+        save("captioner", model, BlipProcessor.from_pretrained(ensure_built("captioner")))
+    elif role == "segmentation":
+        save("segmentation", model, _segmentation_processor(r.size))
+    elif role == "base":
+        save("unet", job.modules["unet"])
+        save("text_encoder", job.modules["text_encoder"])
+        clip_processor(r.size).tokenizer.save_pretrained(out / "tokenizer")
+        save("vae", pixel_base.PassThroughVAE())
+        pixel_base.scheduler().save_pretrained(out / "scheduler")
+    else:
+        raise ValueError(f"unknown role {role!r}")
+
+
+def _segmentation_config() -> SegformerConfig:
+    spec = dict(TINY_RECIPES["segmentation"])
+    id2label = {int(k): v for k, v in spec.pop("id2label").items()}
+    return SegformerConfig(**spec, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+
+
+def _segmentation_processor(size: int) -> SegformerImageProcessor:
+    return SegformerImageProcessor(size={"height": size, "width": size})

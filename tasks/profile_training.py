@@ -1,0 +1,125 @@
+"""Train the `synth` profile's roles with Ray Train, one role per `TorchTrainer` (one worker):
+checkpoints every `checkpoint_every` steps under `<out>/_checkpoints/<role>/step_<n>`, resume
+from the newest complete one (a worker restarted by `FailureConfig`, or the whole command run
+again after a kill), then the role's Hugging Face folders, the profile YAML and `provenance.json`.
+
+A role is done when its `<out>/_checkpoints/<role>/done.json` exists (written after its folders),
+so a re-run skips it; the recipe fingerprint in that file must match, or the run refuses to mix
+weights of two recipes in one profile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from tasks import profile_roles
+from tasks.profile_roles import ROLE_FOLDERS, Recipe
+
+CHECKPOINTS, DONE, PROVENANCE = "_checkpoints", "done.json", "provenance.json"
+
+
+class RecipeMismatch(RuntimeError):
+    """`out` holds roles trained with another recipe: train into a new folder instead."""
+
+
+def role_done(out: Path, role: str, r: Recipe) -> dict | None:
+    """The finished role's record, None if it still has to train."""
+    marker = out / CHECKPOINTS / role / DONE
+    if not marker.is_file():
+        return None
+    record = json.loads(marker.read_text())
+    if record["recipe_fingerprint"] != r.fingerprint():
+        raise RecipeMismatch(f"{out} holds a {role} trained with another recipe "
+                             f"({record['recipe_fingerprint']} != {r.fingerprint()}); use a new --out")
+    return record
+
+
+def train_role(out: Path, role: str, r: Recipe, threads: int = 0, max_failures: int = 2) -> dict:
+    """Train one role to completion under Ray Train (resuming if it was interrupted); returns
+    its done-record. Ray must already be initialised (`tasks.ray_runtime.ensure_ray`)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if (record := role_done(out, role, r)) is not None:
+        return record
+    cpus = threads or max(1, os.cpu_count() or 1)
+    trainer = TorchTrainer(
+        role_loop, train_loop_config={"out": str(out), "role": role, "recipe": r, "threads": cpus},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str((out / CHECKPOINTS / "_ray").resolve()), name=role,
+                             failure_config=FailureConfig(max_failures=max_failures)))
+    trainer.fit()
+    record = role_done(out, role, r)
+    if record is None:
+        raise RuntimeError(f"role {role} finished without writing its folders")
+    return record
+
+
+def role_loop(loop: dict) -> None:
+    """The worker: build the role's job, resume from its newest checkpoint, fit, export."""
+    import ray.train
+    import torch
+
+    from model.fit import newest_checkpoint, run
+
+    out, role, r = Path(loop["out"]), loop["role"], loop["recipe"]
+    torch.set_num_threads(loop["threads"])
+    job = profile_roles.role_job(role, r, out)
+    root = out / CHECKPOINTS / role
+    resume = newest_checkpoint(root)
+    started = time.perf_counter()
+
+    def reported(done: int, folder: Path) -> None:
+        ray.train.report({"step": done, "checkpoint": str(folder)})
+
+    seconds = run(job, resume_from=resume, checkpoint_every=r.checkpoint_every, checkpoint_root=root,
+                  on_checkpoint=reported)
+    profile_roles.export_role(role, job, r, out)
+    record = {"role": role, "steps": job.steps, "resumed_from": _step_of(resume), "train_s": seconds,
+              "wall_s": time.perf_counter() - started, "recipe_fingerprint": r.fingerprint(),
+              "folders": list(ROLE_FOLDERS[role])}
+    (root / DONE).write_text(json.dumps(record, indent=2))
+
+
+def _step_of(folder: Path | None) -> int:
+    return int(folder.name.removeprefix("step_")) if folder is not None else 0
+
+
+def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics: dict) -> Path:
+    """The profile YAML (local ids relative to it, so the folder can move) and provenance."""
+    roles = {"captioner": {"id": "./captioner"}, "clip": {"id": "./clip"},
+             "text_encoder": {"id": "./text_encoder"}, "tokenizer": {"id": "./tokenizer"},
+             "unet": {"id": "./unet"}, "vae": {"id": "./vae", "class_name": "model.pixel_base.PassThroughVAE"},
+             "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
+             "oracle": {"id": "./oracle"},
+             # no dino trained yet: the CLIP image tower is not a ViTModel, so DINO scores use the tiny one
+             "dino": {"id": "tiny://dino"}}
+    profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size, "roles": roles}
+    path = out / f"{name}.yaml"
+    path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"
+                    + yaml.safe_dump(profile, sort_keys=False))
+    provenance = {"profile": name, "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                  "code_commit": _commit(), "seed": r.seed, "recipe": r.__dict__,
+                  "recipe_fingerprint": r.fingerprint(), "roles": records, "metrics": metrics}
+    (out / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
+    return path
+
+
+def _commit() -> str | None:
+    """The code's git commit, if the code runs from a checkout (+ "-dirty" for local changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
