@@ -39,19 +39,32 @@ def vector_rows(ids: list[str], kind: str, config: str, minutes: int, value: flo
         for i in ids], EMBEDDINGS)
 
 
-@pytest.fixture
-def store(tmp_path) -> ShardStore:
-    store = ShardStore(str(tmp_path / "root"))
-    for start in (0, 3, 6):  # three images files of 3 ids each
+def three_files(root: str) -> ShardStore:
+    """A root whose images are three files of 3 ids each."""
+    store = ShardStore(root)
+    for start in (0, 3, 6):
         store.write("images", image_rows(3, start=start))
     return store
+
+
+@pytest.fixture
+def store(tmp_path) -> ShardStore:
+    return three_files(str(tmp_path / "root"))
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request, tmp_path) -> ShardStore:
+    """Local, and on a real S3 endpoint (views name files by URL there)."""
+    return three_files(str(tmp_path / "root") if request.param == "local"
+                       else request.getfixturevalue("s3_root"))
 
 
 def ids(n: int) -> list[str]:
     return [f"id{i:05d}" for i in range(n)]
 
 
-def test_captions_left_is_images_minus_done_under_the_key_minus_undecodable(store):
+def test_captions_left_is_images_minus_done_under_the_key_minus_undecodable(any_store):
+    store = any_store
     store.write("captions", caption_rows(ids(3), 0))  # the whole first file: omitted
     store.write("captions", caption_rows(["id00003"], 1, config_hash="other"))  # another key
     store.write("captions", caption_rows(["id00004"], 2))
@@ -96,7 +109,8 @@ def test_latest_caption_is_each_images_newest_with_text(store):
     assert latest.schema.field("image_id").type == pa.string()
 
 
-def test_texts_left_hash_each_latest_caption_and_skip_those_embedded(store):
+def test_texts_left_hash_each_latest_caption_and_skip_those_embedded(any_store):
+    store = any_store
     store.write("captions", caption_rows(["id00000", "id00001", "id00002"], 1, "old"))
     store.write("captions", caption_rows(["id00001"], 5, "new", config_hash="b"))
     store.write("embeddings", vector_rows(["id00000"], "text", "t-cfg", 0, 1.0))
@@ -145,13 +159,14 @@ def test_a_pinned_store_answers_as_of_its_versions(store):
     assert queries.latest_captions(pinned, ["image_id"]).num_rows == 0
 
 
-def test_what_is_left_never_reads_the_image_bytes(store):
+def test_what_is_left_never_reads_the_image_bytes(tmp_path):
     """Every images file's bytes column is overwritten in place with garbage (same size, so the
     log still matches): reading that column fails, deciding what is left does not."""
     import pyarrow.parquet as pq
 
     from storage.shards import BrokenTable
 
+    store = three_files(str(tmp_path / "root"))
     for path in store.shard_paths("images"):
         metadata = pq.read_metadata(path)
         column = metadata.schema.names.index("image")
