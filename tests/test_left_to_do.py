@@ -180,3 +180,19 @@ def test_what_is_left_never_reads_the_image_bytes(tmp_path):
     store.write("captions", caption_rows(["id00008"], 0))
     left = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
     assert (left.count, left.total) == (8, 9)
+
+
+def test_an_embed_with_nothing_left_loads_no_model_and_starts_no_ray(store, monkeypatch):
+    from model import embedding
+    from model.profiles import load_profile
+    from tamer.config import EmbedSettings
+    from tasks import embed
+
+    model = embedding.model_id(load_profile("tiny"))
+    store.write("embeddings", vector_rows(ids(9), "image", embed.config_hash(model), 0, 1.0,
+                                          model=model))
+    monkeypatch.setattr(embed.Encoder, "__init__", lambda *args: pytest.fail("model loaded"))
+    monkeypatch.setattr("tasks.ray_runtime.ensure_ray", lambda *args: pytest.fail("Ray started"))
+    report = embed.embed_dataset(store, "tiny", EmbedSettings(executor="ray", local_below=0))
+    assert (report.images, report.texts, report.skipped) == (0, 0, 9)
+    assert report.fingerprint == store.fingerprint(("embeddings",))
