@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import duckdb
 import pyarrow as pa
 
+from storage import duck
 from storage.pinned import PinnedStore
 from storage.schemas import TABLES
 from storage.shards import ShardStore
@@ -95,14 +96,12 @@ def _connect_current(store: ShardStore) -> duckdb.DuckDBPyConnection:
         path = location.join(CATALOG_FILE)
         location.fs.makedirs(location.root, exist_ok=True)
         try:
-            con = duckdb.connect(path)
+            con = duck.connect(location, path)
         except duckdb.IOException:
             # Another process holds the file (DuckDB allows one writer): work in memory.
-            con = duckdb.connect()
+            con = duck.connect(location)
     else:
-        con = duckdb.connect()
-        if not location.is_local:
-            con.register_filesystem(location.fs)
+        con = duck.connect(location)
     if _stored_state(con) != state:
         _rebuild_views(con, store, state)
     return con
@@ -139,20 +138,24 @@ def _stored_state(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def _rebuild_views(con: duckdb.DuckDBPyConnection, store: ShardStore, state: str) -> None:
-    for table, schema in TABLES.items():
-        paths = [store.location.url(path) for path in store.shard_paths(table)]
-        con.execute(f"DROP VIEW IF EXISTS {table}")
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-        if paths:
-            files = ", ".join(_quote(path) for path in paths)
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], "
-                "union_by_name = true, filename = true)"
-            )
-        else:
-            con.execute(f"CREATE VIEW {table} AS {_empty_select(con, schema)}")
+    for table in TABLES:
+        create_view(con, store, table)
     con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (state VARCHAR)")
     con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?)", [state])
+
+
+def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str) -> list[str]:
+    """(Re)create the view `table` over the files of the store's version of it (a typed empty
+    view before its first commit); the `filename` column names each row's file. Returns the
+    files' paths, oldest first."""
+    paths = store.shard_paths(table)
+    con.execute(f"DROP VIEW IF EXISTS {table}")
+    con.execute(f"DROP TABLE IF EXISTS {table}")
+    if paths:
+        con.execute(f"CREATE VIEW {table} AS {duck.read_parquet(store.location, paths)}")
+    else:
+        con.execute(f"CREATE VIEW {table} AS {_empty_select(con, TABLES[table])}")
+    return paths
 
 
 def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
@@ -162,7 +165,3 @@ def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
     casts = [f"CAST(NULL AS {dtype}) AS {name}" for name, dtype, *_ in columns]
     casts.append("CAST(NULL AS VARCHAR) AS filename")
     return f"SELECT {', '.join(casts)} WHERE false"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

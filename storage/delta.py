@@ -110,12 +110,13 @@ def commit(
     metadata: dict[str, str],
     row_group_rows: int,
     key: str | None = None,
-    read_keys: Callable[[DeltaTable, str], set[str]] | None = None,
+    stored_keys: Callable[[DeltaTable, str, pa.Array], set[str]] | None = None,
 ) -> tuple[int, list[str]]:
     """Append `data` as one commit; (rows committed, keys dropped as already there).
 
     With `key`, rows whose key the table (at the version committed on top of) already holds
     are dropped and named in the result; `data` itself must not repeat a key.
+    `stored_keys(snapshot, key, candidates)` names the candidates the snapshot holds.
     """
     ensure_table(location, table, schema)
     if key:
@@ -125,7 +126,7 @@ def commit(
         rows, dropped = data, []
         properties = CommitProperties(custom_metadata=metadata)
         if key:
-            existing = read_keys(snapshot, key)
+            existing = stored_keys(snapshot, key, data.column(key).combine_chunks())
             present = pc.is_in(data.column(key), value_set=pa.array(sorted(existing), pa.string()))
             dropped = data.filter(present).column(key).to_pylist()
             rows = data.filter(pc.invert(present))

@@ -1,7 +1,10 @@
 """`tamer verify` and `tamer maintain`: check every committed file against the log; compact
 small files and vacuum what no version within the retention still needs.
 
-Verify reads only file listings and Parquet footers, never the data. Maintain leaves every
+Verify reads only file listings and Parquet footers, never the data. It checks what the log
+stores for each data file: its size and (from the file's statistics) its row count. Delta's
+add actions carry no checksum of the file, so there is none to check; a same-size rewrite with
+the same row count goes unnoticed here, and a read of its damaged pages fails naming the file. Maintain leaves every
 version younger than the retention readable (time travel), and stretches a table's retention
 back to the oldest version a training run pinned (`run_versions`), so re-building a run's plan
 never breaks; uncommitted files of killed writers older than the retention are removed too.

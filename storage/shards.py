@@ -22,6 +22,7 @@ from deltalake import DeltaTable
 
 from storage import delta
 from storage.fs import Location, open_location
+from storage.keys import KeyIndex
 from storage.schemas import DATASET_TABLES, SCHEMA_VERSION_KEY, schema_for
 
 LEGACY_MANIFEST = "_manifest.json"
@@ -61,7 +62,7 @@ class ShardStore:
     def __init__(self, root: str | Location, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS):
         self.location = root if isinstance(root, Location) else open_location(root)
         self.row_group_rows = row_group_rows
-        self._keys: dict[tuple[str, str], list[str]] = {}  # (table/file, key) -> its keys
+        self._keys: dict[tuple[str, str], KeyIndex] = {}  # (table, key) -> its files' keys
 
     @property
     def fs(self):
@@ -117,21 +118,12 @@ class ShardStore:
                               f"recorded {info.rows}")
         return part.select(schema.names).cast(schema)
 
-    def read_keys(self, snapshot: DeltaTable, key: str) -> set[str]:
-        """Every value of `key` in a snapshot (the dedupe set of a keyed commit).
-
-        Committed files never change, so each is read once per store: a long ingest's
-        commits read only the files committed since its previous one.
-        """
+    def stored_keys(self, snapshot: DeltaTable, key: str, candidates: pa.Array) -> set[str]:
+        """The `candidates` a snapshot already holds under `key` (storage/keys.py)."""
         table = _table_name(snapshot)
-        schema = pa.schema([schema_for(table).field(key)])
-        keys: set[str] = set()
-        for info in files_of(snapshot):
-            cache_key = (f"{table}/{info.name}", key)
-            if cache_key not in self._keys:
-                self._keys[cache_key] = self._read_file(table, info, schema).column(key).to_pylist()
-            keys.update(self._keys[cache_key])
-        return keys
+        index = self._keys.setdefault((table, key), KeyIndex(self.location, key))
+        return index.stored([self.location.join(table, info.name) for info in files_of(snapshot)],
+                            candidates)
 
     def row_count(self, table: str) -> int:
         return sum(info.rows for info in self.shards(table))
@@ -169,7 +161,7 @@ class ShardStore:
         rows, dropped = delta.commit(
             self.location, table, data.select(schema.names).cast(schema), schema=schema,
             metadata=commit_metadata, row_group_rows=self.row_group_rows,
-            key=UNIQUE_KEYS.get(table), read_keys=self.read_keys)
+            key=UNIQUE_KEYS.get(table), stored_keys=self.stored_keys)
         return CommitInfo(rows=rows, dropped=tuple(dropped))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from storage import queries
 from storage.schemas import TABLES
 from storage.shards import ShardStore
 
@@ -50,16 +51,14 @@ SECTIONS: list[Section] = [
             "FROM duplicates"),
 ]
 
-# Captions: only the newest (captioner, clip, config hash) rows, the ones training reads.
-LATEST_CAPTIONS = (
-    "(SELECT c.* FROM captions c JOIN (SELECT captioner_id, clip_id, config_hash FROM captions "
-    "ORDER BY created_at DESC LIMIT 1) USING (captioner_id, clip_id, config_hash))")
+# Captions: each image's newest caption, the one training reads (a named query, shared).
+LATEST_CAPTIONS = f"({queries.LATEST_CAPTIONS})"
 _WORDS = "len(string_split(trim({0}), ' '))"
 SECTIONS += [
     Section("caption_configs", "Captions per model and config (newest first)",
             "SELECT captioner_id, clip_id, config_hash, count(*) AS captions, "
             "max(created_at) AS latest FROM captions GROUP BY 1, 2, 3 ORDER BY latest DESC"),
-    Section("caption_lengths", "Caption length in words (latest config)",
+    Section("caption_lengths", "Caption length in words (latest caption per image)",
             f"SELECT kind, count(*) AS captions, min(words) AS min, round(avg(words), 1) AS mean, "
             f"median(words) AS median, max(words) AS max FROM ("
             f"SELECT 'raw' AS kind, {_WORDS.format('raw_caption')} AS words FROM {LATEST_CAPTIONS} "
@@ -69,12 +68,12 @@ SECTIONS += [
             f"SELECT (bucket * 5) || '-' || (bucket * 5 + 4) AS words, count(*) AS captions "
             f"FROM (SELECT {_WORDS.format('composed_caption')} // 5 AS bucket "
             f"FROM {LATEST_CAPTIONS}) GROUP BY bucket ORDER BY bucket", chart="captions"),
-    Section("caption_attributes", "Top attribute values per class (latest config)",
+    Section("caption_attributes", "Top attribute values per class (latest captions)",
             "SELECT class, attribute, value, count(*) AS images, "
             "round(avg(probability), 3) AS mean_probability, count(*) FILTER (named) AS named "
             "FROM (SELECT class_name AS class, unnest(attributes, recursive := true) "
             f"FROM {LATEST_CAPTIONS}) GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC, 3"),
-    Section("caption_words", "Most common words in raw captions (latest config)",
+    Section("caption_words", "Most common words in raw captions (latest captions)",
             "SELECT word, count(*) AS uses FROM (SELECT unnest(string_split(regexp_replace("
             "lower(raw_caption), '[^a-z]+', ' ', 'g'), ' ')) AS word "
             f"FROM {LATEST_CAPTIONS}) WHERE length(word) > 2 AND word NOT IN ('the', 'and', "
@@ -83,7 +82,6 @@ SECTIONS += [
 ]
 
 # Embeddings: near-duplicates, and the newest snapshot of identity groups and training pairs.
-_NEWEST = "snapshot = (SELECT snapshot FROM {0} ORDER BY created_at DESC LIMIT 1)"
 SECTIONS += [
     Section("near_duplicates", "Near-duplicate image pairs (CLIP cosine above threshold)",
             "SELECT count(*) AS pairs, (SELECT count(*) FROM (SELECT image_id FROM "
@@ -92,10 +90,10 @@ SECTIONS += [
             "FROM near_duplicates"),
     Section("subject_groups", "Subject groups by origin (label, kNN proposal, none)",
             "SELECT origin, count(*) AS images, count(DISTINCT group_id) AS groups "
-            f"FROM subject_groups WHERE {_NEWEST.format('subject_groups')} "
+            f"FROM ({queries.latest_snapshot_sql('subject_groups')}) "
             "GROUP BY 1 ORDER BY 1"),
     Section("pairs_per_subject", "Cross-reference pairs per subject",
-            f"SELECT subject, count(*) AS pairs FROM pairs WHERE {_NEWEST.format('pairs')} "
+            f"SELECT subject, count(*) AS pairs FROM ({queries.latest_snapshot_sql('pairs')}) "
             "GROUP BY 1 ORDER BY 2 DESC, 1", chart="pairs"),
 ]
 

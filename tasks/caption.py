@@ -2,7 +2,8 @@
 
 A caption row is keyed by (image_id, captioner_id, clip_id, config_hash): images already
 captioned under the current key are skipped, a changed config or model adds new rows under a
-new key, and readers take the newest key's rows (`latest_captions`). `CaptionWorker` (models
+new key, and readers take each image's newest caption (`storage.queries.latest_captions`);
+what is left to caption is one anti-join in DuckDB (`storage.queries`). `CaptionWorker` (models
 loaded once) turns a batch of images rows into outcome rows and never raises for bad input:
 undecodable bytes are quarantined at once; a batch the models fail on is retried, then each of
 its rows is tried alone, and only the rows that still fail are quarantined. The same worker runs
@@ -25,11 +26,11 @@ from model import tiny
 from model.attributes import Scores, Vocabulary, accuracy, load_vocabulary, top, truth_from_meta
 from model.compose import CaptionTemplate, check_template, compose, named_attributes, object_class
 from model.profiles import TINY_SCHEME, Profile, load_profile, preflight
+from storage.queries import CAPTIONED, images_left, latest_captions
 from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
-from tasks.images_dataset import (decode_image, iter_images_local, read_images, shards_to_do,
-                                  undecodable_ids)
+from tasks.images_dataset import decode_image, iter_images_local, read_images
 
 ROLES = ["captioner", "clip"]
 READ_COLUMNS = ["image_id", "source", "class_name", "image"]
@@ -232,9 +233,9 @@ def caption_images(
            caption_config_hash(settings, vocabulary))
     started = dt.datetime.now(dt.UTC)
     report = CaptionReport(f"caption-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", *key)
-    todo = shards_to_do(store, _captioned_ids(store, key) | undecodable_ids(store, "caption"))
-    report.todo = sum(len(ids) for ids in todo.values())
-    report.skipped = store.row_count("images") - report.todo
+    left = images_left(store, "caption", CAPTIONED,
+                       dict(zip(("captioner_id", "clip_id", "config_hash"), key)))
+    todo, report.todo, report.skipped = left.files, left.count, left.total - left.count
     if not todo:
         return report
     job = CaptionJob(profile_name, settings, vocabulary, key, device=profile.device)
@@ -246,12 +247,6 @@ def caption_images(
     committer.consume(outcomes, lambda done: progress(done, report.todo) if progress else None)
     committer.finish()
     return report
-
-
-def _captioned_ids(store: ShardStore, key: tuple[str, str, str]) -> set[str]:
-    rows = store.read("captions", ["image_id", "captioner_id", "clip_id", "config_hash"])
-    return {row["image_id"] for row in rows.to_pylist()
-            if (row["captioner_id"], row["clip_id"], row["config_hash"]) == key}
 
 
 class _Committer:
@@ -306,22 +301,10 @@ class _Committer:
 
 
 # ---- readers ---------------------------------------------------------------------------------
-def latest_captions(store: ShardStore) -> pa.Table:
-    """The rows of the newest (captioner, clip, config hash): what training should read."""
-    table = store.read("captions")
-    if table.num_rows == 0:
-        return table
-    rows = table.select(["captioner_id", "clip_id", "config_hash", "created_at"]).to_pylist()
-    newest = max(rows, key=lambda row: row["created_at"])
-    key = (newest["captioner_id"], newest["clip_id"], newest["config_hash"])
-    keep = [(row["captioner_id"], row["clip_id"], row["config_hash"]) == key for row in rows]
-    return table.filter(pa.array(keep))
-
-
 def attribute_accuracy(store: ShardStore, vocabulary: Vocabulary) -> dict[str, dict[str, float]]:
     """Per-group top-1 accuracy of the latest captions against ground truth in `images.meta`."""
     truth = {row["image_id"]: truth_from_meta(json.loads(row["meta"]), vocabulary)
              for row in store.read("images", ["image_id", "meta"]).to_pylist() if row["meta"]}
     predicted = {row["image_id"]: {a["attribute"]: a["value"] for a in row["attributes"]}
-                 for row in latest_captions(store).select(["image_id", "attributes"]).to_pylist()}
+                 for row in latest_captions(store, ["image_id", "attributes"]).to_pylist()}
     return accuracy(predicted, truth, vocabulary)

@@ -4,7 +4,8 @@ Reading runs as Ray tasks; decoding, preprocessing and the model run in an actor
 model loaded once per actor, preprocessing overlapped with it). The same `Encoder` runs in
 process with `executor="local"`. A vector is identified by (image_id, kind, config_hash): the hash covers
 the model, the embedding recipe and, for text, the caption config, so a re-run with the same
-model and captions embeds nothing.
+model and captions embeds nothing. What is left to embed, and the newest vectors, are named
+queries in DuckDB (`storage.queries`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ import torch
 
 from model import embedding
 from model.profiles import load_profile
-from storage.schemas import TABLES
+from storage.queries import EMBEDDED, images_left, latest_embeddings, texts_left
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
-from tasks.images_dataset import (decode_image, iter_images_local, read_images, shards_to_do,
-                                  undecodable_ids)
+from tasks.images_dataset import decode_image, iter_images_local, read_images
 
 IMAGE, TEXT = "image", "text"
 IMAGE_COLUMNS = ["image_id", "source", "image"]
@@ -56,30 +56,13 @@ def config_hash(model_id: str, caption_hash: str | None = None) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def latest_captions(store: ShardStore) -> dict[str, tuple[str, str]]:
-    """image id -> (composed caption, caption config hash); the last committed caption wins."""
-    if "captions" not in TABLES or not store.shards("captions"):
-        return {}
-    rows = store.read("captions", ["image_id", "config_hash", "composed_caption"]).to_pylist()
-    return {r["image_id"]: (r["composed_caption"], r["config_hash"])
-            for r in rows if r["composed_caption"]}
-
-
 def current_vectors(store: ShardStore, kind: str, model_id: str) -> tuple[list[str], np.ndarray]:
-    """(image ids, (N, D) unit vectors) of the newest config of `kind` for every image."""
-    table = store.read("embeddings", ["image_id", "kind", "model_id", "vector"])
-    table = table.filter(pc.and_(pc.equal(table["kind"], kind),
-                                 pc.equal(table["model_id"], model_id)))
-    latest: dict[str, int] = {}
-    for row, image_id in enumerate(table["image_id"].to_pylist()):
-        latest[image_id] = row  # shards are in commit order: later rows win
-    ids = sorted(latest)
-    if not ids:
+    """(image ids, (N, D) unit vectors): each image's newest `kind` vector from `model_id`."""
+    table = latest_embeddings(store, kind, model_id, ["image_id", "vector"])
+    if table.num_rows == 0:
         return [], np.zeros((0, 0), np.float32)
-    picked = table["vector"].take(pa.array([latest[i] for i in ids]))
-    dim = len(picked[0])
-    flat = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
-    return ids, flat.reshape(len(ids), dim).astype(np.float32)
+    flat = pc.list_flatten(table["vector"]).to_numpy(zero_copy_only=False)
+    return table["image_id"].to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
 
 
 # ---- workers (shared by both executors) -------------------------------------------------
@@ -182,16 +165,14 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     model_id = embedding.model_id(load_profile(profile_name))
     started = dt.datetime.now(dt.UTC)
     report = EmbedReport(f"embed-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", model_id)
-    done = {(r["image_id"], r["kind"], r["config_hash"]) for r in
-            store.read("embeddings", ["image_id", "kind", "config_hash"]).to_pylist()}
     image_hash = config_hash(model_id)
-    todo = shards_to_do(store, {i for i, kind, h in done if kind == IMAGE and h == image_hash}
-                        | undecodable_ids(store, "embed"))
-    texts = [{"image_id": i, "text": text, "config_hash": config_hash(model_id, caption_hash)}
-             for i, (text, caption_hash) in sorted(latest_captions(store).items())
-             if (i, TEXT, config_hash(model_id, caption_hash)) not in done]
-    image_todo = sum(len(ids) for ids in todo.values())
-    report.skipped = store.row_count("images") - image_todo
+    left = images_left(store, "embed", EMBEDDED, {"config_hash": image_hash})
+    texts = texts_left(store, functools.partial(config_hash, model_id))
+    todo, image_todo = left.files, left.count
+    report.skipped = left.total - image_todo
+    if not todo and not texts:  # a no-op loads no model and starts no Ray
+        report.fingerprint = store.fingerprint(("embeddings",))
+        return report
     text_hashes = {r["image_id"]: r["config_hash"] for r in texts}
     if settings.executor == "ray" and image_todo + len(texts) >= settings.local_below:
         batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())

@@ -1,16 +1,16 @@
 """Committed `images` rows as a Ray dataset, limited to the ids a stage still has to do.
 
 Shared by the stages that run a model over images (caption, embed). The driver decides which
-ids are to do (ids minus those already done under the stage's model ids + config hash);
-`shards_to_do` keeps only the shards holding such ids, so an up-to-date table reads nothing;
-`read_images` reads just the requested columns of those shards on Ray and drops done rows;
+ids are to do (`storage.queries.images_left`: images file -> its ids to do, files with none
+omitted, so an up-to-date table reads no bytes); `read_images` reads just the requested
+columns of those files on Ray and drops done rows;
 workers turn the stored bytes into PIL images with `decode_image`.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,19 +23,6 @@ from storage.shards import ShardStore
 READ_CPUS = 0.25  # per read/filter task: small, so model actors can hold the rest of the CPUs
 
 
-def shards_to_do(store: ShardStore, done: Collection[str]) -> dict[str, list[str]]:
-    """Committed images shard path -> its image ids not in `done` (shards with none omitted)."""
-    done = set(done)
-    todo = {}
-    for path in store.shard_paths("images"):
-        with store.fs.open(path, "rb") as handle:
-            ids = pq.read_table(handle, columns=["image_id"]).column("image_id").to_pylist()
-        missing = [image_id for image_id in ids if image_id not in done]
-        if missing:
-            todo[path] = missing
-    return todo
-
-
 def keep_ids(batch: pa.Table, ids: pa.Array) -> pa.Table:
     """Rows of `batch` whose image_id is in `ids`."""
     return batch.filter(pc.is_in(batch.column("image_id"), value_set=ids))
@@ -43,7 +30,7 @@ def keep_ids(batch: pa.Table, ids: pa.Array) -> pa.Table:
 
 def read_images(store: ShardStore, todo: dict[str, list[str]], columns: list[str],
                 block_rows: int):
-    """A Ray dataset of the `columns` of every to-do row (`todo` from `shards_to_do`).
+    """A Ray dataset of the `columns` of every to-do row (`todo`: `ImagesLeft.files`).
 
     Blocks hold at most `block_rows` rows (use the model batch size): a shard is one block
     when read, and an actor pool hands out whole blocks, so without this one actor would get
@@ -72,13 +59,6 @@ def iter_images_local(store: ShardStore, todo: dict[str, list[str]], columns: li
         table = keep_ids(table, pa.array(ids, pa.string()))
         for start in range(0, table.num_rows, batch_size):
             yield table.slice(start, batch_size)
-
-
-def undecodable_ids(store: ShardStore, stage: str) -> set[str]:
-    """Images a stage quarantined as undecodable: ids are content hashes, so they never will."""
-    rows = store.read("quarantine", ["stage", "content_sha256", "reason"]).to_pylist()
-    return {row["content_sha256"] for row in rows
-            if row["stage"] == stage and row["reason"] == "undecodable"}
 
 
 def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:

@@ -37,10 +37,11 @@ import pyarrow as pa
 
 from model.embedding import model_id as clip_model_id
 from model.profiles import load_profile, resolve
+from storage.queries import latest_captions
 from storage.schemas import TABLES
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings
-from tasks.embed import IMAGE, TEXT, current_vectors, latest_captions
+from tasks.embed import IMAGE, TEXT, current_vectors
 
 EXPORT_DIR = "clip_export"
 INDEX_DIR = "indexes"
@@ -125,10 +126,11 @@ def _aligned_texts(store: ShardStore, model: str, ids: list[str], dim: int) -> n
 def _metadata(store: ShardStore, ids: list[str]) -> pd.DataFrame:
     images = {r["image_id"]: r for r in
               store.read("images", ["image_id", "source", "subject", "text"]).to_pylist()}
-    captions = latest_captions(store)
+    latest = latest_captions(store, ["image_id", "composed_caption"])
+    captions = dict(zip(latest["image_id"].to_pylist(), latest["composed_caption"].to_pylist()))
     return pd.DataFrame({
         "image_path": [images[i]["source"] for i in ids],
-        "caption": [captions[i][0] if i in captions else images[i]["text"] or "" for i in ids],
+        "caption": [captions[i] if i in captions else images[i]["text"] or "" for i in ids],
         "image_id": ids,
         "subject": [images[i]["subject"] for i in ids],
     })

@@ -7,7 +7,8 @@
 - `sample_pairs`: (subject, reference, target) with reference != target, capped per subject,
   a pure function of (seed, subject, members).
 The `record_*` functions store them; groups and pairs are snapshots keyed by a hash of their
-inputs and settings, so a re-run on unchanged data adds nothing. `leaked_images` reads them back
+inputs and settings, so a re-run on unchanged data adds nothing (the newest snapshot:
+`storage.queries.latest_snapshot`). `leaked_images` reads them back
 to keep copies of held-out objects out of training.
 """
 
@@ -26,6 +27,7 @@ import pyarrow as pa
 
 from model.embedding import model_id as clip_model_id
 from model.profiles import load_profile
+from storage.queries import latest_snapshot
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings
 from tasks.embed import IMAGE, config_hash, current_vectors
@@ -148,12 +150,6 @@ def record_near_duplicates(store: ShardStore, profile_name: str,
     return {"new": len(rows), "total": store.row_count("near_duplicates")}
 
 
-def latest_snapshot(store: ShardStore, table: str) -> list[dict]:
-    """The rows of a snapshot table's newest snapshot."""
-    rows = store.read(table).to_pylist()
-    return [r for r in rows if r["snapshot"] == rows[-1]["snapshot"]] if rows else []
-
-
 def record_groups(store: ShardStore, profile_name: str,
                   settings: EmbedSettings | None = None) -> dict:
     """Subjects from labels where the source has them; kNN proposals for the rest."""
@@ -161,7 +157,7 @@ def record_groups(store: ShardStore, profile_name: str,
     ids, vectors, image_hash = _image_vectors(store, profile_name)
     snapshot = _digest(store.fingerprint(("images", "embeddings")), image_hash,
                        settings.group_threshold, settings.group_neighbors, settings.group_min_size)
-    current = latest_snapshot(store, "subject_groups")
+    current = latest_snapshot(store, "subject_groups", ["group_id", "origin", "snapshot"])
     if current and current[0]["snapshot"] == snapshot:
         return _group_summary(current, skipped=True)
     subjects = {r["image_id"]: r["subject"] for r in
@@ -215,10 +211,10 @@ def evaluate_grouping(store: ShardStore, profile_name: str,
 def record_pairs(store: ShardStore, settings: EmbedSettings | None = None) -> dict:
     """Cross-reference pairs from the newest groups snapshot; a no-op when unchanged."""
     settings = settings or EmbedSettings()
-    groups_rows = latest_snapshot(store, "subject_groups")
+    groups_rows = latest_snapshot(store, "subject_groups", ["image_id", "group_id", "snapshot"])
     snapshot = _digest(groups_rows[0]["snapshot"] if groups_rows else "-",
                        settings.pairs_per_subject, settings.seed)
-    current = latest_snapshot(store, "pairs")
+    current = latest_snapshot(store, "pairs", ["subject", "snapshot"])
     if current and current[0]["snapshot"] == snapshot:
         return _pairs_summary(current, skipped=True)
     groups: dict[str, list[str]] = defaultdict(list)
@@ -268,7 +264,7 @@ def leaked_images(store: ShardStore, held_out: set[str]) -> set[str]:
     leaked |= {row["image_id"] for row in store.read("duplicates", ["image_id", "source"]).to_pylist()
                if folders.get(posixpath.dirname(row["source"]))}
     groups: dict[str, set[str]] = defaultdict(set)
-    for row in latest_snapshot(store, "subject_groups"):
+    for row in latest_snapshot(store, "subject_groups", ["image_id", "group_id", "origin"]):
         if row["origin"] == "knn":
             groups[row["group_id"]].add(row["image_id"])
     for members in groups.values():

@@ -5,8 +5,8 @@
   every ordered pair of distinct images within `images.subject`.
 - `general`: every image with its caption and no reference (the text-only rows of joint
   training, which keep the text-to-image prior).
-Captions: the newest `captions` (`composed_caption`), else the image's own `text`, else
-"a photo of a {class_name}".
+Captions: each image's newest caption (`storage.queries.latest_captions`), else the image's own
+`text`, else "a photo of a {class_name}".
 Held out of both: the held-out split's subjects (storage/splits.py, recorded here for subjects
 seen for the first time) and images that would leak them (`tasks.pairs.leaked_images`).
 Every read goes through the store it is given: a training run passes the `PinnedStore` of the
@@ -36,6 +36,7 @@ from model.embedding import load_image_processor, preprocess
 from model.generate import DEFAULT_NOUN
 from model.profiles import load_profile, load_role
 from storage.images import load_rgb
+from storage.queries import latest_captions, latest_snapshot
 from storage.shards import ShardStore
 from storage.splits import HELD_OUT, record_splits, split_key
 
@@ -63,10 +64,8 @@ def captions_by_image(store: ShardStore, images: list[dict]) -> tuple[dict[str, 
                 for row in images}
     if not _has_rows(store, "captions"):
         return fallback, "fallback"
-    from tasks.caption import latest_captions  # the captioning stage's reader: one definition
-
     composed = {row["image_id"]: row["composed_caption"]
-                for row in latest_captions(store).select(["image_id", "composed_caption"]).to_pylist()}
+                for row in latest_captions(store, ["image_id", "composed_caption"]).to_pylist()}
     return {image_id: composed.get(image_id) or caption for image_id, caption in fallback.items()}, "captions"
 
 
@@ -74,9 +73,8 @@ def cross_reference_pairs(store: ShardStore, images: list[dict]) -> tuple[list[t
     """(reference_id, target_id) pairs of distinct images of one subject, and their source."""
     known = {row["image_id"] for row in images}
     if _has_rows(store, "pairs"):
-        from tasks.pairs import latest_snapshot  # the pairs stage's reader: one definition
-
-        pairs = [(r["reference_id"], r["target_id"]) for r in latest_snapshot(store, "pairs")
+        pairs = [(r["reference_id"], r["target_id"])
+                 for r in latest_snapshot(store, "pairs", ["reference_id", "target_id"])
                  if r["reference_id"] in known and r["target_id"] in known]
         return pairs, "pairs"
     by_subject: dict[str, list[str]] = defaultdict(list)

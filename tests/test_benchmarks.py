@@ -139,6 +139,24 @@ def test_the_repository_readme_has_the_marked_block():
     assert text.count(readme_table.START) == 1 and text.count(readme_table.END) == 1
 
 
+# ---- what is left: the quick mode, before vs after ----------------------------------------
+def test_left_to_do_quick_mode_times_before_and_after_and_they_agree(tmp_path):
+    env = {**os.environ, "TAMER_BENCH_RESULTS": str(tmp_path), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "left_to_do.py"), "--quick"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "left_to_do.json").read_text())
+    assert result["quick"] and result["before_and_after_agree"]
+    stages = {f"{stage}_{kind}_{when}" for stage in ("caption", "embed")
+              for kind in ("noop", "left") for when in ("before", "after")}
+    assert set(result["seconds"]) == {str(size) for size in result["sizes"]}
+    for figures in result["seconds"].values():
+        assert set(figures) == stages and all(f["median"] > 0 for f in figures.values())
+    assert {name.split("_at_")[0] for name in result["commit_seconds"]} == {
+        "commit_captions", "commit_images"}
+    assert len(result["commit_seconds"]) == 4 and set(result["growth"]) == stages
+
+
 # ---- the GPU check's dry run -----------------------------------------------------------------
 def test_gpu_check_dry_run_measures_every_section_on_cpu(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}

@@ -15,7 +15,8 @@ from storage.catalog import connect
 from storage.shards import ShardStore
 from tamer import stats
 from tamer.config import CaptionSettings, IngestSettings
-from tasks.caption import attribute_accuracy, latest_captions, load_vocabulary, vocabulary_path
+from storage.queries import latest_captions
+from tasks.caption import attribute_accuracy, load_vocabulary, vocabulary_path
 from tasks.ingest import ingest_source
 from synth_data import UNDECODABLE_ID, add_undecodable_image, ingested_synth
 
@@ -74,7 +75,8 @@ def test_synth_caption_rerun_and_changed_config(synth_store, tmp_path, ray_local
         tmp_path / "b.yaml", batch_size=8, template="{object}, {scene}. {raw}"))
     assert changed["config_hash"] != report["config_hash"] and changed["captioned"] == 18
     assert store.row_count("captions") == 36
-    latest = latest_captions(store).to_pylist()
+    latest = latest_captions(store, ["image_id", "config_hash", "composed_caption",
+                                     "class_name"]).to_pylist()
     assert len(latest) == 18 and {r["config_hash"] for r in latest} == {changed["config_hash"]}
     assert not any(r["composed_caption"].startswith("a photo of") for r in latest)
 

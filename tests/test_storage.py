@@ -80,17 +80,26 @@ def test_keyed_table_stores_each_image_id_once(store):
     assert store.row_count("images") == 4
 
 
-def test_keyed_commits_read_each_committed_file_once(tmp_path, monkeypatch):
-    store = ShardStore(str(tmp_path))
-    reads = []
-    original = ShardStore._read_file
-    monkeypatch.setattr(ShardStore, "_read_file",
-                        lambda self, table, info, schema: reads.append(info.name) or
-                        original(self, table, info, schema))
+def test_keyed_commits_dedupe_in_duckdb_reading_each_file_once(tmp_path, monkeypatch):
+    from storage.keys import KeyIndex
+
+    loaded: list[str] = []
+    original = KeyIndex._load
+    monkeypatch.setattr(KeyIndex, "_load", lambda self, paths: loaded.extend(paths) or
+                        original(self, paths))
+    monkeypatch.setattr(ShardStore, "_read_file", lambda *args: pytest.fail("keys read in Python"))
+    first = ShardStore(str(tmp_path))
     for start in range(0, 8, 2):
-        store.write("images", image_rows(2, start=start))
-    assert len(reads) == 3 and len(set(reads)) == 3  # before commits 2, 3, 4: the new file only
-    assert store.write("images", image_rows(8)).dropped == tuple(f"id{i:05d}" for i in range(8))
+        first.write("images", image_rows(2, start=start))
+    assert len(loaded) == 3 == len(set(loaded))  # before commits 2, 3, 4: the new file only
+    cold = ShardStore(str(tmp_path))  # another process: nothing loaded yet
+    result = cold.write("images", image_rows(4, start=6))
+    assert (result.rows, result.dropped) == (2, ("id00006", "id00007"))
+    assert len(loaded) == 3 + 4  # the cold writer loaded the 4 files of the version once
+    assert cold.stored_keys(cold.snapshot("images"), "image_id",
+                            pa.array(["id00009", "nope", "id00000"])) == {"id00009", "id00000"}
+    old = first.snapshot("images", version=1)  # the version holding only ids 0 and 1
+    assert cold.stored_keys(old, "image_id", pa.array(["id00000", "id00003"])) == {"id00000"}
 
 
 def test_time_travel_reads_an_older_version(tmp_path):

@@ -1,0 +1,198 @@
+"""What is left to do and the latest rows, as named DuckDB queries (storage/queries.py), on
+hand-made rows: every rule of the old Python scans, pinned versions, and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from storage import queries
+from storage.pinned import PinnedStore
+from storage.schemas import CAPTIONS, EMBEDDINGS
+from storage.shards import ShardStore
+from test_storage import image_rows
+
+KEY = {"captioner_id": "cap", "clip_id": "clip", "config_hash": "cfg"}
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def caption_rows(ids: list[str], minutes: int, text: str = "a thing", **key) -> pa.Table:
+    key = {**KEY, **key}
+    return pa.Table.from_pylist([
+        {"image_id": i, **key, "class_name": "thing", "raw_caption": "raw",
+         "composed_caption": text, "object_caption": "<obj>", "attributes": [], "scores": "{}",
+         "created_at": T0 + dt.timedelta(minutes=minutes)} for i in ids], CAPTIONS)
+
+
+def quarantined(stage: str, image_id: str | None, reason: str = "undecodable") -> pa.Table:
+    return pa.Table.from_pylist([{"stage": stage, "source": "s", "content_sha256": image_id,
+                                  "reason": reason, "detail": "", "quarantined_at": T0}])
+
+
+def vector_rows(ids: list[str], kind: str, config: str, minutes: int, value: float,
+                model: str = "m") -> pa.Table:
+    return pa.Table.from_pylist([
+        {"image_id": i, "kind": kind, "model_id": model, "config_hash": config,
+         "vector": [value, 0.0], "embedded_at": T0 + dt.timedelta(minutes=minutes)}
+        for i in ids], EMBEDDINGS)
+
+
+def three_files(root: str) -> ShardStore:
+    """A root whose images are three files of 3 ids each."""
+    store = ShardStore(root)
+    for start in (0, 3, 6):
+        store.write("images", image_rows(3, start=start))
+    return store
+
+
+@pytest.fixture
+def store(tmp_path) -> ShardStore:
+    return three_files(str(tmp_path / "root"))
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request, tmp_path) -> ShardStore:
+    """Local, and on a real S3 endpoint (views name files by URL there)."""
+    return three_files(str(tmp_path / "root") if request.param == "local"
+                       else request.getfixturevalue("s3_root"))
+
+
+def ids(n: int) -> list[str]:
+    return [f"id{i:05d}" for i in range(n)]
+
+
+def test_captions_left_is_images_minus_done_under_the_key_minus_undecodable(any_store):
+    store = any_store
+    store.write("captions", caption_rows(ids(3), 0))  # the whole first file: omitted
+    store.write("captions", caption_rows(["id00003"], 1, config_hash="other"))  # another key
+    store.write("captions", caption_rows(["id00004"], 2))
+    store.write("quarantine", quarantined("caption", "id00005"))
+    store.write("quarantine", quarantined("embed", "id00006"))  # another stage's: still to do
+    store.write("quarantine", quarantined("caption", "id00007", reason="caption_failed"))
+    store.write("quarantine", quarantined("ingest", None, reason="empty"))  # no id at all
+    left = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    first, second, third = store.shard_paths("images")
+    assert left.files == {second: ["id00003"], third: ["id00006", "id00007", "id00008"]}
+    assert (left.count, left.total) == (4, 9)
+
+
+def test_image_vectors_left_ignore_text_vectors_and_other_hashes(store):
+    store.write("embeddings", vector_rows(ids(2), "image", "h", 0, 1.0))
+    store.write("embeddings", vector_rows(["id00002"], "text", "h", 0, 1.0))
+    store.write("embeddings", vector_rows(["id00003"], "image", "old", 0, 1.0))
+    store.write("quarantine", quarantined("embed", "id00008"))
+    left = queries.images_left(store, "embed", queries.EMBEDDED, {"config_hash": "h"})
+    assert sorted(i for found in left.files.values() for i in found) == [
+        f"id{i:05d}" for i in (2, 3, 4, 5, 6, 7)]
+
+
+def test_an_empty_root_has_nothing_left_and_no_latest_rows(tmp_path):
+    empty = ShardStore(str(tmp_path / "empty"))
+    left = queries.images_left(empty, "caption", queries.CAPTIONED, KEY)
+    assert (left.files, left.total) == ({}, 0)
+    assert queries.latest_captions(empty, ["image_id"]).num_rows == 0
+    assert queries.texts_left(empty, lambda h: h) == []
+    assert queries.latest_snapshot(empty, "pairs") == []
+
+
+def test_latest_caption_is_each_images_newest_with_text(store):
+    store.write("captions", caption_rows(["id00000", "id00001"], 5, "new", config_hash="b"))
+    store.write("captions", caption_rows(["id00000", "id00001", "id00002"], 1, "old"))
+    store.write("captions", caption_rows(["id00001"], 9, ""))  # no composed caption: ignored
+    latest = queries.latest_captions(store, ["image_id", "composed_caption", "config_hash"])
+    assert sorted(latest.to_pylist(), key=lambda r: r["image_id"]) == [
+        {"image_id": "id00000", "composed_caption": "new", "config_hash": "b"},
+        {"image_id": "id00001", "composed_caption": "new", "config_hash": "b"},
+        {"image_id": "id00002", "composed_caption": "old", "config_hash": "cfg"}]
+    assert latest.schema.field("image_id").type == pa.string()
+
+
+def test_texts_left_hash_each_latest_caption_and_skip_those_embedded(any_store):
+    store = any_store
+    store.write("captions", caption_rows(["id00000", "id00001", "id00002"], 1, "old"))
+    store.write("captions", caption_rows(["id00001"], 5, "new", config_hash="b"))
+    store.write("embeddings", vector_rows(["id00000"], "text", "t-cfg", 0, 1.0))
+    store.write("embeddings", vector_rows(["id00001"], "text", "t-cfg", 0, 1.0))  # stale hash
+    store.write("embeddings", vector_rows(["id00002"], "image", "t-cfg", 0, 1.0))  # an image
+    assert queries.texts_left(store, lambda caption_hash: f"t-{caption_hash}") == [
+        {"image_id": "id00001", "text": "new", "config_hash": "t-b"},
+        {"image_id": "id00002", "text": "old", "config_hash": "t-cfg"}]
+
+
+def test_latest_embeddings_per_image_for_one_kind_and_model(store):
+    store.write("embeddings", vector_rows(["id00001", "id00000"], "image", "a", 0, 1.0))
+    store.write("embeddings", vector_rows(["id00001"], "image", "b", 5, 2.0))
+    store.write("embeddings", vector_rows(["id00000"], "text", "c", 9, 3.0))
+    store.write("embeddings", vector_rows(["id00000"], "image", "d", 9, 4.0, model="other"))
+    latest = queries.latest_embeddings(store, "image", "m", ["image_id", "vector"]).to_pylist()
+    assert latest == [{"image_id": "id00000", "vector": [1.0, 0.0]},
+                      {"image_id": "id00001", "vector": [2.0, 0.0]}]
+
+
+def test_latest_snapshot_and_bad_input(store):
+    def pairs(snapshot: str, minutes: int, n: int) -> pa.Table:
+        return pa.Table.from_pylist([
+            {"subject": "s", "reference_id": f"r{i}", "target_id": f"t{i}", "snapshot": snapshot,
+             "created_at": T0 + dt.timedelta(minutes=minutes)} for i in range(n)])
+
+    store.write("pairs", pairs("new", 5, 2))
+    store.write("pairs", pairs("old", 1, 3))  # committed later, made earlier
+    rows = queries.latest_snapshot(store, "pairs", ["reference_id", "snapshot"])
+    assert sorted(rows, key=lambda r: r["reference_id"]) == [
+        {"reference_id": "r0", "snapshot": "new"}, {"reference_id": "r1", "snapshot": "new"}]
+    with pytest.raises(ValueError, match="not a snapshot table"):
+        queries.latest_snapshot(store, "images")
+    with pytest.raises(KeyError):
+        queries.latest_captions(store, ["image_id", "no_such_column"])
+    with pytest.raises(KeyError):
+        queries.latest_snapshot(store, "no_such_table")
+
+
+def test_a_pinned_store_answers_as_of_its_versions(store):
+    pinned = PinnedStore(store, {"images": store.version("images"), "captions": -1})
+    store.write("images", image_rows(2, start=9))
+    store.write("captions", caption_rows(ids(9), 0))
+    assert queries.images_left(pinned, "caption", queries.CAPTIONED, KEY).count == 9
+    assert queries.images_left(store, "caption", queries.CAPTIONED, KEY).count == 2
+    assert queries.latest_captions(pinned, ["image_id"]).num_rows == 0
+
+
+def test_what_is_left_never_reads_the_image_bytes(tmp_path):
+    """Every images file's bytes column is overwritten in place with garbage (same size, so the
+    log still matches): reading that column fails, deciding what is left does not."""
+    import pyarrow.parquet as pq
+
+    from storage.shards import BrokenTable
+
+    store = three_files(str(tmp_path / "root"))
+    for path in store.shard_paths("images"):
+        metadata = pq.read_metadata(path)
+        column = metadata.schema.names.index("image")
+        with open(path, "r+b") as handle:
+            for group in range(metadata.num_row_groups):
+                chunk = metadata.row_group(group).column(column)
+                handle.seek(chunk.dictionary_page_offset or chunk.data_page_offset)
+                handle.write(b"\xff" * chunk.total_compressed_size)
+    with pytest.raises(BrokenTable):
+        store.read("images", ["image_id", "image"])
+    store.write("captions", caption_rows(["id00008"], 0))
+    left = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    assert (left.count, left.total) == (8, 9)
+
+
+def test_an_embed_with_nothing_left_loads_no_model_and_starts_no_ray(store, monkeypatch):
+    from model import embedding
+    from model.profiles import load_profile
+    from tamer.config import EmbedSettings
+    from tasks import embed
+
+    model = embedding.model_id(load_profile("tiny"))
+    store.write("embeddings", vector_rows(ids(9), "image", embed.config_hash(model), 0, 1.0,
+                                          model=model))
+    monkeypatch.setattr(embed.Encoder, "__init__", lambda *args: pytest.fail("model loaded"))
+    monkeypatch.setattr("tasks.ray_runtime.ensure_ray", lambda *args: pytest.fail("Ray started"))
+    report = embed.embed_dataset(store, "tiny", EmbedSettings(executor="ray", local_below=0))
+    assert (report.images, report.texts, report.skipped) == (0, 0, 9)
+    assert report.fingerprint == store.fingerprint(("embeddings",))
