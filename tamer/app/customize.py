@@ -104,10 +104,10 @@ def build(ctx: AppContext, demo) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="Reference photo (one image of the object)", type="filepath",
-                             elem_id="upload")
+                             height=140, elem_id="upload")
             pick = gr.Dropdown(label="... or a dataset image", choices=[], value=None,
                                elem_id="pick")
-            preview = gr.Image(label="Reference", interactive=False, height=200,
+            preview = gr.Image(label="Reference", interactive=False, height=160,
                                elem_id="reference")
         with gr.Column(scale=2):
             with gr.Row():
