@@ -8,6 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ from tamer.config import IngestSettings, load_config
 from tamer.synth import generate as synth
 from tasks.ingest import ingest_source
 
-pytest.importorskip("gradio", reason="gradio is not installed (pip install -c constraints.txt -e .)")
+pytest.importorskip("gradio", reason="gradio is not installed (make install)")
 
 from tamer.app import customize, dataset, runs  # noqa: E402
 from tamer.app.reader import AppContext  # noqa: E402
@@ -272,6 +273,43 @@ def test_registry_versions_curve_and_reports(ctx):
     assert runs.report_links(ctx, "train-old").startswith("not evaluated yet")
 
 
+# --- The command -----------------------------------------------------------------------------
+
+def test_tamer_app_serves_on_loopback_only(ctx):
+    """`tamer app` as a user starts it: the page answers, and nothing it opened listens beyond
+    127.0.0.1 (psutil, the same check as Ray's and Prefect's servers)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import psutil
+    from sockets import exposed, tree
+
+    from tasks.index import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "tamer.cli", "app", "--root", ctx.config.root,
+               "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    assert page.status == 200 and "tamer" in page.read().decode()
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "tamer app did not answer in 120 s"
+                time.sleep(0.5)
+        assert exposed(tree(psutil.Process(process.pid))) == []
+    finally:
+        process.kill()
+        process.wait()
+
+
 # --- In a browser ----------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
@@ -348,6 +386,6 @@ def test_browser_quarantine_and_runs(page, app_root, tmp_path):
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs-table").get_by_text("train-failed").filter(visible=True).first.wait_for()
     link = page.locator("#reports").get_by_role("link", name="eval-1")
-    report = page.request.get(link.get_attribute("href"))
+    report = page.request.get(urljoin(page.url, link.get_attribute("href")))
     assert report.ok and "<h1>evaluation eval-1</h1>" in report.text()
     _shot(page, "runs", tmp_path)

@@ -8,6 +8,7 @@ normalized (upright RGB), so the same inputs give the same images.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -21,6 +22,7 @@ from tamer.app.reader import AppContext
 from tamer.app.uploads import UserError, stored_image, validated_upload
 
 MAX_IMAGES = 8
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,9 @@ def build(ctx: AppContext, demo) -> None:
                                int(count), int(step_count), class_noun=word)
         except UserError as exc:
             return [], f"**{exc}**"
+        except Exception as exc:  # noqa: BLE001 - one line on the page, the traceback logged
+            LOG.exception("generation failed")
+            return [], f"**generation failed: {type(exc).__name__}: {exc}**"
         return result.images, (f"{len(result.images)} image(s) in {result.seconds:.1f} s "
                                f"from {result.run_id}: \"{result.resolved_prompt}\"")
 

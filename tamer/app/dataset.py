@@ -220,4 +220,5 @@ def build(ctx: AppContext, demo) -> None:
     subject.change(on_subject, subject, [subject_gallery, captions])
     cluster.change(on_cluster, [cluster, found_clusters], cluster_images)
     group.change(lambda g: pair_gallery(ctx, g) if g else [], group, pair_images)
-    search_button.click(lambda text, path, count: search(ctx, text, path, count), [query, query_image, k], [hits, search_status])
+    search_button.click(lambda text, path, count: search(ctx, text, path, count),
+                        [query, query_image, k], [hits, search_status])

@@ -29,7 +29,8 @@ def app(
         err.print(f"warning: {host} exposes the app beyond this machine; it has no login",
                   style="yellow")
     ctx = AppContext(config, index_url=index_url)
-    console.print(f"tamer app on http://{host}:{port} (root {ctx.store.location.uri}); Ctrl+C stops it")
+    console.print(f"tamer app on http://{host}:{port} (root {ctx.store.location.uri}); "
+                  "Ctrl+C stops it")
     try:
         launch(ctx, host=host, port=port, block=True)
     finally:
