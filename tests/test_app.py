@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 
 from storage.schemas import schema_for
 from storage.shards import ShardStore
-from tamer.config import IngestSettings, load_config
+from tamer.config import EmbedSettings, IngestSettings, load_config
 from tamer.synth import generate as synth
+from tasks.embed import embed_dataset
+from tasks.index import build_index
 from tasks.ingest import ingest_source
 
 pytest.importorskip("gradio", reason="gradio is not installed (make install)")
@@ -36,8 +38,8 @@ NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 def build_root(base) -> tuple[AppContext, dict]:
     """Synth objects and the hostile source ingested into base/data, a tiny pipeline saved
     and registered (two completed runs, a newer failed one), captions, near-duplicates,
-    pairs and an evaluation with its report; returns the app's context and the hostile
-    source's expectations."""
+    pairs, an evaluation with its report, and a kNN index; returns the app's context and the
+    hostile source's expectations."""
     synth(base / "synth", n_objects=3, views=3, size=64, seed=0)
     expect = build_hostile(base / "hostile")
     config = load_config(root=str(base / "data"), **{"ingest.max_bytes": MAX_BYTES})
@@ -47,6 +49,8 @@ def build_root(base) -> tuple[AppContext, dict]:
         ingest_source(str(source), store, settings)
     _register_runs(store, config, base / "pipeline")
     _derived_rows(store)
+    embed_dataset(store, "tiny", EmbedSettings(executor="local"))
+    build_index(store, "tiny")
     return AppContext(config, index_url=None), expect
 
 
@@ -178,14 +182,29 @@ def test_pairs_show_the_newest_snapshot_reference_then_target(ctx):
     assert labels == ["reference", "target", "reference", "target"]
 
 
-def test_search_needs_one_query_and_an_index(ctx, tmp_path):
+def test_search_by_image_finds_it_first_and_by_text_finds_k(ctx, tmp_path):
+    _, image_id = next(c for c in customize.dataset_choices(ctx) if c[0].startswith("obj00001"))
+    query = tmp_path / "query.png"
+    query.write_bytes(ctx.image_bytes(image_id))
+    gallery, status = dataset.search(ctx, None, str(query), k=4)
+    assert status == "4 nearest images (via faiss)" and len(gallery) == 4
+    image, label = gallery[0]
+    assert label.startswith("1. ") and "obj00001" in label
+    assert float(label.split()[1]) == pytest.approx(1.0, abs=1e-2)
+    assert np.array_equal(np.asarray(image), np.asarray(ctx.images([image_id])[image_id]))
+    assert dataset.search(ctx, "a red toy 0", None, k=5)[1] == "5 nearest images (via faiss)"
+
+
+def test_search_refuses_bad_queries_and_says_when_there_is_no_index(ctx, tmp_path):
     assert dataset.search(ctx, "", None) == ([], "give either a text or an image (not both)")
     assert dataset.search(ctx, "a star", "x.png")[1].startswith("give either")
-    gallery, status = dataset.search(ctx, "a red star", None)
-    assert gallery == [] and status.startswith("no search index") and "tamer index" in status
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(bomb_png())
-    assert "decompression_bomb" in dataset.search(ctx, None, str(bomb))[1]
+    assert "not usable: decompression_bomb" in dataset.search(ctx, None, str(bomb))[1]
+    empty = AppContext(load_config(root=str(tmp_path / "empty")))
+    gallery, status = dataset.search(empty, "a red star", None)
+    assert gallery == [] and status.startswith("no search index") and "tamer index" in status
+    empty.close()
 
 
 # --- Customize -------------------------------------------------------------------------------
