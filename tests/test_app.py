@@ -294,9 +294,11 @@ def test_registry_versions_curve_and_reports(ctx):
 
 # --- The command -----------------------------------------------------------------------------
 
-def test_tamer_app_serves_on_loopback_only(ctx):
-    """`tamer app` as a user starts it: the page answers, and nothing it opened listens beyond
-    127.0.0.1 (psutil, the same check as Ray's and Prefect's servers)."""
+def test_tamer_app_serves_on_loopback_only_and_cleans_up_on_ctrl_c(ctx, tmp_path):
+    """`tamer app` as a user starts it: the page answers, nothing it opened listens beyond
+    127.0.0.1 (psutil, the same check as Ray's and Prefect's servers), and Ctrl+C removes
+    its scratch folder."""
+    import signal
     import subprocess
     import sys
     import time
@@ -307,11 +309,13 @@ def test_tamer_app_serves_on_loopback_only(ctx):
 
     from tasks.index import free_port
 
-    port = free_port()
+    port, scratch = free_port(), tmp_path / "tmp"
+    scratch.mkdir()
     command = [sys.executable, "-m", "tamer.cli", "app", "--root", ctx.config.root,
                "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                                    "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -324,6 +328,10 @@ def test_tamer_app_serves_on_loopback_only(ctx):
                 assert time.monotonic() < deadline, "tamer app did not answer in 120 s"
                 time.sleep(0.5)
         assert exposed(tree(psutil.Process(process.pid))) == []
+        assert [p.name for p in scratch.glob("tamer-app-*")]  # its scratch folder, in use
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert list(scratch.glob("tamer-app-*")) == []
     finally:
         process.kill()
         process.wait()
