@@ -5,7 +5,8 @@
 2. `build_index` runs `clip_retrieval.clip_index` (autofaiss) into `<root>/indexes/<fp>/` and
    records it in the `indexes` table; an index for the same fingerprint is never rebuilt.
 3. `serve` runs clip-retrieval's `back` on 127.0.0.1 only; `served` does it in a subprocess.
-4. `search_service` (ClipClient) and `search_direct` (faiss, no service) return `Hit`s.
+4. `search_service` (ClipClient) and `search_direct` (faiss, no service) return `Hit`s;
+   `search` picks the service when it answers, else the file.
 
 Text vectors are row-aligned with the metadata like the image vectors, because the back maps
 both indexes through one metadata table; images without a caption get a zero text vector,
@@ -329,6 +330,18 @@ def search_direct(store: ShardStore, vector: np.ndarray, k: int = 10,
     metadata = _index_metadata(**_metadata_key(record))
     return [Hit(rank, float(score), *_row(metadata, int(row)))
             for rank, (score, row) in enumerate(zip(scores[0], rows[0])) if row >= 0]
+
+
+def search(store: ShardStore, profile_name: str, *, text: str | None = None,
+           image: str | None = None, k: int = 10, modality: str = IMAGE,
+           url: str | None = None) -> tuple[str, list[Hit]]:
+    """("service", hits) from the back at `url` when it answers, else ("faiss", hits) from the
+    index file with the query embedded in this process."""
+    if url and service_up(url):
+        return "service", search_service(url, store, text=text, image=image, k=k,
+                                         modality=modality)
+    vector = query_vector(profile_name, text=text, image=image)
+    return "faiss", search_direct(store, vector, k=k, modality=modality)
 
 
 def _row(metadata: pd.DataFrame, row: int) -> tuple:

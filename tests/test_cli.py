@@ -78,7 +78,7 @@ def test_models_check_dry_runs_real_profiles_offline(monkeypatch):
 
 # --- fast inspection, one-line errors, global options anywhere, quiet console ------------------
 
-HEAVY = ("torch", "diffusers", "peft", "transformers", "ray")
+HEAVY = ("torch", "diffusers", "peft", "transformers", "ray", "gradio")
 REPO = Path(__file__).resolve().parents[1]
 IMPORT_CHECK = """
 import json, sys
@@ -198,7 +198,7 @@ def test_generate_rejects_a_checkpoint_without_a_valid_model_index(tmp_path, ind
 
 @pytest.mark.parametrize("command", [
     ["stats"], ["sql", "SELECT 1"], ["runs"], ["ingest", "."], ["caption"], ["embed"],
-    ["index"], ["search", "--text", "a mug"], ["run"], ["serve"], ["train"], ["eval"],
+    ["index"], ["search", "--text", "a mug"], ["run"], ["serve"], ["train"], ["eval"], ["app"],
 ])
 def test_root_is_accepted_after_the_command_and_the_last_one_wins(tmp_path, a_file, command):
     """A regular file as --root is rejected while resolving the configuration, so exit code 2

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tamer.cli import data, evaluation, inspection, models, pipeline, tables, train
+from tamer.cli import data, evaluation, inspection, models, pipeline, tables, train, webapp
 from tamer.cli.common import VerboseOption, state, with_global_options
 
 app = typer.Typer(help="tamer: zero fine-tuning image customization, with its data pipeline.",
@@ -40,6 +40,7 @@ for command in (data.synth, data.ingest, data.caption, inspection.stats,
     app.command()(with_global_options(command, runs_flows=command in RUNS_FLOWS))
 app.command("eval")(with_global_options(evaluation.evaluate, runs_flows=True))
 app.command("stop-server")(with_global_options(pipeline.stop_server))
+app.command("app")(with_global_options(webapp.app))
 models.models_app.command("check")(with_global_options(models.check))
 models.models_app.command("train-profile")(with_global_options(models.train_profile, runs_flows=True))
 app.add_typer(models.models_app, name="models")

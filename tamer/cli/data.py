@@ -162,14 +162,9 @@ def search(
 
     store = ShardStore(config.root)
     try:
-        if not direct and knn.service_up(url):
-            via = "service"
-            hits = knn.search_service(url, store, text=text, image=str(image) if image else None,
-                                      k=k, modality=modality)
-        else:
-            via = "faiss"
-            vector = knn.query_vector(config.profile, text=text, image=image)
-            hits = knn.search_direct(store, vector, k=k, modality=modality)
+        via, hits = knn.search(store, config.profile, text=text,
+                               image=str(image) if image else None, k=k, modality=modality,
+                               url=None if direct else url)
     except FileNotFoundError as exc:
         fail(str(exc), 1)
     if as_json:

@@ -112,14 +112,11 @@ def _check_pipeline_dir(path: Path) -> None:
 
 def _check_reference(path: Path) -> None:
     """The reference photo passes the same validation as ingested images (bombs, truncation)."""
-    from storage.images import BadImage, ImageLimits, decode_image
+    from tamer.reference import BadImage, decode_reference, problem
 
     if not path.is_file():
         fail(f"image {path} does not exist or is not a file", 2)
-    settings = state.config().ingest
-    limits = ImageLimits(max_pixels=settings.max_pixels, min_side=settings.min_side,
-                         max_bytes=settings.max_bytes)
     try:
-        decode_image(path.read_bytes(), limits)
+        decode_reference(path.read_bytes(), state.config().ingest)
     except BadImage as exc:
-        fail(f"image {path} is not usable: {exc.reason} ({exc.detail})", 2)
+        fail(f"image {path} is not usable: {problem(exc)}", 2)
