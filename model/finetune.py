@@ -59,7 +59,7 @@ def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
 
 
 def denoising_loss(unet, scheduler, latents: torch.Tensor, text_states: torch.Tensor,
-                   generator: torch.Generator) -> torch.Tensor:
+                   generator: torch.Generator, snr_gamma: float | None = None) -> torch.Tensor:
     """Noise the latents at random timesteps and score the UNet's prediction (shared loss)."""
     device = latents.device
     noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
@@ -67,4 +67,4 @@ def denoising_loss(unet, scheduler, latents: torch.Tensor, text_states: torch.Te
                               generator=generator, device=generator.device).to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     output = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
-    return diffusion_loss(output, noise, latents, timesteps, scheduler)
+    return diffusion_loss(output, noise, latents, timesteps, scheduler, snr_gamma)

@@ -21,11 +21,24 @@ def diffusion_target(noise: torch.Tensor, latents: torch.Tensor, timesteps: torc
 
 
 def diffusion_loss(
-    model_output: torch.Tensor, noise: torch.Tensor, latents: torch.Tensor, timesteps: torch.Tensor, scheduler
+    model_output: torch.Tensor, noise: torch.Tensor, latents: torch.Tensor, timesteps: torch.Tensor, scheduler,
+    snr_gamma: float | None = None,
 ) -> torch.Tensor:
-    """Mean squared error between the UNet output and its target (float32 for stability)."""
+    """Mean squared error between the UNet output and its target (float32 for stability).
+
+    `snr_gamma`: Min-SNR weighting (Hang et al., 2023): each row weighted by min(SNR, gamma)
+    relative to its target's own SNR scale, so nearly-clean timesteps (fine detail) stop
+    dominating the gradient and the mid-noise ones, where layout and shape are decided, get it.
+    """
     target = diffusion_target(noise, latents, timesteps, scheduler)
-    return F.mse_loss(model_output.float(), target.float())
+    if snr_gamma is None:
+        return F.mse_loss(model_output.float(), target.float())
+    alphas = scheduler.alphas_cumprod.to(device=timesteps.device)[timesteps].float()
+    snr = alphas / (1 - alphas)
+    scale = snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr
+    weight = torch.minimum(snr, torch.full_like(snr, snr_gamma)) / scale  # (B,)
+    per_row = F.mse_loss(model_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (per_row * weight).mean()
 
 
 def predicted_original(

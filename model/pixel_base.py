@@ -25,6 +25,7 @@ from model.fit import Job, run, step_generator
 
 CAPTION_DROPOUT = 0.1  # the base's unconditional rows (SD: 10%)
 SHORT_CAPTIONS = 0.4  # rows captioned with the class prompt only (what evaluation asks)
+SNR_GAMMA = 5.0  # Min-SNR weighting of the base's loss (model.losses.diffusion_loss)
 _LOGVAR = -30.0  # diffusers' clamp floor: the posterior is a point mass at the pixels
 
 
@@ -98,7 +99,7 @@ def base_job(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequ
         pick = torch.rand(batch, generator=generator)
         ids = torch.where((pick < SHORT_CAPTIONS)[:, None], short[rows], full[rows])
         ids = torch.where((pick >= 1 - CAPTION_DROPOUT)[:, None], empty, ids)
-        return denoising_loss(unet, noise_schedule, pixels[rows], encoder(ids)[0], generator)
+        return denoising_loss(unet, noise_schedule, pixels[rows], encoder(ids)[0], generator, SNR_GAMMA)
 
     return Job({"unet": unet, "text_encoder": encoder}, loss, steps, 1e-3, schedule="warmup", clip_norm=1.0,
                ema_decay=0.999)

@@ -42,3 +42,20 @@ def test_identity_loss_is_one_minus_cosine():
     a = torch.randn(3, 16)
     assert identity_loss(a, 2 * a).item() == pytest.approx(0.0, abs=1e-6)
     assert identity_loss(a, -a).item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_min_snr_weighting_matches_the_epsilon_loss_at_infinite_gamma_and_caps_clean_steps():
+    """A v-prediction error weighted by SNR/(SNR+1) is exactly the same prediction's epsilon
+    error (the Min-SNR paper's identity); a finite gamma only lowers the nearly-clean rows."""
+    latents, noise, t = _sample()
+    eps = DDPMScheduler(prediction_type="epsilon", beta_schedule="squaredcos_cap_v2")
+    v = DDPMScheduler(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2")
+    noisy = eps.add_noise(latents, noise, t)
+    guess_eps = noise + 0.3 * torch.randn(noise.shape, generator=torch.Generator().manual_seed(1))
+    alpha = eps.alphas_cumprod[t].view(-1, 1, 1, 1)
+    guess_x0 = (noisy - (1 - alpha).sqrt() * guess_eps) / alpha.sqrt()
+    guess_v = alpha.sqrt() * guess_eps - (1 - alpha).sqrt() * guess_x0  # the same prediction, as v
+    plain_eps = diffusion_loss(guess_eps, noise, latents, t, eps)
+    assert torch.allclose(diffusion_loss(guess_v, noise, latents, t, v, snr_gamma=1e12), plain_eps, rtol=1e-4)
+    capped = diffusion_loss(guess_v, noise, latents, t, v, snr_gamma=5.0)
+    assert capped < plain_eps  # t=0 and t=10 have SNR far above 5: their weight drops
