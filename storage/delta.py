@@ -137,12 +137,19 @@ def commit(
         try:
             write_deltalake(snapshot, rows, mode="append", commit_properties=properties,
                             writer_properties=writer_properties(schema, row_group_rows),
-                            target_file_size=TARGET_FILE_BYTES)
+                            target_file_size=TARGET_FILE_BYTES, schema_mode=_schema_mode(snapshot, schema))
         except CommitFailedError:
             time.sleep(random.uniform(0.01, 0.05) * min(attempt + 1, 20))  # spread the racers
             continue
         return rows.num_rows, dropped
     raise CommitFailedError(f"{table}: gave up after {MAX_ATTEMPTS} conflicting commits")
+
+
+def _schema_mode(snapshot: DeltaTable, schema: pa.Schema) -> str | None:
+    """"merge" when the schemas module added (nullable) columns the table does not have yet:
+    the commit widens the table; older files read those columns as nulls."""
+    stored = {field.name for field in snapshot.schema().fields}
+    return "merge" if set(schema.names) - stored else None
 
 
 def _check_unique(data: pa.Table, key: str) -> None:

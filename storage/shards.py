@@ -109,13 +109,18 @@ class ShardStore:
         path = self.location.join(table, info.name)
         try:
             with self.fs.open(path, "rb") as handle:
-                part = pq.read_table(handle, columns=schema.names)
+                stored = set(pq.read_schema(handle).names)
+                handle.seek(0)
+                part = pq.read_table(handle, columns=[name for name in schema.names if name in stored])
         except (OSError, pa.ArrowException) as exc:
             raise BrokenTable(f"{self.location.url(path)}: unreadable committed file ({exc})"
                               ) from exc
         if part.num_rows != info.rows:
             raise BrokenTable(f"{self.location.url(path)}: {part.num_rows} rows, the log "
                               f"recorded {info.rows}")
+        for field in schema:  # columns added to the schema after this file was written
+            if field.name not in stored and field.nullable:
+                part = part.append_column(field.name, pa.nulls(part.num_rows, field.type))
         return part.select(schema.names).cast(schema)
 
     def stored_keys(self, snapshot: DeltaTable, key: str, candidates: pa.Array) -> set[str]:

@@ -189,3 +189,20 @@ def test_a_writer_killed_mid_commit_leaves_the_table_at_its_last_version(tmp_pat
     assert verify(store) == []
     assert store.write("images", image_rows(5, start=10**6)).rows == 5
     assert store.version("images") == version + 1
+
+
+def test_a_column_added_to_a_schema_widens_the_table_and_old_rows_read_null(tmp_path, monkeypatch):
+    """The schemas module may add nullable columns (e.g. eval_results' oracle accuracies): the
+    next commit widens the Delta table, files written before read the column as null, and the
+    catalog view shows both."""
+    from storage import schemas
+
+    store = ShardStore(str(tmp_path / "root"))
+    store.write("images", image_rows(2))
+    wider = schemas.IMAGES.append(pa.field("sharpness", pa.float64()))
+    monkeypatch.setitem(schemas.TABLES, "images", wider)
+    store.write("images", image_rows(2, start=2).append_column("sharpness", pa.array([0.5, 0.25])))
+    table = store.read("images", ["image_id", "sharpness"]).sort_by("image_id")
+    assert table.column("sharpness").to_pylist() == [None, None, 0.5, 0.25]
+    with connect(store) as con:
+        assert con.execute("SELECT count(*), count(sharpness) FROM images").fetchone() == (4, 2)
