@@ -137,3 +137,42 @@ class Scorer:
 def _number(value: torch.Tensor) -> float | None:
     number = float(value)
     return None if np.isnan(number) else number
+
+
+IDENTITY_ATTRIBUTES = ("shape", "primary", "secondary", "texture", "eyes")
+SCENE_ATTRIBUTES = ("background", "position", "scale", "rotation", "lighting")
+
+
+class OracleReader:
+    """Identity and prompt accuracy of generated images on synth subjects: the profile's
+    attribute oracle reads each image, and the share of identity attributes (shape, colours,
+    texture, eyes) matching the subject, and of scene attributes matching the prompt, is scored.
+    Attributes the oracle does not know, or whose truth is unknown, are left out."""
+
+    def __init__(self, oracle, side: int):
+        self.oracle, self.side = oracle.eval(), side  # the side it was trained at
+        config = oracle.config
+        self.values = {key: list(values) for key, values in zip(config.attributes, config.values)}
+
+    @classmethod
+    def from_profile(cls, profile) -> OracleReader | None:
+        """None when the profile has no oracle (only profiles trained on synth renders do)."""
+        from model.profiles import load_profile, load_role
+
+        profile = load_profile(profile) if isinstance(profile, str) else profile
+        oracle = load_role(profile, "oracle")
+        return None if oracle is None else cls(oracle, profile.resolution)
+
+    @torch.no_grad()
+    def read(self, image: Image.Image, identity: dict[str, str] | None,
+             scene: dict[str, str] | None) -> dict[str, float | None]:
+        """{"identity_acc", "prompt_acc"}; None for a side without truth."""
+        pixels = to_pixels([image], self.side, self.side, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [-1, 1]
+        predicted = self.oracle.predict(pixels.to(next(self.oracle.parameters()).device))[0]
+        said = {key: self.values[key][int(index)] for key, index in zip(self.oracle.keys, predicted)}
+
+        def share(truth: dict[str, str] | None, keys: tuple[str, ...]) -> float | None:
+            known = [key for key in keys if truth and key in truth and key in said]
+            return sum(said[key] == truth[key] for key in known) / len(known) if known else None
+
+        return {"identity_acc": share(identity, IDENTITY_ATTRIBUTES), "prompt_acc": share(scene, SCENE_ATTRIBUTES)}

@@ -262,6 +262,10 @@ EVAL_RESULTS = pa.schema(
         pa.field("clip_i", pa.float64()),
         pa.field("clip_t", pa.float64()),
         pa.field("dino", pa.float64()),
+        # synth subjects with a profile oracle: share of identity attributes read right, and of
+        # the prompt's scene attributes (null elsewhere; added later: older files read null)
+        pa.field("identity_acc", pa.float64()),
+        pa.field("prompt_acc", pa.float64()),
         pa.field("prepare_s", pa.float64()),  # seconds to customize the method to the subject
         pa.field("generate_s", pa.float64()),  # seconds to generate this image
         pa.field("subject_bytes", pa.int64()),  # bytes the method stores per subject

@@ -27,7 +27,9 @@ from tamer.config import EvalSettings  # noqa: E402
 from tasks.evaluate import REFERENCE, read_results, report_dir  # noqa: E402
 
 METRICS = ("dino", "clip_i", "clip_t")
-LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "ours": "ours (zero-shot)",
+ORACLE_METRICS = ("identity_acc", "prompt_acc")  # synth subjects with a profile oracle only
+LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "identity_acc": "identity acc",
+          "prompt_acc": "prompt acc", "ours": "ours (zero-shot)",
           "textual_inversion": "Textual Inversion", "dreambooth_lora": "DreamBooth-LoRA",
           "real": "real images (ceiling)"}
 COLORS = {"ours": "tab:red", "textual_inversion": "tab:blue", "dreambooth_lora": "tab:green",
@@ -46,6 +48,11 @@ def bootstrap_interval(values: np.ndarray, resamples: int, seed: int = 0) -> tup
     return float(low), float(high)
 
 
+def measured(rows: list[dict]) -> tuple[str, ...]:
+    """The metrics these rows carry: the oracle's only where some row has them."""
+    return METRICS + tuple(m for m in ORACLE_METRICS if any(row.get(m) is not None for row in rows))
+
+
 def summarize(rows: list[dict], resamples: int) -> list[dict]:
     """Per method: each metric's mean over subjects (of per-subject means) with its interval, and
     the mean cost per subject."""
@@ -56,7 +63,7 @@ def summarize(rows: list[dict], resamples: int) -> list[dict]:
     for method, group in by_method.items():
         entry = {"method": method, "label": LABELS.get(method, method), "images": len(group),
                  "subjects": len({row["subject"] for row in group})}
-        for metric in METRICS:
+        for metric in measured(rows):
             per_subject = _per_subject_means(group, metric)
             entry[metric] = float(per_subject.mean()) if len(per_subject) else None
             entry[f"{metric}_ci"] = bootstrap_interval(per_subject, resamples) if len(per_subject) else None
@@ -74,7 +81,7 @@ def summarize(rows: list[dict], resamples: int) -> list[dict]:
 def _per_subject_means(rows: list[dict], metric: str) -> np.ndarray:
     values: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        if row[metric] is not None and not np.isnan(row[metric]):
+        if row.get(metric) is not None and not np.isnan(row[metric]):
             values[row["subject"]].append(row[metric])
     return np.array([np.mean(v) for _, v in sorted(values.items())])
 
@@ -112,6 +119,11 @@ def _error(value: float, interval: tuple[float, float] | None):
 def plot_cost(summary: list[dict]) -> bytes:
     """Seconds to customize one subject and bytes stored per subject, per method, log scale."""
     entries = [e for e in summary if e["prepare_s"] is not None]
+    if not entries:  # e.g. only the real images were evaluated: nothing is customized
+        fig, ax = plt.subplots(figsize=(10, 1.2))
+        ax.text(0.5, 0.5, "no evaluated method customizes per subject", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 * len(entries) + 1.6))
     for ax, key, unit in ((axes[0], "prepare_s", "s"), (axes[1], "bytes", "B")):
         labels = [e["label"] for e in entries]
@@ -192,7 +204,7 @@ def write_report(store: ShardStore, eval_run_id: str, settings: EvalSettings) ->
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
                                      autoescape=jinja2.select_autoescape(["html", "j2"]))
     html = environment.get_template("eval_report.html.j2").render(
-        eval_run_id=eval_run_id, info=info, summary=summary, metrics=METRICS, labels=LABELS,
+        eval_run_id=eval_run_id, info=info, summary=summary, metrics=measured(rows), labels=LABELS,
         grids=grids(rows, store, out), first=rows[0], human=_human, resamples=resamples)
     files["index.html"] = html.encode()
     store.fs.makedirs(out, exist_ok=True)

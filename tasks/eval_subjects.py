@@ -39,6 +39,10 @@ class Subject:
     class_noun: str
     images: tuple[Image.Image, ...]  # real images, RGB; the first is the one-shot reference
     prompts: tuple[str, ...]  # "{}" = the subject
+    # synth subjects only: the identity's attributes, and each prompt's scene attributes (what
+    # the profile's oracle checks generated images against)
+    identity: dict[str, str] | None = None
+    prompt_scenes: tuple[dict[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,20 @@ def synth_subjects(folder: Path, limit: int | None, n_prompts: int | None) -> Su
         paths = [p for p in _image_files(folder / name) if not p.name.endswith(".mask.png")]
         files += paths
         views = truths[name]
-        subjects.append(Subject(name, views[0]["class_name"], _open_all(paths),
-                                synth_prompts(views[0], len(views), n_prompts)))
+        subjects.append(synth_subject(name, views[0]["class_name"], _open_all(paths), views[0], len(views),
+                                      n_prompts))
     return SubjectSet(subjects, f"synth:{folder}", _files_fingerprint(files, subjects))
 
 
-def synth_prompts(truth: dict, first_view: int, count: int | None) -> tuple[str, ...]:
-    """Scenes from views the identity was never rendered in (views >= `first_view`)."""
-    return tuple(f"a {{}} {scene_phrase(view_scene(truth['seed'], truth['object_index'], v).attributes())}"
-                 for v in range(first_view, first_view + (count or len(GENERIC_PROMPTS))))
+def synth_subject(name: str, class_noun: str, images: tuple[Image.Image, ...], truth: dict, first_view: int,
+                  count: int | None) -> Subject:
+    """Prompted with scenes from views the identity was never rendered in (views >=
+    `first_view`), with the truth of both for the oracle."""
+    views = range(first_view, first_view + (count or len(GENERIC_PROMPTS)))
+    attributes = (view_scene(truth["seed"], truth["object_index"], v).attributes() for v in views)
+    scenes = tuple({key: value for key, value in scene.items() if key in SCENE_PHRASES} for scene in attributes)
+    return Subject(name, class_noun, images, tuple(f"a {{}} {scene_phrase(scene)}" for scene in scenes),
+                   dict(truth.get("identity") or {}) or None, scenes)
 
 
 GENERIC_PROMPTS = tuple(f"a {{}} {phrase}" for phrase in SCENE_PHRASES["background"].values())
@@ -148,10 +157,9 @@ def held_out_subjects(store: ShardStore, run: dict | None, limit: int | None,
     for name in names:
         group = sorted(rows[name], key=lambda row: row["ingested_at"])
         truth = json.loads(group[0]["meta"] or "{}")
-        prompts = (synth_prompts(truth, len(group), n_prompts) if "object_index" in truth
-                   else GENERIC_PROMPTS[:n_prompts])
-        subjects.append(Subject(name, group[0]["class_name"] or "object",
-                                tuple(load_rgb(row["image"]) for row in group), prompts))
+        noun, images = group[0]["class_name"] or "object", tuple(load_rgb(row["image"]) for row in group)
+        subjects.append(synth_subject(name, noun, images, truth, len(group), n_prompts) if "object_index" in truth
+                        else Subject(name, noun, images, GENERIC_PROMPTS[:n_prompts]))
     return SubjectSet(subjects, f"dataset:{store.location.root}", store.fingerprint())
 
 

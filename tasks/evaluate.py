@@ -1,5 +1,6 @@
 """The evaluation protocol: subjects x prompts x seeds for every method, scored with CLIP-I,
-CLIP-T and DINO, timed, and committed to the `eval_results` table.
+CLIP-T and DINO (and, on synth subjects with a profile oracle, identity and prompt accuracy),
+timed, and committed to the `eval_results` table.
 
 Per subject, each method prepares once (timed: its customization cost), then generates one image
 per (prompt, seed) (timed per image); images are saved beside the report
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from model.dreambooth_lora import DreamBoothLoraConfig
-from model.metrics import Scorer
+from model.metrics import OracleReader, Scorer
 from model.profiles import device, load_profile
 from model.textual_inversion import TextualInversionConfig
 from storage.shards import ShardStore
@@ -90,7 +91,7 @@ def run_evaluation(config: TamerConfig, model: dict, eval_run_id: str,
     out = report_dir(store, eval_run_id)
     with _work_dir(store, out) as work_dir:
         methods = build_methods(config, model["pipeline_uri"], work_dir)
-        scorer = Scorer.from_profile(config.profile)
+        scorer, oracle = Scorer.from_profile(config.profile), OracleReader.from_profile(config.profile)
         seeds = range(s.seed, s.seed + s.seeds)
         total = len(methods) * sum(len(subject.prompts) for subject in subject_set.subjects) * len(seeds)
         common = {"data_source": subject_set.source, "dataset_fingerprint": subject_set.fingerprint,
@@ -113,6 +114,7 @@ def run_evaluation(config: TamerConfig, model: dict, eval_run_id: str,
                         image = method.generate(state, prompt, seed)[0]
                         generate_s = time.perf_counter() - start
                         metrics = scorer.score([image], text if method.follows_prompt else None, reference)[0]
+                        metrics |= _oracle_reading(oracle, image, subject, index, method.follows_prompt)
                         path = f"images/{method.name}/{subject.name}/p{index:02d}_s{seed}.png"
                         _write_image(store, f"{out}/{path}", image)
                         rows.append({**common, **metrics, "method": method.name, "subject": subject.name,
@@ -128,6 +130,15 @@ def run_evaluation(config: TamerConfig, model: dict, eval_run_id: str,
                                                       for row in rows]), run_id=eval_run_id)
     return {"eval_run_id": eval_run_id, "rows": len(rows), "subjects": len(subject_set.subjects),
             "methods": [method.name for method in methods], "report_dir": out, **common}
+
+
+def _oracle_reading(oracle: OracleReader | None, image: Image.Image, subject: Subject, index: int,
+                    follows_prompt: bool) -> dict[str, float | None]:
+    """Identity and prompt accuracy where the profile has an oracle and the subject is synth."""
+    if oracle is None or subject.identity is None:
+        return {"identity_acc": None, "prompt_acc": None}
+    scene = subject.prompt_scenes[index] if subject.prompt_scenes and follows_prompt else None
+    return oracle.read(image, subject.identity, scene)
 
 
 @contextlib.contextmanager

@@ -57,3 +57,23 @@ def test_scorer_on_the_tiny_profile_is_in_range_and_recognises_itself():
     expected = cosine_matrix(reference.dino[:1], reference.dino[1:]).mean().item()
     assert scores[0]["dino"] == pytest.approx(expected, abs=1e-5)
     assert scorer.score(images[:1], None, reference)[0]["clip_t"] is None
+
+
+def test_oracle_reader_scores_identity_and_prompt_attributes_it_reads():
+    """An oracle whose heads always answer shape=star, primary=red, background=sky: identity
+    and prompt accuracy are the shares of known truths it matches; unknown sides are None."""
+    from model.metrics import OracleReader
+    from model.oracle import AttributeOracle
+
+    oracle = AttributeOracle.for_vocabulary({"shape": ["circle", "star"], "primary": ["red", "blue"],
+                                             "background": ["sky", "grass"]}, width=4)
+    answers = {"shape": 1, "primary": 0, "background": 0}
+    with torch.no_grad():
+        for key, head in oracle.heads.items():
+            head.weight.zero_()
+            head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(answers[key]), 2).float() * 10)
+    reader = OracleReader(oracle, side=32)
+    image = Image.new("RGB", (64, 64), (10, 200, 30))
+    identity = {"shape": "star", "primary": "blue", "texture": "solid"}  # texture: not read, not counted
+    assert reader.read(image, identity, {"background": "sky"}) == {"identity_acc": 0.5, "prompt_acc": 1.0}
+    assert reader.read(image, {"shape": "circle"}, None) == {"identity_acc": 0.0, "prompt_acc": None}

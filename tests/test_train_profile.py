@@ -73,3 +73,26 @@ def test_a_folder_of_another_recipe_is_refused(smoke_profile):
     out, _ = smoke_profile
     with pytest.raises(profile_training.RecipeMismatch, match="another recipe"):
         profile_training.train_role(out, "oracle", recipe("smoke", seed=1))
+
+
+def test_evaluation_with_the_trained_profile_reads_synth_subjects_with_its_oracle(smoke_profile, tmp_path):
+    """Synth subjects evaluated with a profile that has an oracle gain identity and prompt
+    accuracy in eval_results and in the report."""
+    from storage.shards import ShardStore
+    from tamer.config import load_config
+    from tamer.synth import generate
+    from tasks.eval_report import write_report
+    from tasks.evaluate import new_eval_run_id, run_evaluation
+
+    _, report = smoke_profile
+    generate(tmp_path / "synth", n_objects=2, views=2, size=32, seed=3, held_out_fraction=0.5)
+    config = load_config(None, root=str(tmp_path / "root"), profile=report["profile"],
+                         **{"eval.data": str(tmp_path / "synth"), "eval.methods": ["real"], "eval.prompts": 2,
+                            "eval.seeds": 1, "eval.subjects": None})
+    eval_run_id = new_eval_run_id()
+    run_evaluation(config, {"run_id": None, "pipeline_uri": None, "run": None}, eval_run_id)
+    rows = ShardStore(config.root).read("eval_results").to_pylist()
+    assert rows and all(0.0 <= row["identity_acc"] <= 1.0 for row in rows)
+    assert all(row["prompt_acc"] is None for row in rows)  # real images do not follow the prompt
+    html = open(write_report(ShardStore(config.root), eval_run_id, config.eval)).read()
+    assert "identity acc" in html
