@@ -1,13 +1,15 @@
-"""Synth-quality benchmark: ours vs Textual Inversion with every model trained here, from scratch,
-on `tamer synth` objects, so identity and prompt accuracy are real numbers.
+"""Synth-quality benchmark: ours vs Textual Inversion on a `synth` profile trained here, from
+scratch, on `tamer synth` objects, so identity and prompt accuracy are real numbers.
 
-    .venv/bin/python -m benchmarks.synth_quality            # full run (budget: 45 min, 2 cores)
-    .venv/bin/python -m benchmarks.synth_quality --smoke    # seconds; what the test suite runs
+    .venv/bin/tamer models train-profile --out PROFILE               # once (the full recipe)
+    .venv/bin/python -m benchmarks.synth_quality --profile PROFILE    # ours, ablations, TI
+    .venv/bin/python -m benchmarks.synth_quality --smoke --profile P  # on a smoke profile (tests)
 
-Recipe: 1. render the world; 2. train the attribute oracle, report its accuracy on fresh renders;
-3. pretrain the in-domain tiny CLIP; 4. train the pixel-space text-to-image base; 5. train ours
-and its ablations from the base; 6. Textual Inversion per held-out object on the base;
-7. generate held-out objects x prompts x seeds with every method; 8. score, write JSON + report.
+The profile gives the oracle, the in-domain CLIP, the base and its text encoder, and the recipe
+that made them (its provenance): the base's training renders train ours, and the identities it
+held out are evaluated. Steps: 1. the oracle's accuracy on fresh renders; 2. ours and its
+ablations from the base; 3. Textual Inversion per held-out object on the base; 4. generate
+held-out objects x prompts x seeds with every method; 5. score, write JSON + report.
 """
 
 from __future__ import annotations
@@ -15,23 +17,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import UNet2DConditionModel
+from transformers import CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer
 
 from benchmarks.common import machine
-from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti, train_world_base
-from benchmarks.synthq_measure import readable, score, summarize
-from benchmarks.synthq_models import accuracy, clip_processor, retrieval_accuracy, train_clip, train_oracle
+from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti
+from benchmarks.synthq_measure import readable, retrieval_accuracy, score, summarize
 from benchmarks.synthq_report import targets, write_report
-from model.pixel_base import sd_pipeline, text_encoder_from_clip
+from model.oracle import AttributeOracle
+from model.pixel_base import sd_pipeline
 from model.role_training import processor_pixels
 from model.textual_inversion import TextualInversionConfig
 from tamer.synth import render
-from tamer.synth_world import (class_prompt, eval_scenes, labels, object_prompt, random_subjects,
-                                render_views, split_subjects, to_tensor)
+from tamer.synth_world import class_prompt, eval_scenes, labels, object_prompt, split_subjects, to_tensor
+from tasks.profile_measures import fresh_renders, per_key
+from tasks.profile_roles import Recipe, base_world
+from tasks.profile_training import PROVENANCE
 
 OUT = Path(__file__).resolve().parent / "results" / "synth_quality"
 TI_TOKEN = "<ti-object>"
@@ -39,28 +45,11 @@ TI_TOKEN = "<ti-object>"
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes and step counts. FULL is budgeted to 45 minutes on 2 CPU cores from per-step costs
-    measured there (oracle 0.10 s at batch 64, CLIP 0.18 s at 128, base UNet step 0.29 s at 16,
-    recipe 0.34-0.36 s, adapter-only 0.22 s, TI 0.08 s at 4): about 5 + 2.5 + 15 + 10.5 + 4.5
-    minutes of training and 2 of sampling (40 minutes measured). The oracle and the CLIP see many
-    identities with few views each: with 3000 objects x 4 views the oracle overfit identities
-    (shape 0.93 train, 0.81 fresh)."""
+    """What the benchmark trains and samples on top of a profile. FULL: recipe 0.34-0.36 s a
+    step at batch 16 on 2 CPU cores (adapter-only 0.22 s), TI 0.08 s a step at batch 4."""
 
-    size: int = 32
-    seed: int = 0
-    oracle_objects: int = 8000
-    oracle_views: int = 2
-    oracle_steps: int = 3000
-    oracle_batch: int = 64
-    oracle_width: int = 24
-    clip_steps: int = 800
-    clip_batch: int = 128
-    train_objects: int = 600
-    views: int = 6
-    base_steps: int = 3000
     recipe_steps: int = 500
     batch: int = 16
-    held_out: int = 8
     prompts: int = 4
     seeds: int = 2
     sample_steps: int = 25
@@ -76,61 +65,56 @@ class Settings:
 
 
 FULL = Settings()
-# Smoke: every stage runs, nothing is trained to quality. Its oracle reads the background (the
-# fastest-learned attribute) only; the stated smoke check is background accuracy >= 0.8.
-SMOKE = Settings(oracle_objects=300, oracle_steps=150, oracle_batch=32, oracle_width=8, clip_steps=8,
-                 clip_batch=16, train_objects=8, views=2, base_steps=8, recipe_steps=2, batch=4, held_out=2,
-                 prompts=2, seeds=1, sample_steps=2, ti_steps=2, oracle_target=0.8)
+# Smoke: every stage runs on a smoke profile, nothing is trained to quality.
+SMOKE = Settings(recipe_steps=2, batch=4, prompts=2, seeds=1, sample_steps=2, ti_steps=2)
+
+
+def load_profile_models(folder: Path) -> tuple[Recipe, dict]:
+    """The recipe (from provenance.json) and the roles the benchmark uses, from their folders."""
+    provenance = json.loads((folder / PROVENANCE).read_text())
+    recipe = Recipe(**provenance["recipe"])
+    clip = CLIPModel.from_pretrained(folder / "clip", use_safetensors=True).eval()
+    return recipe, {
+        "oracle": AttributeOracle.from_pretrained(folder / "oracle").eval(), "clip": clip,
+        "processor": CLIPProcessor.from_pretrained(folder / "clip"),
+        "base": UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval(),
+        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).eval(),
+        "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer")}
 
 
 def _to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images * 2 - 1  # pipelines' "pt" output is [0, 1]; the world is [-1, 1]
 
 
-def run(settings: Settings, out: Path) -> dict:
+def run(settings: Settings, profile: Path, out: Path) -> dict:
     s, timings = settings, {}
-    torch.manual_seed(s.seed)
     start = time.perf_counter()
-    # 1. the world: oracle/CLIP renders span all identities; diffusion sees training identities only
-    oracle_data = render_views(random_subjects(s.oracle_objects, s.seed + 1), s.oracle_views, s.size, s.seed + 1)
-    fresh = render_views(random_subjects(2 * s.oracle_objects // 3, s.seed + 2)[-s.oracle_objects // 3:], 2,
-                         s.size, s.seed + 2)
-    train_subjects, held_out = split_subjects(s.train_objects, s.held_out, s.seed)
-    train = render_views(train_subjects, s.views, s.size, s.seed + 3)
+    recipe, m = load_profile_models(profile)
+    torch.manual_seed(recipe.seed)
+    oracle, clip, processor, base, text_encoder, tokenizer = (
+        m[k] for k in ("oracle", "clip", "processor", "base", "text_encoder", "tokenizer"))
+    # 1. the base's training renders (ours trains on them too); fresh renders for the oracle
+    train, fresh = base_world(recipe), fresh_renders(recipe)
+    _, held_out = split_subjects(recipe.base_objects, recipe.held_out, recipe.seed)
     timings["render"] = time.perf_counter() - start
-    print(f"rendered in {timings['render']:.0f}s", flush=True)
-    # 2. the oracle, and its accuracy on renders it never saw
-    oracle, timings["oracle"] = train_oracle(oracle_data, s.oracle_steps, s.oracle_batch, s.seed,
-                                                  s.oracle_width)
-    oracle_accuracy = accuracy(oracle.predict(fresh.pixels), fresh.labels)
+    oracle_accuracy = per_key(oracle.predict(fresh.pixels), fresh.labels)
     counted = readable(oracle_accuracy, s.oracle_target)
-    print(f"oracle {oracle_accuracy}; counted {counted}", flush=True)
-    # 3. the in-domain CLIP (object encoder, CLIP-I / CLIP-T backbone, text encoder)
-    processor = clip_processor(s.size)
-    clip, timings["clip"] = train_clip(oracle_data, processor, s.clip_steps, s.clip_batch, s.seed, out / "clip")
     clip_retrieval = retrieval_accuracy(clip, processor, fresh)
-    print(f"oracle {timings['oracle']:.0f}s, clip {timings['clip']:.0f}s", flush=True)
-    text_encoder, tokenizer = text_encoder_from_clip(clip), processor.tokenizer
-    # 4. the text-to-image base
-    base, text_encoder, timings["base"] = train_world_base(train, text_encoder, tokenizer, s.base_steps, s.batch,
-                                                           s.seed)
-    base.save_pretrained(out / "base_unet")
-    text_encoder.save_pretrained(out / "base_text_encoder")  # with clip/'s tokenizer: the base again
-    print(f"base {timings['base']:.0f}s", flush=True)
-    # 5. ours and its ablations
+    print(f"oracle {oracle_accuracy}; counted {counted}", flush=True)
+    # 2. ours and its ablations
     models = {}
     for variant in VARIANTS:
         models[variant], timings[f"train_{variant}"] = train_ours(
-            train, base, text_encoder, tokenizer, clip, processor, variant, s.recipe_steps, s.batch, s.seed)
+            train, base, text_encoder, tokenizer, clip, processor, variant, s.recipe_steps, s.batch, recipe.seed)
     print("recipes " + ", ".join(f"{v} {timings['train_' + v]:.0f}s" for v in VARIANTS), flush=True)
     # 6-7. per held-out object: reference, TI, every method's images
-    rows, costs, grid = _evaluate(s, held_out, base, text_encoder, tokenizer, clip, processor, oracle, counted,
-                                  models, timings)
+    rows, costs, grid = _evaluate(s, recipe, held_out, base, text_encoder, tokenizer, clip, processor, oracle,
+                                  counted, models, timings)
     summary = summarize(rows)
     for method, cost in costs.items():
         summary[method].update(cost)
     timings["total"] = time.perf_counter() - start
-    result = {"settings": asdict(s), "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    result = {"settings": asdict(s), "profile": str(profile), "recipe": asdict(recipe), "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "oracle_accuracy": oracle_accuracy, "oracle_min_accuracy": min(oracle_accuracy.values()),
               # the benchmark counts when the oracle reads some identity and scene attributes
               "oracle_target_met": all(oracle_accuracy[k] >= s.oracle_target for k in counted[0] + counted[1]),
@@ -143,27 +127,27 @@ def run(settings: Settings, out: Path) -> dict:
     return result
 
 
-def _evaluate(s: Settings, held_out, base, text_encoder, tokenizer, clip, processor, oracle, counted, models,
-              timings):
+def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokenizer, clip, processor, oracle, counted,
+              models, timings):
     """Generate and score every method on every held-out object; returns rows, costs, sample grid."""
-    scenes = eval_scenes(s.prompts, s.seed)
-    reference_scene = eval_scenes(s.prompts + 1, s.seed + 7)[-1]
+    scenes = eval_scenes(s.prompts, recipe.seed)
+    reference_scene = eval_scenes(s.prompts + 1, recipe.seed + 7)[-1]
     text_only = sd_pipeline(base, text_encoder, tokenizer)
-    ti_config = TextualInversionConfig(steps=s.ti_steps, batch_size=min(4, s.batch), seed=s.seed)
+    ti_config = TextualInversionConfig(steps=s.ti_steps, batch_size=min(4, s.batch), seed=recipe.seed)
     rows, grid = [], {}
     costs = {m: {"cost_s": 0.0, "cost_bytes": 0} for m in ("real", "copy_reference", "text_only")}
     costs.update({m: {"cost_s": 0.0, "cost_bytes": 0} for m in (*models, "textual_inversion")})
     timings["ti"] = timings["sample"] = 0.0
     for k, subject in enumerate(held_out):
         identity = subject.identity
-        ref_image, ref_mask = render(identity, reference_scene, s.size)
+        ref_image, ref_mask = render(identity, reference_scene, recipe.size)
         reference = to_tensor(ref_image)[None]  # (1, 3, S, S)
         mask = torch.from_numpy(np.asarray(ref_mask, dtype=np.float32)[None, None] / 255.0)  # (1, 1, S, S)
         prompts = [scene for scene in scenes for _ in range(s.seeds)]
         truth = torch.tensor([labels(identity, scene) for scene in prompts])
         class_prompts = [class_prompt(identity, scene) for scene in prompts]
-        generators = [torch.Generator().manual_seed(s.seed * 1000 + n) for n in range(len(prompts))]
-        images = {"real": torch.stack([to_tensor(render(identity, scene, s.size)[0]) for scene in prompts]),
+        generators = [torch.Generator().manual_seed(recipe.seed * 1000 + n) for n in range(len(prompts))]
+        images = {"real": torch.stack([to_tensor(render(identity, scene, recipe.size)[0]) for scene in prompts]),
                   "copy_reference": reference.expand(len(prompts), -1, -1, -1)}
         sample_start = time.perf_counter()
         common = dict(num_inference_steps=s.sample_steps, output_type="pt", generator=generators)
@@ -198,13 +182,13 @@ def _evaluate(s: Settings, held_out, base, text_encoder, tokenizer, clip, proces
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes and steps (the test suite's run)")
+    parser.add_argument("--profile", type=Path, required=True,
+                        help="a folder written by `tamer models train-profile` (its provenance.json names the recipe)")
+    parser.add_argument("--smoke", action="store_true", help="tiny step counts (the test suite's run)")
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {OUT}[_smoke])")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the report from the output folder's synth_quality.json")
     args = parser.parse_args(argv)
-    settings = replace(SMOKE if args.smoke else FULL, seed=args.seed)
     out = args.out or (OUT.with_name(OUT.name + "_smoke") if args.smoke else OUT)
     if args.report_only:
         result = json.loads((out / "synth_quality.json").read_text())
@@ -212,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "synth_quality.json").write_text(json.dumps(result, indent=2))
         print(write_report(result, None, out))
         return 0
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    result = run(settings, out)
+    result = run(SMOKE if args.smoke else FULL, args.profile, out)
     print(json.dumps({m: {k: v for k, v in e.items() if not k.endswith("_ci")} for m, e in result["summary"].items()},
                      indent=1))
     print(f"oracle accuracy {result['oracle_accuracy']}  ->  {out}")

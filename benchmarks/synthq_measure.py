@@ -14,7 +14,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from model.oracle import AttributeOracle
 from model.role_training import processor_pixels
-from tamer.synth_world import IDENTITY_KEYS, KEYS, SCENE_KEYS
+from tamer.synth_world import IDENTITY_KEYS, KEYS, SCENE_KEYS, Renders, caption
 from tasks.eval_report import bootstrap_interval
 
 MEASURES = ("identity_acc", "identity_exact", "prompt_acc", "clip_i", "clip_t")
@@ -71,3 +71,15 @@ def summarize(rows: list[dict], resamples: int = 2000) -> dict[str, dict]:
             entry[f"{measure}_ci"] = bootstrap_interval(per_object, resamples)
         summary[method] = entry
     return summary
+
+
+@torch.no_grad()
+def retrieval_accuracy(model: CLIPModel, processor: CLIPProcessor, data: Renders, n: int = 64) -> float:
+    """Image -> caption top-1 among n pairs: a sanity figure that the CLIP learned the world."""
+    n = min(n, len(data))
+    captions = [caption(data.identity(i), data.scenes[i]) for i in range(n)]
+    tokens = processor.tokenizer(captions, padding=True, return_tensors="pt")
+    inputs = processor_pixels(data.pixels[:n], processor.image_processor)
+    images = F.normalize(model.get_image_features(pixel_values=inputs), dim=-1)
+    texts = F.normalize(model.get_text_features(**tokens), dim=-1)
+    return float(((images @ texts.T).argmax(1) == torch.arange(n)).float().mean())

@@ -106,14 +106,20 @@ def segmentation_iou(folder: Path, data: Renders) -> float:
     return float((predicted & truth).sum() / (predicted | truth).sum().clamp(min=1))
 
 
-def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, scenes: int = 8, steps: int = 25,
-                  guidance: float = 2.0) -> dict[str, float]:
-    """The oracle's reading of text-only samples of class prompts ("a star, on green grass,
-    ...") for the held-out identities: shape and every scene attribute."""
+def base_prompts(r: Recipe, scenes: int = 8) -> tuple[list[str], torch.Tensor]:
+    """Class prompts ("a star, on green grass, ...") for the identities the base never saw, in
+    `scenes` scenes each, with their labels (N, len(KEYS))."""
     _, held_out = split_subjects(r.base_objects, r.held_out, r.seed)
     pairs = [(s.identity, scene) for s in held_out for scene in eval_scenes(scenes, r.seed)]
-    hits, _ = sample_accuracy(_base_pipeline(out), oracle, [class_prompt(i, s) for i, s in pairs],
-                              torch.tensor([labels(i, s) for i, s in pairs]), steps, guidance, r.seed)
+    return [class_prompt(i, s) for i, s in pairs], torch.tensor([labels(i, s) for i, s in pairs])
+
+
+def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, steps: int = 25,
+                  guidance: float = 2.0) -> dict[str, float]:
+    """The oracle's reading of the base's text-only samples of `base_prompts`: shape and every
+    scene attribute."""
+    prompts, truth = base_prompts(r)
+    hits, _ = sample_accuracy(_base_pipeline(out), oracle, prompts, truth, steps, guidance, r.seed)
     return {key: hits[key] for key in ("shape", *SCENE_KEYS)}
 
 

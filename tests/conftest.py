@@ -50,6 +50,16 @@ def prefect_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def smoke_profile(tmp_path_factory, ray_local, prefect_server):
+    """A synth profile trained once by `train-profile`'s flow with the smoke recipe (every
+    role, a few steps each): (folder, the flow's report)."""
+    from flows.train_profile import train_profile_flow
+
+    out = tmp_path_factory.mktemp("synth_profile")
+    return out, train_profile_flow(out=str(out), recipe="smoke", seed=0, threads=1)
+
+
+@pytest.fixture(scope="session")
 def dreambench() -> Path:
     if not (DREAMBENCH / "prompts_and_classes.txt").exists():
         pytest.skip(f"DreamBench subset not found at {DREAMBENCH} (../shared is absent)")

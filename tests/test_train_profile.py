@@ -1,6 +1,7 @@
 """`tamer models train-profile`: every role of the synth profile trained from scratch under Ray
-Train inside a Prefect flow, written as Hugging Face folders the profile loader reads, and
-resumed exactly from a checkpoint after an interruption (smoke recipe: seconds per role)."""
+Train inside a Prefect flow (the `smoke_profile` fixture, tests/conftest.py), written as Hugging
+Face folders the profile loader reads, and resumed exactly from a checkpoint after an
+interruption (smoke recipe: seconds per role)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ from safetensors.torch import load_file
 from model.profiles import ROLES, load_profile, load_role
 from tasks import profile_training
 from tasks.profile_roles import ROLE_ORDER, recipe
-
-
-@pytest.fixture(scope="module")
-def smoke_profile(tmp_path_factory, ray_local, prefect_server):
-    from flows.train_profile import train_profile_flow
-
-    out = tmp_path_factory.mktemp("synth_profile")
-    return out, train_profile_flow(out=str(out), recipe="smoke", seed=0, threads=1)
 
 
 def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
