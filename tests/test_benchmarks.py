@@ -215,3 +215,65 @@ def test_latest_index_follows_a_new_build_without_rereading_per_query(tmp_path, 
     assert reads == [] and knn.latest_index(store)["index_path"] == "/first"
     store.write("indexes", pa.Table.from_pylist([{**record, "index_path": "/second"}]))
     assert knn.latest_index(store)["index_path"] == "/second" and len(reads) == 1
+
+
+# ---- Textual Inversion / DreamBooth-LoRA peers -----------------------------------------------
+# diffusers' example scripts are not in the repository: fetch them at the installed version
+PEER_SCRIPTS = Path(os.environ.get("TAMER_PEER_SCRIPTS") or REPO.parent / "scratch" / "peers")
+
+
+def _customization_peer(tmp_path: Path, dreambench: Path, *flags: str) -> dict:
+    env = {**os.environ, "TAMER_BENCH_RESULTS": str(tmp_path), "PYTHONPATH": str(REPO),
+           "TAMER_DREAMBENCH": str(dreambench)}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.customization_peer", "--quick",
+                           *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    method = flags[flags.index("--method") + 1]
+    path = tmp_path / f"{method}_peer.json"
+    result = json.loads(path.read_text())
+    row = readme_table.row(path, tmp_path)
+    assert f"`{method}_peer`" in row and "unreadable" not in row and "no formatter" not in row
+    return result
+
+
+@pytest.mark.parametrize("method", ["ti", "lora"])
+def test_customization_peer_quick_runs_the_project_side_alone(tmp_path, dreambench, method):
+    result = _customization_peer(tmp_path, dreambench, "--method", method)
+    assert result["quick"] and result["steps"] == 3 and result["resolution"] == 32
+    assert set(result["steps_per_s"]) == {"project"} and result["peer_script"] is None
+    assert result["steps_per_s"]["project"]["median"] > 0
+    assert result["peak_rss_mib"]["project"]["median"] > 50  # a child with torch, not this test
+    assert result["loads"] == {"project": {"loads": True, **(
+        {"shape": [1, 32]} if method == "ti" else {"tensors": 64})}}
+
+
+@pytest.mark.parametrize("method", ["ti", "lora"])
+def test_customization_peer_quick_against_the_diffusers_script(tmp_path, dreambench, method):
+    from diffusers import __version__
+
+    script = {"ti": "textual_inversion.py", "lora": "train_dreambooth_lora.py"}[method]
+    if not (PEER_SCRIPTS / script).is_file():
+        pytest.skip(f"diffusers' {script} not found in {PEER_SCRIPTS} (set TAMER_PEER_SCRIPTS; "
+                    f"it is fetched from diffusers' examples/ at v{__version__}, not committed)")
+    result = _customization_peer(tmp_path, dreambench, "--method", method,
+                                 "--peer-script", str(PEER_SCRIPTS))
+    assert set(result["steps_per_s"]) == {"project", "peer"}
+    assert all(s["median"] > 0 for s in result["steps_per_s"].values())
+    assert set(result["project_vs_peer"]) == {"whole_command", "peak_rss"}  # quick: no short run
+    assert {side: v["loads"] for side, v in result["loads"].items()} == {"project": True,
+                                                                         "peer": True}
+    assert result["peer_script"]["file"] == script
+
+
+def test_customization_peer_refuses_bad_arguments(tmp_path, capsys):
+    from benchmarks import customization_peer
+
+    with pytest.raises(SystemExit):
+        customization_peer.main(["--method", "ti", "--peer-script", str(tmp_path)])
+    assert "textual_inversion.py does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        customization_peer.main(["--method", "lora", "--steps", "10", "--short-steps", "10"])
+    assert "--short-steps must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        customization_peer.main(["--method", "dreambooth"])
+    assert not list(tmp_path.iterdir())  # refused before any work
