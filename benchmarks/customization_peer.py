@@ -32,8 +32,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.eval_subjects import Subject
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -120,6 +124,14 @@ def measured(command: list[str], log: Path, cwd: Path) -> tuple[float, int]:
     return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
+def startup_free(extra_steps: int, long: list[float], short: list[float]) -> list[float]:
+    """Steps/s of each round's extra steps: long minus short run cancels start-up and saving."""
+    gaps = [a - b for a, b in zip(long, short)]
+    if min(gaps) <= 0:
+        raise ValueError(f"a long run was not slower than its short run ({gaps}): raise --steps")
+    return [extra_steps / gap for gap in gaps]
+
+
 def project_command(method: str, data: Path, work: Path, s: Settings) -> list[str]:
     settings = {"steps": s.steps, "batch_size": s.batch, "lr": s.lr, "seed": s.seed}
     return [sys.executable, "-c", PROJECT, method, str(data), str(work), json.dumps(settings)]
@@ -158,12 +170,84 @@ def loads(method: str, files: dict[str, Path], token: str) -> dict[str, dict]:
             pipe.unload_textual_inversion(token)
         else:
             load_lora(pipe, path, side)
-            state = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name=side))
+            state = convert_state_dict_to_diffusers(
+                get_peft_model_state_dict(pipe.unet, adapter_name=side))
             back = {f"unet.{key}": value for key, value in state.items()}
             report[side] = {"loads": back.keys() == saved.keys() and all(
                 torch.equal(back[key], saved[key]) for key in saved), "tensors": len(saved)}
             pipe.delete_adapters(side)
     return report
+
+
+@dataclass
+class Rounds:
+    """The contenders of one benchmark: each run is a fresh child writing into a fresh folder;
+    the newest output of each is kept (for the load check), older ones removed."""
+
+    method: str
+    peer: Peer
+    script_dir: Path | None
+    data: Path
+    subject: Subject
+    sd_dir: Path
+    work: Path
+    rss: dict[str, list[int]] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # side -> its newest full-length file
+    count: int = 0
+
+    def contender(self, side: str, name: str, s: Settings) -> Callable[[], float]:
+        def run() -> float:
+            self.count += 1
+            out = self.work / f"{name}{self.count}"
+            out.mkdir()
+            if side == "project":
+                command = project_command(self.method, self.data, out, s)
+                written = out / self.peer.name / self.subject.name / self.peer.weights_file
+            else:
+                command = peer_command(self.peer, self.script_dir, self.sd_dir,
+                                       self.data / self.subject.name, self.subject.name,
+                                       self.subject.class_noun, out, s)
+                written = out / self.peer.weights_file
+            seconds, peak = measured(command, self.work / f"{name}.log", out)
+            if not written.is_file():
+                raise RuntimeError(f"{side} finished without writing {written}")
+            self.rss.setdefault(name, []).append(peak)
+            if name in self.outputs:
+                shutil.rmtree(self.outputs[name])
+            self.outputs[name] = out
+            if name == side:
+                self.files[side] = written
+            return seconds
+        return run
+
+
+def compare(sides: list[str], steps: int, short_steps: int, seconds: dict[str, list[float]],
+            rss: dict[str, list[int]]) -> dict:
+    """Each side's figures per round, printed, and project / peer where both ran."""
+    whole = {side: [steps / t for t in seconds[side]] for side in sides}
+    try:
+        steady = {side: startup_free(steps - short_steps, seconds[side], seconds[f"{side}_short"])
+                  for side in sides} if short_steps else {}
+    except ValueError as exc:  # noise beyond the extra steps: the whole-command figures stand
+        print(f"  without start-up: not measured: {exc}")
+        steady = {}
+    mib = {side: [b / 2**20 for b in rss[side]] for side in sides}
+    print_summaries({f"{side} whole command": v for side, v in whole.items()}, "steps/s")
+    print_summaries({f"{side} without start-up": v for side, v in steady.items()}, "steps/s")
+    print_summaries({f"{side} peak RSS": v for side, v in mib.items()}, "MiB")
+    comparisons = {}
+    if "peer" in sides:
+        comparisons = {"whole_command": paired(whole["project"], whole["peer"]),
+                       "peak_rss": paired(mib["project"], mib["peer"])}
+        if steady:
+            comparisons["without_startup"] = paired(steady["project"], steady["peer"])
+        for name, comparison in comparisons.items():
+            print_paired(f"project / peer, {name}", comparison)
+    return {"steps_per_s": {side: summary(v) for side, v in whole.items()},
+            "steps_per_s_without_startup": {side: summary(v) for side, v in steady.items()},
+            "peak_rss_mib": {side: summary(v) for side, v in mib.items()},
+            "project_vs_peer": comparisons}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,83 +280,38 @@ def main(argv: list[str] | None = None) -> None:
     from storage.shards import ShardStore
     from tasks.eval_subjects import load_subjects
 
-    sd_dir = ensure_built("sd")
     work = Path(tempfile.mkdtemp(prefix=f"tamer-bench-{args.method}-peer-"))
-    subject = load_subjects(str(args.data), ShardStore(str(work / "subjects")), None, 1, 1).subjects[0]
-    images = args.data / subject.name
+    store = ShardStore(str(work / "subjects"))
+    subject = load_subjects(str(args.data), store, None, 1, 1).subjects[0]
+    rounds = Rounds(args.method, peer, args.peer_script, args.data, subject, ensure_built("sd"),
+                    work)
     base = Settings(args.steps, args.batch or peer.batch, peer.lr, args.seed, RESOLUTION)
-    step_counts = [args.steps] + ([args.short_steps] if args.short_steps else [])
-    rounds = iter(range(10**6))
-    rss: dict[str, list[int]] = {}
-    last: dict[str, Path] = {}
-
-    def contender(side: str, steps: int) -> Callable[[], float]:
-        s = Settings(steps, base.batch, base.lr, base.seed, base.resolution)
-        name = side if steps == args.steps else f"{side}_short"
-
-        def run() -> float:
-            out = work / f"{name}{next(rounds)}"
-            out.mkdir()
-            if side == "project":
-                command = project_command(args.method, args.data, out, s)
-                written = out / peer.name / subject.name / peer.weights_file
-            else:
-                command = peer_command(peer, args.peer_script, sd_dir, images, subject.name,
-                                       subject.class_noun, out, s)
-                written = out / peer.weights_file
-            seconds, peak = measured(command, work / f"{name}.log", out)
-            if not written.is_file():
-                raise RuntimeError(f"{side} finished without writing {written}")
-            rss.setdefault(name, []).append(peak)
-            shutil.rmtree(last.get(name, work / "-"), ignore_errors=True)
-            last[name] = out
-            if name == side:
-                last[f"{side}_file"] = written
-            return seconds
-        return run
-
     sides = ["project"] + (["peer"] if args.peer_script else [])
-    seconds = interleaved({(side if n == args.steps else f"{side}_short"): contender(side, n)
-                           for n in step_counts for side in sides},
-                          repeats=args.repeats, warmup=0 if args.quick else 1)
-    rss = {name: values[-args.repeats:] for name, values in rss.items()}  # warm-up left out
-    whole = {side: [args.steps / t for t in seconds[side]] for side in sides}
-    steady = {side: [(args.steps - args.short_steps) / (long - short) for long, short in
-                     zip(seconds[side], seconds[f"{side}_short"])] for side in sides} \
-        if args.short_steps else {}
-    mib = {side: [b / 2**20 for b in rss[side]] for side in sides}
+    contenders = {}
+    lengths = [(args.steps, "")] + ([(args.short_steps, "_short")] if args.short_steps else [])
+    for steps, suffix in lengths:
+        for side in sides:
+            contenders[side + suffix] = rounds.contender(side, side + suffix,
+                                                         replace(base, steps=steps))
+    seconds = interleaved(contenders, repeats=args.repeats, warmup=0 if args.quick else 1)
+    rss = {name: values[-args.repeats:] for name, values in rounds.rss.items()}  # no warm-up
 
     print(f"{peer.name}, subject {subject.name} ({len(subject.images)} images) at "
           f"{base.resolution} px, batch {base.batch}, lr {base.lr}, {args.steps} steps, "
           f"{args.repeats} interleaved rounds, one torch thread per side:")
-    print_summaries({f"{side} whole command": v for side, v in whole.items()}, "steps/s")
-    print_summaries({f"{side} without start-up": v for side, v in steady.items()}, "steps/s")
-    print_summaries({f"{side} peak RSS": v for side, v in mib.items()}, "MiB")
-    comparisons = {}
-    if args.peer_script:
-        comparisons = {"whole_command": paired(whole["project"], whole["peer"]),
-                       "peak_rss": paired(mib["project"], mib["peer"])}
-        if steady:
-            comparisons["without_startup"] = paired(steady["project"], steady["peer"])
-        for name, comparison in comparisons.items():
-            print_paired(f"project / peer, {name}", comparison)
-    token = f"<{subject.name}>"
-    loaded = loads(args.method, {side: last[f"{side}_file"] for side in sides}, token)
+    figures = compare(sides, args.steps, args.short_steps, seconds, rss)
+    loaded = loads(args.method, rounds.files, f"<{subject.name}>")
     print(f"loaded back into the base pipeline: {loaded}")
     script = args.peer_script / peer.script if args.peer_script else None
     write_result(f"{args.method}_peer", {
         "method": peer.name, "quick": args.quick, "subject": subject.name,
         "images": len(subject.images), "resolution": base.resolution, "batch": base.batch,
         "lr": base.lr, "seed": base.seed, "steps": args.steps, "short_steps": args.short_steps,
-        "repeats": args.repeats, "torch_threads": 1, "sd_folder": sd_dir.name,
+        "repeats": args.repeats, "torch_threads": 1, "sd_folder": rounds.sd_dir.name,
         "peer_script": None if script is None else {
             "file": script.name, "diffusers": diffusers_version,
             "sha256": hashlib.sha256(script.read_bytes()).hexdigest()},
-        "steps_per_s": {side: summary(v) for side, v in whole.items()},
-        "steps_per_s_without_startup": {side: summary(v) for side, v in steady.items()},
-        "peak_rss_mib": {side: summary(v) for side, v in mib.items()},
-        "project_vs_peer": comparisons, "loads": loaded,
-        "target": "project >= 1.0x peer steps/s (whole command)"})
+        **figures, "loads": loaded, "target": "project >= 1.0x peer steps/s (whole command)"})
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -265,6 +265,42 @@ def test_customization_peer_quick_against_the_diffusers_script(tmp_path, dreambe
     assert result["peer_script"]["file"] == script
 
 
+def test_customization_peer_steps_per_second_leave_start_up_out():
+    from benchmarks.customization_peer import startup_free
+
+    # 150 extra steps; start-up (10 s, then 30 s on a loaded round) cancels within each round
+    assert startup_free(150, [10 + 20.0, 30 + 15.0], [10 + 5.0, 30 + 3.75]) == pytest.approx(
+        [10.0, 150 / 11.25])
+    with pytest.raises(ValueError, match="raise --steps"):
+        startup_free(10, [5.0, 4.0], [3.0, 4.5])  # noise larger than the extra steps
+
+
+def test_customization_peer_figures_and_their_readme_row(tmp_path):
+    from benchmarks.customization_peer import compare
+
+    seconds = {"project": [30.0, 40.0], "peer": [60.0, 50.0],  # 200 steps; short: 50 steps
+               "project_short": [15.0, 25.0], "peer_short": [30.0, 20.0]}
+    rss = {"project": [2**30, 2**30], "peer": [2**31, 2**31]}
+    figures = compare(["project", "peer"], 200, 50, seconds, rss)
+    assert figures["steps_per_s"]["project"]["values"] == pytest.approx([200 / 30, 5.0])
+    assert figures["steps_per_s_without_startup"]["peer"]["values"] == pytest.approx([5.0, 5.0])
+    assert figures["project_vs_peer"]["without_startup"]["ratio_median"] == pytest.approx(2.0)
+    assert figures["peak_rss_mib"]["peer"]["median"] == 2048
+    result = {"benchmark": "ti_peer", "method": "textual_inversion", "quick": False,
+              "steps": 200, "resolution": 32, "batch": 4, "machine": {"cpus": 2},
+              "peer_script": {"file": "textual_inversion.py"}, **figures,
+              "loads": {"project": {"loads": True}, "peer": {"loads": False}},
+              "target": "project >= 1.0x peer steps/s (whole command)"}
+    (tmp_path / "ti_peer.json").write_text(json.dumps(result))
+    row = readme_table.row(tmp_path / "ti_peer.json", tmp_path)
+    assert "without start-up: project 10 [10, 10], peer 5 [5, 5]" in row
+    assert "peer 2 [2, 2] GiB" in row and "peer NO" in row
+    # rounds noisier than the extra steps: no start-up-free figure, the rest stands
+    noisy = compare(["project"], 200, 50, {"project": [30.0, 20.0], "project_short": [15.0, 25.0]},
+                    {"project": [2**30, 2**30]})
+    assert noisy["steps_per_s_without_startup"] == {} and noisy["steps_per_s"]["project"]
+
+
 def test_customization_peer_refuses_bad_arguments(tmp_path, capsys):
     from benchmarks import customization_peer
 
