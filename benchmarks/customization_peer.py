@@ -250,6 +250,47 @@ def compare(sides: list[str], steps: int, short_steps: int, seconds: dict[str, l
             "project_vs_peer": comparisons}
 
 
+def measure(args: argparse.Namespace, peer: Peer, work: Path) -> dict:
+    """Both sides' interleaved rounds in `work`, the load check; the result file's content."""
+    from diffusers import __version__ as diffusers_version
+
+    from model.tiny import RESOLUTION, ensure_built
+    from storage.shards import ShardStore
+    from tasks.eval_subjects import load_subjects
+
+    store = ShardStore(str(work / "subjects"))
+    subject = load_subjects(str(args.data), store, None, 1, 1).subjects[0]
+    rounds = Rounds(args.method, peer, args.peer_script, args.data, subject, ensure_built("sd"),
+                    work)
+    base = Settings(args.steps, args.batch or peer.batch, peer.lr, args.seed, RESOLUTION)
+    sides = ["project"] + (["peer"] if args.peer_script else [])
+    contenders = {}
+    lengths = [(args.steps, "")] + ([(args.short_steps, "_short")] if args.short_steps else [])
+    for steps, suffix in lengths:
+        for side in sides:
+            contenders[side + suffix] = rounds.contender(side, side + suffix,
+                                                         replace(base, steps=steps))
+    seconds = interleaved(contenders, repeats=args.repeats, warmup=0 if args.quick else 1)
+    rss = {name: values[-args.repeats:] for name, values in rounds.rss.items()}  # no warm-up
+
+    print(f"{peer.name}, subject {subject.name} ({len(subject.images)} images) at "
+          f"{base.resolution} px, batch {base.batch}, lr {base.lr}, {args.steps} steps, "
+          f"{args.repeats} interleaved rounds, one torch thread per side:")
+    figures = compare(sides, args.steps, args.short_steps, seconds, rss)
+    loaded = loads(args.method, rounds.files, f"<{subject.name}>")
+    print(f"loaded back into the base pipeline: {loaded}")
+    script = args.peer_script / peer.script if args.peer_script else None
+    return {
+        "method": peer.name, "quick": args.quick, "subject": subject.name,
+        "images": len(subject.images), "resolution": base.resolution, "batch": base.batch,
+        "lr": base.lr, "seed": base.seed, "steps": args.steps, "short_steps": args.short_steps,
+        "repeats": args.repeats, "torch_threads": 1, "sd_folder": rounds.sd_dir.name,
+        "peer_script": None if script is None else {
+            "file": script.name, "diffusers": diffusers_version,
+            "sha256": hashlib.sha256(script.read_bytes()).hexdigest()},
+        **figures, "loads": loaded, "target": "project >= 1.0x peer steps/s (whole command)"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(PEERS), required=True)
@@ -274,45 +315,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.peer_script / peer.script} does not exist: fetch diffusers' "
                      f"examples at the installed version into that folder")
 
-    from diffusers import __version__ as diffusers_version
-
-    from model.tiny import RESOLUTION, ensure_built
-    from storage.shards import ShardStore
-    from tasks.eval_subjects import load_subjects
-
     work = Path(tempfile.mkdtemp(prefix=f"tamer-bench-{args.method}-peer-"))
-    store = ShardStore(str(work / "subjects"))
-    subject = load_subjects(str(args.data), store, None, 1, 1).subjects[0]
-    rounds = Rounds(args.method, peer, args.peer_script, args.data, subject, ensure_built("sd"),
-                    work)
-    base = Settings(args.steps, args.batch or peer.batch, peer.lr, args.seed, RESOLUTION)
-    sides = ["project"] + (["peer"] if args.peer_script else [])
-    contenders = {}
-    lengths = [(args.steps, "")] + ([(args.short_steps, "_short")] if args.short_steps else [])
-    for steps, suffix in lengths:
-        for side in sides:
-            contenders[side + suffix] = rounds.contender(side, side + suffix,
-                                                         replace(base, steps=steps))
-    seconds = interleaved(contenders, repeats=args.repeats, warmup=0 if args.quick else 1)
-    rss = {name: values[-args.repeats:] for name, values in rounds.rss.items()}  # no warm-up
-
-    print(f"{peer.name}, subject {subject.name} ({len(subject.images)} images) at "
-          f"{base.resolution} px, batch {base.batch}, lr {base.lr}, {args.steps} steps, "
-          f"{args.repeats} interleaved rounds, one torch thread per side:")
-    figures = compare(sides, args.steps, args.short_steps, seconds, rss)
-    loaded = loads(args.method, rounds.files, f"<{subject.name}>")
-    print(f"loaded back into the base pipeline: {loaded}")
-    script = args.peer_script / peer.script if args.peer_script else None
-    write_result(f"{args.method}_peer", {
-        "method": peer.name, "quick": args.quick, "subject": subject.name,
-        "images": len(subject.images), "resolution": base.resolution, "batch": base.batch,
-        "lr": base.lr, "seed": base.seed, "steps": args.steps, "short_steps": args.short_steps,
-        "repeats": args.repeats, "torch_threads": 1, "sd_folder": rounds.sd_dir.name,
-        "peer_script": None if script is None else {
-            "file": script.name, "diffusers": diffusers_version,
-            "sha256": hashlib.sha256(script.read_bytes()).hexdigest()},
-        **figures, "loads": loaded, "target": "project >= 1.0x peer steps/s (whole command)"})
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        result = measure(args, peer, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_result(f"{args.method}_peer", result)
 
 
 if __name__ == "__main__":
