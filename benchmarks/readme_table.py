@@ -113,6 +113,28 @@ def _ingest_peer(r: dict) -> tuple[str, str]:
             f"exit {h['ray_data']['exit']}", r["target"])
 
 
+def _customization_peer(r: dict) -> tuple[str, str]:
+    sps, rss, loads = r["steps_per_s"], r["peak_rss_mib"], r["loads"]
+    parts = [f"{r['method']}, {r['steps']} steps at {r['resolution']} px, batch {r['batch']}, "
+             f"1 thread{' (quick)' if r['quick'] else ''}, steps/s whole command: project "
+             f"{spread(sps['project'])}"]
+    if "peer" in sps:
+        startup = r["steps_per_s_without_startup"]
+        parts[0] += (f", `{r['peer_script']['file']}` {spread(sps['peer'])}; ratio "
+                     f"{ratio(r['project_vs_peer']['whole_command'])}")
+        if startup:
+            parts.append(f"without start-up: project {spread(startup['project'])}, peer "
+                         f"{spread(startup['peer'])}; ratio "
+                         f"{ratio(r['project_vs_peer']['without_startup'])}")
+        parts.append(f"peak RSS: project {spread(rss['project'], 'GiB', 1 / 1024)}, peer "
+                     f"{spread(rss['peer'], 'GiB', 1 / 1024)}")
+    else:
+        parts.append(f"peak RSS {spread(rss['project'], 'GiB', 1 / 1024)}; no peer script given")
+    parts.append("loaded back: " + ", ".join(f"{side} {'yes' if v['loads'] else 'NO'}"
+                                             for side, v in loads.items()))
+    return "; ".join(parts), r["target"]
+
+
 def _train(r: dict) -> tuple[str, str]:
     parts = [f"{device} ({f['mixed_precision']}): Ray {spread(f['samples_per_s']['ray'])} vs bare "
              f"{spread(f['samples_per_s']['bare'])} samples/s, ratio {ratio(f['ray_vs_bare'])}"
@@ -131,7 +153,7 @@ FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
-    "train_throughput": _train,
+    "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization}
 
 

@@ -215,3 +215,101 @@ def test_latest_index_follows_a_new_build_without_rereading_per_query(tmp_path, 
     assert reads == [] and knn.latest_index(store)["index_path"] == "/first"
     store.write("indexes", pa.Table.from_pylist([{**record, "index_path": "/second"}]))
     assert knn.latest_index(store)["index_path"] == "/second" and len(reads) == 1
+
+
+# ---- Textual Inversion / DreamBooth-LoRA peers -----------------------------------------------
+# diffusers' example scripts are not in the repository: fetch them at the installed version
+PEER_SCRIPTS = Path(os.environ.get("TAMER_PEER_SCRIPTS") or REPO.parent / "scratch" / "peers")
+
+
+def _customization_peer(tmp_path: Path, dreambench: Path, *flags: str) -> dict:
+    env = {**os.environ, "TAMER_BENCH_RESULTS": str(tmp_path), "PYTHONPATH": str(REPO),
+           "TAMER_DREAMBENCH": str(dreambench)}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.customization_peer", "--quick",
+                           *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    method = flags[flags.index("--method") + 1]
+    path = tmp_path / f"{method}_peer.json"
+    result = json.loads(path.read_text())
+    row = readme_table.row(path, tmp_path)
+    assert f"`{method}_peer`" in row and "unreadable" not in row and "no formatter" not in row
+    return result
+
+
+@pytest.mark.parametrize("method", ["ti", "lora"])
+def test_customization_peer_quick_runs_the_project_side_alone(tmp_path, dreambench, method):
+    result = _customization_peer(tmp_path, dreambench, "--method", method)
+    assert result["quick"] and result["steps"] == 3 and result["resolution"] == 32
+    assert set(result["steps_per_s"]) == {"project"} and result["peer_script"] is None
+    assert result["steps_per_s"]["project"]["median"] > 0
+    assert result["peak_rss_mib"]["project"]["median"] > 50  # a child with torch, not this test
+    assert result["loads"] == {"project": {"loads": True, **(
+        {"shape": [1, 32]} if method == "ti" else {"tensors": 64})}}
+
+
+@pytest.mark.parametrize("method", ["ti", "lora"])
+def test_customization_peer_quick_against_the_diffusers_script(tmp_path, dreambench, method):
+    from diffusers import __version__
+
+    script = {"ti": "textual_inversion.py", "lora": "train_dreambooth_lora.py"}[method]
+    if not (PEER_SCRIPTS / script).is_file():
+        pytest.skip(f"diffusers' {script} not found in {PEER_SCRIPTS} (set TAMER_PEER_SCRIPTS; "
+                    f"it is fetched from diffusers' examples/ at v{__version__}, not committed)")
+    result = _customization_peer(tmp_path, dreambench, "--method", method,
+                                 "--peer-script", str(PEER_SCRIPTS))
+    assert set(result["steps_per_s"]) == {"project", "peer"}
+    assert all(s["median"] > 0 for s in result["steps_per_s"].values())
+    assert set(result["project_vs_peer"]) == {"whole_command", "peak_rss"}  # quick: no short run
+    assert {side: v["loads"] for side, v in result["loads"].items()} == {"project": True,
+                                                                         "peer": True}
+    assert result["peer_script"]["file"] == script
+
+
+def test_customization_peer_steps_per_second_leave_start_up_out():
+    from benchmarks.customization_peer import startup_free
+
+    # 150 extra steps; start-up (10 s, then 30 s on a loaded round) cancels within each round
+    assert startup_free(150, [10 + 20.0, 30 + 15.0], [10 + 5.0, 30 + 3.75]) == pytest.approx(
+        [10.0, 150 / 11.25])
+    with pytest.raises(ValueError, match="raise --steps"):
+        startup_free(10, [5.0, 4.0], [3.0, 4.5])  # noise larger than the extra steps
+
+
+def test_customization_peer_figures_and_their_readme_row(tmp_path):
+    from benchmarks.customization_peer import compare
+
+    seconds = {"project": [30.0, 40.0], "peer": [60.0, 50.0],  # 200 steps; short: 50 steps
+               "project_short": [15.0, 25.0], "peer_short": [30.0, 20.0]}
+    rss = {"project": [2**30, 2**30], "peer": [2**31, 2**31]}
+    figures = compare(["project", "peer"], 200, 50, seconds, rss)
+    assert figures["steps_per_s"]["project"]["values"] == pytest.approx([200 / 30, 5.0])
+    assert figures["steps_per_s_without_startup"]["peer"]["values"] == pytest.approx([5.0, 5.0])
+    assert figures["project_vs_peer"]["without_startup"]["ratio_median"] == pytest.approx(2.0)
+    assert figures["peak_rss_mib"]["peer"]["median"] == 2048
+    result = {"benchmark": "ti_peer", "method": "textual_inversion", "quick": False,
+              "steps": 200, "resolution": 32, "batch": 4, "machine": {"cpus": 2},
+              "peer_script": {"file": "textual_inversion.py"}, **figures,
+              "loads": {"project": {"loads": True}, "peer": {"loads": False}},
+              "target": "project >= 1.0x peer steps/s (whole command)"}
+    (tmp_path / "ti_peer.json").write_text(json.dumps(result))
+    row = readme_table.row(tmp_path / "ti_peer.json", tmp_path)
+    assert "without start-up: project 10 [10, 10], peer 5 [5, 5]" in row
+    assert "peer 2 [2, 2] GiB" in row and "peer NO" in row
+    # rounds noisier than the extra steps: no start-up-free figure, the rest stands
+    noisy = compare(["project"], 200, 50, {"project": [30.0, 20.0], "project_short": [15.0, 25.0]},
+                    {"project": [2**30, 2**30]})
+    assert noisy["steps_per_s_without_startup"] == {} and noisy["steps_per_s"]["project"]
+
+
+def test_customization_peer_refuses_bad_arguments(tmp_path, capsys):
+    from benchmarks import customization_peer
+
+    with pytest.raises(SystemExit):
+        customization_peer.main(["--method", "ti", "--peer-script", str(tmp_path)])
+    assert "textual_inversion.py does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        customization_peer.main(["--method", "lora", "--steps", "10", "--short-steps", "10"])
+    assert "--short-steps must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        customization_peer.main(["--method", "dreambooth"])
+    assert not list(tmp_path.iterdir())  # refused before any work
