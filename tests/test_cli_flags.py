@@ -170,3 +170,21 @@ def test_synth_flags(tmp_path):
     images = sorted(p for p in out.rglob("*.png") if "mask" not in p.name)
     assert len({p.parent for p in images}) >= 2 and len(images) == 2 * 3
     assert Image.open(images[0]).size == (24, 24)
+
+
+def test_sql_limit(root):
+    result = tamer(root, "sql", "SELECT range + 100 AS n FROM range(10)", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    shown = {int(word) for word in result.output.replace("│", " ").split()
+             if word.isdigit() and int(word) >= 100}
+    assert shown == {100, 101, 102}
+
+
+def test_serve_source_and_only_reach_the_deployments(seen, root, monkeypatch):
+    import flows.deployments
+
+    seen["record"](flows.deployments, "build_all", stop=True)
+    result = tamer(root, "serve", "--only", "ingest", "--source", "/data/incoming")
+    assert result.exit_code == 2 and "build_all reached" in result.output
+    assert seen["build_all"]["only"] == ["ingest"]
+    assert seen["build_all"]["parameters"]["source"] == "/data/incoming"
