@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from prefect import flow, task
 
 from flows.ingest import refresh_catalog
 from model.profiles import load_profile, preflight
 from storage.shards import ShardStore
-from tamer.config import load_config
+from tamer.config import TamerConfig, load_config
 from tamer.progress import stage_progress
 from tasks.caption import ROLES, caption_images
 
@@ -21,9 +22,8 @@ def check_models(profile: str) -> None:
 
 
 @task(retries=2, retry_delay_seconds=5)
-def caption(root: str, config_file: str | None, profile: str) -> dict:
+def caption(config: TamerConfig) -> dict:
     """Caption what is not yet captioned; safe to retry because committed shards are kept."""
-    config = load_config(config_file, root=root, profile=profile)
     with stage_progress("caption") as update:
         report = caption_images(ShardStore(config.root), config.profile, config.caption,
                                 config.ray, progress=update)
@@ -32,9 +32,10 @@ def caption(root: str, config_file: str | None, profile: str) -> dict:
 
 @flow(name="caption", log_prints=True)
 def caption_flow(root: str | None = None, config_file: str | None = None,
-                 profile: str | None = None) -> dict:
-    config = load_config(config_file, root=root, profile=profile)
+                 overrides: dict[str, Any] | None = None) -> dict:
+    """`overrides` are dotted keys ({"caption.batch_size": 8, "profile": "tiny"})."""
+    config = load_config(config_file, root=root, **(overrides or {}))
     check_models(config.profile)
-    report = caption(config.root, config_file, config.profile)
+    report = caption(config)
     refresh_catalog(config.root)
     return report

@@ -8,6 +8,7 @@ Every step is incremental, so the flow is safe to re-run and to retry.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from prefect import flow, task
 
@@ -18,14 +19,9 @@ from tamer.progress import stage_progress
 from tasks import embed as embed_tasks, index as index_tasks, pairs as pair_tasks
 
 
-def _config(root: str, config_file: str | None, profile: str) -> TamerConfig:
-    return load_config(config_file, root=root, profile=profile)
-
-
 @task(retries=2, retry_delay_seconds=5)
-def embed(root: str, config_file: str | None, profile: str) -> dict:
+def embed(c: TamerConfig) -> dict:
     """CLIP vectors for everything not embedded with this model and config yet."""
-    c = _config(root, config_file, profile)
     with stage_progress("embed") as update:
         report = embed_tasks.embed_dataset(ShardStore(c.root), c.profile, c.embed, c.ray,
                                            progress=update)
@@ -33,44 +29,40 @@ def embed(root: str, config_file: str | None, profile: str) -> dict:
 
 
 @task(retries=1)
-def build_index(root: str, config_file: str | None, profile: str) -> dict:
+def build_index(c: TamerConfig) -> dict:
     """clip-retrieval export + autofaiss index; skipped when the export did not change."""
-    c = _config(root, config_file, profile)
     return index_tasks.build_index(ShardStore(c.root), c.profile, c.embed)
 
 
 @task
-def near_duplicates(root: str, config_file: str | None, profile: str) -> dict:
+def near_duplicates(c: TamerConfig) -> dict:
     """Record image pairs above the near-duplicate cosine threshold."""
-    c = _config(root, config_file, profile)
     return pair_tasks.record_near_duplicates(ShardStore(c.root), c.profile, c.embed)
 
 
 @task
-def subject_groups(root: str, config_file: str | None, profile: str) -> dict:
+def subject_groups(c: TamerConfig) -> dict:
     """Labels where the source has them, kNN proposals elsewhere; plus the grouping score."""
-    c = _config(root, config_file, profile)
     store = ShardStore(c.root)
     summary = pair_tasks.record_groups(store, c.profile, c.embed)
     return {**summary, "quality": pair_tasks.evaluate_grouping(store, c.profile, c.embed)}
 
 
 @task
-def pairs(root: str, config_file: str | None, profile: str) -> dict:
+def pairs(c: TamerConfig) -> dict:
     """Cross-reference (reference, target) pairs per subject for training."""
-    c = _config(root, config_file, profile)
     return pair_tasks.record_pairs(ShardStore(c.root), c.embed)
 
 
 @flow(name="embed", log_prints=True)
 def embed_flow(root: str | None = None, config_file: str | None = None,
-               profile: str | None = None) -> dict:
-    config = load_config(config_file, root=root, profile=profile)
-    args = (config.root, config_file, config.profile)
-    report = {"embed": embed(*args)}
-    report["index"] = build_index(*args)
-    report["near_duplicates"] = near_duplicates(*args)
-    report["groups"] = subject_groups(*args)
-    report["pairs"] = pairs(*args)
+               overrides: dict[str, Any] | None = None) -> dict:
+    """`overrides` are dotted keys ({"embed.executor": "local", "profile": "tiny"})."""
+    config = load_config(config_file, root=root, **(overrides or {}))
+    report = {"embed": embed(config)}
+    report["index"] = build_index(config)
+    report["near_duplicates"] = near_duplicates(config)
+    report["groups"] = subject_groups(config)
+    report["pairs"] = pairs(config)
     refresh_catalog(config.root)
     return report

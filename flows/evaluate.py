@@ -3,7 +3,7 @@ directory), 2. run the protocol against the baselines and commit `eval_results`,
 HTML report, 4. refresh the catalog.
 
 Triggered by `tamer.training.completed` (prefect.yaml) with the run's id; `tamer eval` runs it
-on demand. `settings` overrides `eval` fields of the configuration (e.g. {"subjects": 2}).
+on demand. `overrides` are dotted keys, as every flow takes them (e.g. {"eval.subjects": 2}).
 """
 
 from __future__ import annotations
@@ -20,12 +20,6 @@ from tasks import eval_report, evaluate as protocol
 from tasks.runs import get_run
 
 
-def _config(root: str | None, config_file: str | None, profile: str | None,
-            settings: dict[str, Any] | None) -> TamerConfig:
-    overrides = {f"eval.{key}": value for key, value in (settings or {}).items()}
-    return load_config(config_file, root=root, profile=profile, **overrides)
-
-
 @task
 def resolve_model(root: str, run_id: str | None, pipeline: str | None) -> dict:
     """The run (or directory) whose TamerPipeline is evaluated; JSON-safe for Prefect."""
@@ -34,31 +28,27 @@ def resolve_model(root: str, run_id: str | None, pipeline: str | None) -> dict:
 
 
 @task
-def run_protocol(root: str, config_file: str | None, profile: str, settings: dict | None,
-                 model: dict, eval_run_id: str) -> dict:
+def run_protocol(config: TamerConfig, model: dict, eval_run_id: str) -> dict:
     """Every method x subject x prompt x seed, scored and committed (long: shows progress)."""
-    config = _config(root, config_file, profile, settings)
-    run = get_run(ShardStore(root), model["run_id"]) if model["run_id"] else None
+    run = get_run(ShardStore(config.root), model["run_id"]) if model["run_id"] else None
     with stage_progress(f"evaluate {eval_run_id}") as update:
         return protocol.run_evaluation(config, {**model, "run": run}, eval_run_id, progress=update)
 
 
 @task
-def write_report(root: str, config_file: str | None, profile: str, settings: dict | None,
-                 eval_run_id: str) -> str:
+def write_report(config: TamerConfig, eval_run_id: str) -> str:
     """Tables, plots and image grids of the run as HTML; returns the index.html path."""
-    config = _config(root, config_file, profile, settings)
-    return eval_report.write_report(ShardStore(root), eval_run_id, config.eval)
+    return eval_report.write_report(ShardStore(config.root), eval_run_id, config.eval)
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(root: str | None = None, config_file: str | None = None, profile: str | None = None,
-                  run_id: str | None = None, settings: dict[str, Any] | None = None) -> dict:
-    config = _config(root, config_file, profile, settings)  # fails here on a bad setting
+def evaluate_flow(root: str | None = None, config_file: str | None = None, run_id: str | None = None,
+                  overrides: dict[str, Any] | None = None) -> dict:
+    config = load_config(config_file, root=root, **(overrides or {}))  # fails here on a bad setting
     model = resolve_model(config.root, run_id, config.eval.pipeline)
     eval_run_id = protocol.new_eval_run_id()
-    summary = run_protocol(config.root, config_file, config.profile, settings, model, eval_run_id)
-    summary["report"] = write_report(config.root, config_file, config.profile, settings, eval_run_id)
+    summary = run_protocol(config, model, eval_run_id)
+    summary["report"] = write_report(config, eval_run_id)
     refresh_catalog(config.root)
     print(f"evaluation {eval_run_id}: {summary['rows']} images; report {summary['report']}")
     return summary

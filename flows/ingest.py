@@ -4,21 +4,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from prefect import flow, task
 
 from flows.events import announce_dataset_committed
 from storage.catalog import connect
 from storage.shards import ShardStore
-from tamer.config import load_config
+from tamer.config import TamerConfig, load_config
 from tamer.progress import stage_progress
 from tasks.ingest import ingest_source
 
 
 @task(retries=2, retry_delay_seconds=5)
-def ingest(source: str, root: str, config_file: str | None) -> dict:
+def ingest(source: str, config: TamerConfig) -> dict:
     """Decode and commit everything new; safe to retry because ingest is idempotent."""
-    config = load_config(config_file, root=root)
     store = ShardStore(config.root, row_group_rows=config.ingest.row_group_rows)
     with stage_progress(f"ingest {source}") as update:
         report = ingest_source(source, store, config.ingest, config.ray,
@@ -39,8 +39,10 @@ def announce(root: str) -> dict | None:
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(source: str, root: str | None = None, config_file: str | None = None) -> dict:
-    config = load_config(config_file, root=root)
-    report = ingest(source, config.root, config_file)
+def ingest_flow(source: str, root: str | None = None, config_file: str | None = None,
+                overrides: dict[str, Any] | None = None) -> dict:
+    """`overrides` are dotted keys ({"ingest.executor": "local"}), as every flow takes them."""
+    config = load_config(config_file, root=root, **(overrides or {}))
+    report = ingest(source, config)
     refresh_catalog(config.root)
     return report | {"announced": announce(config.root)}

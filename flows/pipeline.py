@@ -10,9 +10,9 @@ the summary); the previous runs stay in the registry.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task
 
@@ -24,68 +24,43 @@ from flows.train import train_flow
 from storage.catalog import CATALOG_FILE
 from storage.fs import open_location
 from storage.shards import ShardStore
-from tamer.config import config_hash, load_config
-from tasks import evaluate as protocol
-from tasks.runs import COMPLETED, list_runs
+from tamer.config import SynthSettings, load_config
+from tasks import pipeline_state
 
 
 @task
-def synthesize_sample(root: str, config_file: str | None) -> str:
-    """Render the embedded sample dataset (no-op when already there); returns its folder.
-
-    A local root keeps it next to the shards (`<root>/sources/synth`). A remote root cannot
-    hold a folder ingest reads, so the sample goes to the local synth cache,
-    `$TAMER_SYNTH_CACHE` (default `~/.cache/tamer/synth`), one folder per synth settings:
-    never into the working folder.
-    """
-    from tamer.synth import generate
-
-    config = load_config(config_file, root=root)
-    location = open_location(config.root)
-    if location.is_local:
-        out = Path(location.join("sources", "synth"))
-    else:
-        cache = Path(os.environ.get("TAMER_SYNTH_CACHE", "~/.cache/tamer/synth")).expanduser()
-        out = cache / config_hash(config.synth)
-    s = config.synth
-    generate(out, n_objects=s.objects, views=s.views, size=s.size, seed=s.seed,
-             held_out_fraction=s.held_out_fraction, workers=1, progress=True)
-    return str(out)
+def synthesize_sample(root: str, settings: SynthSettings) -> str:
+    """Render the embedded sample dataset (no-op when already there); returns its folder."""
+    return pipeline_state.synthesize_sample(root, settings)
 
 
 @task
 def trained_run(root: str) -> dict | None:
     """The completed run that trained on the current dataset version, if there is one."""
-    store = ShardStore(root)
-    fingerprint = store.fingerprint()
-    return next((run for run in list_runs(store) if run["status"] == COMPLETED
-                 and run["dataset_fingerprint"] == fingerprint and run["pipeline_uri"]), None)
+    return pipeline_state.trained_run(ShardStore(root))
 
 
 @task
 def evaluated_report(root: str, run_id: str) -> str | None:
     """The report of an evaluation already made of this training run, if there is one."""
-    store = ShardStore(root)
-    rows = store.read("eval_results", ["eval_run_id", "model_run_id", "created_at"]).to_pylist()
-    done = sorted((r for r in rows if r["model_run_id"] == run_id), key=lambda r: r["created_at"])
-    return f"{protocol.report_dir(store, done[-1]['eval_run_id'])}/index.html" if done else None
+    return pipeline_state.evaluated_report(ShardStore(root), run_id)
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(data: str | None = None, root: str | None = None,
-                  config_file: str | None = None, profile: str | None = None) -> dict:
-    config = load_config(config_file, root=root, profile=profile)
-    root, profile = config.root, config.profile
+                  config_file: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
+    """`overrides` are dotted keys ({"profile": "tiny"}), passed on to every stage's flow."""
+    config = load_config(config_file, root=root, **(overrides or {}))
+    root, stage = config.root, {"root": config.root, "config_file": config_file, "overrides": overrides}
     clock = _StageClock()
-    source = data or synthesize_sample(root, config_file)
-    summary: dict = {"ingest": clock("ingest", ingest_flow, source, root=root,
-                                     config_file=config_file)}
-    summary["caption"] = clock("caption", caption_flow, root, config_file, profile)
-    summary["embed"] = clock("embed", embed_flow, root, config_file, profile)
+    source = data or synthesize_sample(root, config.synth)
+    summary: dict = {"ingest": clock("ingest", ingest_flow, source, **stage)}
+    summary["caption"] = clock("caption", caption_flow, **stage)
+    summary["embed"] = clock("embed", embed_flow, **stage)
 
     run = trained_run(root)
     if run is None:
-        report = clock("train", train_flow, root, config_file)
+        report = clock("train", train_flow, **stage)
         summary["train"] = {"policy": "trained a new run on this dataset version", **report}
         run_id, pipeline_uri = report["run_id"], report["pipeline_uri"]
     else:
@@ -95,7 +70,7 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
 
     report_path = evaluated_report(root, run_id)
     if report_path is None:
-        evaluation = clock("evaluate", evaluate_flow, root, config_file, profile, run_id=run_id)
+        evaluation = clock("evaluate", evaluate_flow, run_id=run_id, **stage)
         summary["evaluate"] = {"policy": "evaluated the run", **evaluation}
         report_path = evaluation["report"]
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict
+from typing import Any
 
 from prefect import flow, task
 from prefect.client.orchestration import get_client
@@ -23,17 +24,17 @@ from flows.caption import caption_flow
 from flows.embed import embed_flow
 from flows.events import emit_retrain_requested
 from storage.shards import ShardStore
-from tamer.config import load_config
+from tamer.config import TamerConfig, load_config
 from tasks.retrain_policy import judge
 
 GATE_DEPLOYMENT = "retrain-gate/retrain-gate"  # flow name / deployment name (prefect.yaml)
 
 
 @task
-def retrain_gate(root: str, config_file: str | None, due: bool = False) -> dict:
+def retrain_gate(config: TamerConfig, config_file: str | None, overrides: dict[str, Any] | None,
+                 due: bool = False) -> dict:
     """Judge the change since the last trained dataset version; request a retrain if due,
-    or schedule one re-evaluation when deferred."""
-    config = load_config(config_file, root=root)
+    or schedule one re-evaluation when deferred (with the same configuration)."""
     scheduled = scheduled_gate_runs(config.root)
     facts, decision = judge(ShardStore(config.root), config.retrain, due=due,
                             can_defer=scheduled is not None,
@@ -43,7 +44,7 @@ def retrain_gate(root: str, config_file: str | None, due: bool = False) -> dict:
                                decision.fraction, decision.reason)
     elif decision.defer_until and not scheduled:
         run_deployment(GATE_DEPLOYMENT, parameters={"root": config.root, "config_file": config_file,
-                                                    "due": True},
+                                                    "overrides": overrides, "due": True},
                        scheduled_time=decision.defer_until, timeout=0, as_subflow=False)
     action = "REQUEST" if decision.retrain else "defer" if decision.defer_until else "skip"
     print(f"retrain gate: {action} - {decision.reason}")
@@ -65,16 +66,19 @@ def scheduled_gate_runs(root: str) -> list[dt.datetime] | None:
 
 
 @flow(name="retrain-gate", log_prints=True)
-def retrain_gate_flow(root: str | None = None, config_file: str | None = None, due: bool = False) -> dict:
+def retrain_gate_flow(root: str | None = None, config_file: str | None = None,
+                      overrides: dict[str, Any] | None = None, due: bool = False) -> dict:
     """The gate alone: the re-evaluation a deferred decision schedules."""
-    return retrain_gate(load_config(config_file, root=root).root, config_file, due)
+    return retrain_gate(load_config(config_file, root=root, **(overrides or {})), config_file,
+                        overrides, due)
 
 
 @flow(name="refresh", log_prints=True)
 def refresh_flow(root: str | None = None, config_file: str | None = None,
-                 profile: str | None = None) -> dict:
-    config = load_config(config_file, root=root, profile=profile)
-    captions = caption_flow(config.root, config_file, config.profile)
-    embeddings = embed_flow(config.root, config_file, config.profile)
-    gate = retrain_gate(config.root, config_file)
+                 overrides: dict[str, Any] | None = None) -> dict:
+    """`overrides` are dotted keys, passed on to every stage."""
+    config = load_config(config_file, root=root, **(overrides or {}))
+    captions = caption_flow(config.root, config_file, overrides)
+    embeddings = embed_flow(config.root, config_file, overrides)
+    gate = retrain_gate(config, config_file, overrides)
     return {"caption": captions, "embed": embeddings, "retrain_gate": gate}

@@ -8,6 +8,7 @@ of (seed, step): a resumed run sees the same batches.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,11 +57,24 @@ class JointBatchPolicy:
 
 def cross_reference(num_views: int, target: int, rng: np.random.Generator) -> int:
     """A reference view of the same object other than `target` (the target itself only when the
-    object has a single view): the model must learn identity, not copy the reference's pixels."""
+    object has a single view): the model must learn identity, not copy the reference's pixels.
+    Drawn per step; `cross_reference_pairs` is the same rule as a fixed list."""
     if num_views < 2:
         return target
     other = int(rng.integers(num_views - 1))
     return other + (other >= target)
+
+
+def cross_reference_pairs(members: Sequence[str], cap: int | None = None,
+                          rng: np.random.Generator | None = None) -> list[tuple[str, str]]:
+    """(reference, target) pairs of distinct images of one object, in sorted order: every
+    ordered pair, or `cap` of them drawn without replacement with `rng`."""
+    candidates = list(itertools.permutations(sorted(set(members)), 2))
+    if cap is None or cap >= len(candidates):
+        return candidates
+    if rng is None:
+        raise ValueError("drawing a capped set of pairs needs an rng")
+    return [candidates[i] for i in sorted(rng.choice(len(candidates), cap, replace=False))]
 
 
 def collate(examples: Sequence[dict]) -> dict:

@@ -31,6 +31,7 @@ from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
 from tasks.images_dataset import decode_image, iter_images_local, read_images
+from tasks.stage import Quarantine, ShardWriter, with_retries
 
 ROLES = ["captioner", "clip"]
 READ_COLUMNS = ["image_id", "source", "class_name", "image"]
@@ -131,20 +132,13 @@ class CaptionWorker:
             except Exception as exc:  # noqa: BLE001 - bad bytes quarantine the row, not the batch
                 out.append(_failed(row, "undecodable", exc))
         if rows:
-            out += self._with_retries(rows, images)
+            out += with_retries(list(zip(rows, images)), self._caption_pairs,
+                                self.job.settings.batch_retries,
+                                lambda item, exc: _failed(item[0], "caption_failed", exc))
         return pa.Table.from_pylist(out, schema=OUTCOME_SCHEMA)
 
-    def _with_retries(self, rows: list[dict], images: list) -> list[dict]:
-        error: Exception | None = None
-        for _ in range(self.job.settings.batch_retries + 1):
-            try:
-                return self.caption(rows, images)
-            except Exception as exc:  # noqa: BLE001 - retried, then narrowed to the bad rows
-                error = exc
-        if len(rows) == 1:
-            return [_failed(rows[0], "caption_failed", error)]
-        return [outcome for row, image in zip(rows, images)
-                for outcome in self._with_retries([row], [image])]
+    def _caption_pairs(self, pairs) -> list[dict]:
+        return self.caption([row for row, _ in pairs], [image for _, image in pairs])
 
     def caption(self, rows: list[dict], images: list) -> list[dict]:
         """Outcome rows for decoded images: one generate and one CLIP call for the batch."""
@@ -253,51 +247,31 @@ class _Committer:
     """Routes outcome rows: captions into shards of `shard_rows`, failures into quarantine."""
 
     def __init__(self, store: ShardStore, shard_rows: int, report: CaptionReport) -> None:
-        self.store, self.shard_rows, self.report = store, shard_rows, report
-        self.pending: list[dict] = []
-        self.quarantine: list[dict] = []
-        self.seen = {(row["content_sha256"], row["reason"]) for row in
-                     store.read("quarantine", ["stage", "content_sha256", "reason"]).to_pylist()
-                     if row["stage"] == "caption"}
+        self.report = report
+        self.captions = ShardWriter(store, "captions", shard_rows, report.run_id)
+        self.quarantine = Quarantine(store, "caption")
 
     def consume(self, outcomes: Iterable[pa.Table], on_progress: Callable[[int], None]) -> None:
         done = 0
         for table in outcomes:
             now = dt.datetime.now(dt.UTC)
+            captioned = []
             for row in table.to_pylist():
                 if row.pop("outcome") == "captioned":
-                    self.pending.append({**row, "created_at": now})
+                    captioned.append({**row, "created_at": now})
                 else:
-                    self._quarantine(row, now)
+                    self.quarantine.add(row["source"], row["image_id"], row["reason"],
+                                        f"config {self.report.config_hash}: {row['detail']}")
+            self.captions.add(pa.Table.from_pylist(captioned, schema=CAPTIONS))
             done += table.num_rows
-            if len(self.pending) >= self.shard_rows:
-                self._flush()
             on_progress(done)
 
-    def _quarantine(self, row: dict, now: dt.datetime) -> None:
-        reason = row["reason"]
-        self.report.reasons[reason] = self.report.reasons.get(reason, 0) + 1
-        if (row["image_id"], reason) in self.seen:  # already quarantined by a past run
-            return
-        self.seen.add((row["image_id"], reason))
-        self.report.quarantined += 1
-        self.quarantine.append({"stage": "caption", "source": row["source"],
-                                "content_sha256": row["image_id"], "reason": reason,
-                                "detail": f"config {self.report.config_hash}: {row['detail']}",
-                                "quarantined_at": now})
-
-    def _flush(self) -> None:
-        if self.pending:
-            self.store.write("captions", pa.Table.from_pylist(self.pending, schema=CAPTIONS),
-                             run_id=self.report.run_id)
-            self.report.captioned += len(self.pending)
-            self.report.shards += 1
-            self.pending = []
-
     def finish(self) -> None:
-        self._flush()
-        self.store.write("quarantine", pa.Table.from_pylist(self.quarantine),
-                         run_id=self.report.run_id)
+        self.captions.flush()
+        report = self.report
+        report.captioned, report.shards = self.captions.rows, self.captions.shards
+        report.quarantined, report.reasons = self.quarantine.new, self.quarantine.reasons
+        self.quarantine.commit(report.run_id)
 
 
 # ---- readers ---------------------------------------------------------------------------------

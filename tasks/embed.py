@@ -29,6 +29,7 @@ from storage.queries import EMBEDDED, images_left, latest_embeddings, texts_left
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
 from tasks.images_dataset import decode_image, iter_images_local, read_images
+from tasks.stage import Quarantine, ShardWriter
 
 IMAGE, TEXT = "image", "text"
 IMAGE_COLUMNS = ["image_id", "source", "image"]
@@ -178,47 +179,46 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
         batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())
     else:
         batches = _local(store, todo, texts, profile_name, settings)
-    total, pending, quarantine = image_todo + len(texts), [], []
+    writer = ShardWriter(store, "embeddings", settings.shard_rows, report.run_id,
+                         metadata={"model_id": model_id})
+    quarantine, total, done = Quarantine(store, "embed"), image_todo + len(texts), 0
     for kind, batch in batches:
+        done += len(batch["image_id"])
         if kind == IMAGE:
-            batch = _split_failures(batch, quarantine, report)
-        for image_id, vector in zip(batch["image_id"], batch["vector"]):
-            pending.append({"image_id": str(image_id), "kind": kind, "model_id": model_id,
-                            "config_hash": image_hash if kind == IMAGE else
-                            text_hashes[str(image_id)], "vector": vector, "embedded_at": started})
+            batch = _split_failures(batch, quarantine)
+        hashes = [image_hash if kind == IMAGE else text_hashes[str(image_id)]
+                  for image_id in batch["image_id"]]
+        if hashes:
+            writer.add(_rows(batch, kind, model_id, hashes, started))
         setattr(report, f"{kind}s", getattr(report, f"{kind}s") + len(batch["image_id"]))
-        if len(pending) >= settings.shard_rows:
-            _commit(store, pending, report)
         if progress:
-            progress(report.images + report.texts + report.quarantined, total)
-    _commit(store, pending, report)
-    store.write("quarantine", pa.Table.from_pylist(quarantine), run_id=report.run_id)
+            progress(done, total)
+    writer.flush()
+    report.shards, report.quarantined = writer.shards, quarantine.new
+    quarantine.commit(report.run_id)
     report.fingerprint = store.fingerprint(("embeddings",))
     return report
 
 
-def _split_failures(batch: Batch, quarantine: list[dict], report: EmbedReport) -> Batch:
-    """Move rows whose bytes did not decode into `quarantine`; return the embedded rows."""
+def _split_failures(batch: Batch, quarantine: Quarantine) -> Batch:
+    """Quarantine rows whose bytes did not decode; return the embedded rows."""
     failed = batch["error"] != ""
-    now = dt.datetime.now(dt.UTC)
     for image_id, source, error in zip(batch["image_id"][failed], batch["source"][failed],
                                        batch["error"][failed]):
-        quarantine.append({"stage": "embed", "source": str(source), "content_sha256": str(image_id),
-                           "reason": "undecodable", "detail": str(error), "quarantined_at": now})
-    report.quarantined += int(failed.sum())
+        quarantine.add(str(source), str(image_id), "undecodable", str(error))
     return {key: value[~failed] for key, value in batch.items()}
 
 
-def _commit(store: ShardStore, rows: list[dict], report: EmbedReport) -> None:
-    """Write the pending rows as one shard and empty the list."""
-    if not rows:
-        return
-    vectors = np.stack([row.pop("vector") for row in rows]).astype(np.float32)
-    table = pa.Table.from_pylist(rows).append_column(
-        "vector", pa.ListArray.from_arrays(
-            pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
-            pa.array(vectors.ravel())))
-    store.write("embeddings", table, run_id=report.run_id,
-                metadata={"model_id": report.model_id})
-    report.shards += 1
-    rows.clear()
+def _rows(batch: Batch, kind: str, model_id: str, hashes: list[str],
+          embedded_at: dt.datetime) -> pa.Table:
+    """Embeddings rows of one batch; vectors as a list<float32> column."""
+    vectors = np.stack(list(batch["vector"])).astype(np.float32)  # (N, D)
+    table = pa.table({"image_id": pa.array([str(i) for i in batch["image_id"]], pa.string()),
+                      "kind": pa.array([kind] * len(hashes), pa.string()),
+                      "model_id": pa.array([model_id] * len(hashes), pa.string()),
+                      "config_hash": pa.array(hashes, pa.string()),
+                      "embedded_at": pa.array([embedded_at] * len(hashes),
+                                              pa.timestamp("us", tz="UTC"))})
+    return table.append_column("vector", pa.ListArray.from_arrays(
+        pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
+        pa.array(vectors.ravel())))

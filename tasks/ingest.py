@@ -22,9 +22,10 @@ from ray.data.block import BlockMetadata
 
 from storage import images as imaging
 from storage.schemas import IMAGES
-from storage.shards import ShardStore
+from storage.shards import CommitInfo, ShardStore
 from storage.sources import Rejected, SourceChunk, list_chunks, read_chunk
 from tamer.config import IngestSettings, RaySettings
+from tasks.stage import Quarantine, ShardWriter
 
 # One row per item of a chunk. `outcome` says which table (if any) it goes to.
 OUTCOME_FIELDS = [
@@ -241,17 +242,15 @@ class _Committer:
     """Splits outcome rows into tables, drops in-run duplicates, commits full shards."""
 
     def __init__(self, store, shard_rows, report, started, metadata, on_progress) -> None:
-        self.store, self.shard_rows, self.report = store, shard_rows, report
-        self.started, self.metadata, self.on_progress = started, metadata, on_progress
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
-        self.quarantine: list[dict] = []
+        self.store, self.report = store, report
+        self.started, self.on_progress = started, on_progress
+        self.images = ShardWriter(store, "images", shard_rows, report.run_id, metadata,
+                                  committed=self._record_lost_races)
+        self.quarantine = Quarantine(store, "ingest", by="source")
         self.duplicates: list[dict] = []
         self.kept: dict[str, str] = {}  # image id -> source committed in this run
         self.seen_duplicates = {(r["image_id"], r["source"]) for r in
                                 store.read("duplicates", ["image_id", "source"]).to_pylist()}
-        self.seen_quarantine = {(r["source"], r["reason"]) for r in
-                                store.read("quarantine", ["source", "reason"]).to_pylist()}
 
     def consume(self, batches: Iterable[pa.Table]) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -259,15 +258,11 @@ class _Committer:
             self.report.seen += batch.num_rows
             keep = self._keep_new_images(batch)
             images = batch.filter(keep).select(IMAGE_COLUMNS)
-            if images.num_rows:
-                stamp = pa.array([now] * images.num_rows, pa.timestamp("us", tz="UTC"))
-                self.pending.append(images.append_column("ingested_at", stamp))
-                self.pending_rows += images.num_rows
+            stamp = pa.array([now] * images.num_rows, pa.timestamp("us", tz="UTC"))
+            self.images.add(images.append_column("ingested_at", stamp))
             others = batch.filter(pa.compute.invert(keep)).drop(["image", "mask"])
             for row in others.to_pylist():
                 self._route(row, now)
-            if self.pending_rows >= self.shard_rows:
-                self._flush_images()
             self.on_progress(self.report.seen)
 
     def _keep_new_images(self, batch: pa.Table) -> pa.Array:
@@ -295,52 +290,39 @@ class _Committer:
             self.duplicates.append({"image_id": row["image_id"], "source": row["source"],
                                     "kept_source": row["kept_source"], "seen_at": now})
         elif outcome == "quarantined":
-            self.report.reasons[row["reason"]] = self.report.reasons.get(row["reason"], 0) + 1
-            if (row["source"], row["reason"]) in self.seen_quarantine:
-                return
-            self.report.quarantined += 1
-            self.seen_quarantine.add((row["source"], row["reason"]))
-            self.quarantine.append({"stage": "ingest", "source": row["source"],
-                                    "content_sha256": row["image_id"], "reason": row["reason"],
-                                    "detail": row["detail"], "quarantined_at": now})
+            self.quarantine.add(row["source"], row["image_id"], row["reason"], row["detail"])
         else:
             self.report.unchanged += 1
 
-    def _flush_images(self) -> None:
-        if not self.pending:
+    def _record_lost_races(self, shard: pa.Table, info: CommitInfo) -> None:
+        """Images another writer stored first (a concurrent run committed the same bytes)
+        become duplicates of its copy."""
+        dropped = set(info.dropped)
+        if not dropped:
             return
-        pending = pa.concat_tables(self.pending)
-        info = self.store.write("images", pending, run_id=self.report.run_id,
-                                metadata=self.metadata)
-        self.report.ingested += info.rows
-        self.report.shards += 1 if info.rows else 0
-        self.pending, self.pending_rows = [], 0
-        if info.dropped:  # a concurrent writer committed the same bytes first
-            self._record_lost_races(pending, set(info.dropped))
-
-    def _record_lost_races(self, pending: pa.Table, dropped: set[str]) -> None:
-        """Images another writer stored first become duplicates of its copy."""
         stored = {row["image_id"]: row["source"] for row in
                   self.store.read("images", ["image_id", "source"]).to_pylist()
                   if row["image_id"] in dropped}
         now = dt.datetime.now(dt.UTC)
-        for row in pending.select(["image_id", "source"]).to_pylist():
+        for row in shard.select(["image_id", "source"]).to_pylist():
             if row["image_id"] in dropped:
                 self.report.duplicates += 1
                 self.duplicates.append({"image_id": row["image_id"], "source": row["source"],
                                         "kept_source": stored[row["image_id"]], "seen_at": now})
 
     def finish(self) -> None:
-        self._flush_images()
-        run_id = self.report.run_id
-        self.store.write("quarantine", pa.Table.from_pylist(self.quarantine), run_id=run_id)
+        self.images.flush()
+        report, run_id = self.report, self.report.run_id
+        report.ingested, report.shards = self.images.rows, self.images.shards
+        report.quarantined, report.reasons = self.quarantine.new, self.quarantine.reasons
+        self.quarantine.commit(run_id)
         self.store.write("duplicates", pa.Table.from_pylist(self.duplicates), run_id=run_id)
-        self.report.fingerprint = self.store.fingerprint()
+        report.fingerprint = self.store.fingerprint()
         self.store.write("ingest_runs", pa.Table.from_pylist([{
-            "run_id": run_id, "source": self.report.source, "started_at": self.started,
-            "finished_at": dt.datetime.now(dt.UTC), "seen": self.report.seen,
-            "ingested": self.report.ingested, "unchanged": self.report.unchanged,
-            "duplicates": self.report.duplicates, "quarantined": self.report.quarantined,
-            "fingerprint": self.report.fingerprint,
+            "run_id": run_id, "source": report.source, "started_at": self.started,
+            "finished_at": dt.datetime.now(dt.UTC), "seen": report.seen,
+            "ingested": report.ingested, "unchanged": report.unchanged,
+            "duplicates": report.duplicates, "quarantined": report.quarantined,
+            "fingerprint": report.fingerprint,
             "total_images": self.store.row_count("images"),
         }]), run_id=run_id)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import json
 import posixpath
 from collections import Counter, defaultdict
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from model.batching import cross_reference_pairs
 from model.embedding import model_id as clip_model_id
 from model.profiles import load_profile
 from storage.queries import latest_snapshot
@@ -108,16 +108,9 @@ def grouping_quality(predicted: Sequence[object], truth: Sequence[object]) -> di
 
 def sample_pairs(groups: dict[str, list[str]], cap: int, seed: int) -> list[tuple[str, str, str]]:
     """(subject, reference, target), reference != target, at most `cap` per subject."""
-    pairs = []
-    for subject in sorted(groups):
-        members = sorted(set(groups[subject]))
-        if len(members) < 2:
-            continue
-        candidates = list(itertools.permutations(members, 2))
-        rng = np.random.default_rng([seed, int(_digest(subject), 16)])
-        picked = sorted(rng.choice(len(candidates), min(cap, len(candidates)), replace=False))
-        pairs.extend((subject, *candidates[i]) for i in picked)
-    return pairs
+    return [(subject, reference, target) for subject in sorted(groups)
+            for reference, target in cross_reference_pairs(
+                groups[subject], cap, np.random.default_rng([seed, int(_digest(subject), 16)]))]
 
 
 def _digest(*parts: object) -> str:

@@ -25,13 +25,13 @@ import io
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import permutations
 
 import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image
 
+from model import batching
 from model.embedding import load_image_processor, preprocess
 from model.generate import DEFAULT_NOUN
 from model.profiles import load_profile, load_role
@@ -82,7 +82,7 @@ def cross_reference_pairs(store: ShardStore, images: list[dict]) -> tuple[list[t
         if row["subject"]:
             by_subject[row["subject"]].append(row["image_id"])
     return [pair for subject in sorted(by_subject)
-            for pair in permutations(sorted(by_subject[subject]), 2)], "subjects"
+            for pair in batching.cross_reference_pairs(by_subject[subject])], "subjects"
 
 
 def build_plan(store: ShardStore) -> TrainingPlan:

@@ -104,7 +104,7 @@ def test_unloadable_model_fails_before_data_work(synth_store, tmp_path, prefect_
     path.write_text(yaml.safe_dump(profile))
     before = {t: synth_store.row_count(t) for t in ("captions", "quarantine")}
     with pytest.raises(ModelLoadError, match="no-such-captioner"):
-        caption_flow(root=synth_store.location.root, profile=str(path))
+        caption_flow(root=synth_store.location.root, overrides={"profile": str(path)})
     assert {t: synth_store.row_count(t) for t in before} == before
 
 

@@ -29,7 +29,8 @@ def test_evaluate_flow_smoke(prefect_server, dreambench, pipeline_dir, tmp_path)
     from flows.evaluate import evaluate_flow
 
     settings = {**SMOKE, "data": str(dreambench), "pipeline": pipeline_dir}
-    summary = evaluate_flow(root=str(tmp_path), profile="tiny", settings=settings)
+    summary = evaluate_flow(root=str(tmp_path), overrides={
+        "profile": "tiny", **{f"eval.{key}": value for key, value in settings.items()}})
     store = ShardStore(str(tmp_path))
 
     rows = read_results(store, summary["eval_run_id"])

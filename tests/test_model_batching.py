@@ -7,7 +7,7 @@ import pydantic
 import pytest
 import torch
 
-from model.batching import JointBatchPolicy, collate, cross_reference
+from model.batching import JointBatchPolicy, collate, cross_reference, cross_reference_pairs
 from model.tamer_model import TamerModelConfig
 
 
@@ -36,6 +36,18 @@ def test_cross_reference_never_picks_the_target():
     picks = [cross_reference(4, 2, rng) for _ in range(200)]
     assert 2 not in picks and set(picks) == {0, 1, 3}
     assert cross_reference(1, 0, rng) == 0
+
+
+def test_cross_reference_pairs_are_distinct_images_of_one_object():
+    every = cross_reference_pairs(["c", "a", "b", "a"])
+    assert every == [("a", "b"), ("a", "c"), ("b", "a"), ("b", "c"), ("c", "a"), ("c", "b")]
+    assert cross_reference_pairs(["only"]) == []
+    capped = cross_reference_pairs("abcd", cap=5, rng=np.random.default_rng(1))
+    assert len(set(capped)) == 5 and set(capped) < set(cross_reference_pairs("abcd"))
+    assert capped == cross_reference_pairs("abcd", cap=5, rng=np.random.default_rng(1))
+    assert cross_reference_pairs("ab", cap=9, rng=None) == [("a", "b"), ("b", "a")]
+    with pytest.raises(ValueError):
+        cross_reference_pairs("abcd", cap=2)
 
 
 def test_collate_schema():

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 SMALL_SYNTH = {"synth": {"objects": 2, "views": 1, "size": 16}}
 
@@ -30,23 +29,22 @@ def empty_cwd(tmp_path, monkeypatch) -> Path:
 
 
 def test_synth_sample_for_a_remote_root_goes_to_the_synth_cache(empty_cwd, tmp_path, monkeypatch):
-    from flows.pipeline import synthesize_sample
+    from tamer.config import SynthSettings
+    from tasks.pipeline_state import synthesize_sample
 
     monkeypatch.setenv("TAMER_SYNTH_CACHE", str(tmp_path / "cache"))
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(SMALL_SYNTH))
-    out = Path(synthesize_sample.fn(f"memory://tamer-{uuid.uuid4().hex}", str(config)))
+    settings = SynthSettings(**SMALL_SYNTH["synth"])
+    out = Path(synthesize_sample(f"memory://tamer-{uuid.uuid4().hex}", settings))
     assert out.parent == tmp_path / "cache" and len(list(out.rglob("*.png"))) >= 2
-    again = Path(synthesize_sample.fn(f"memory://tamer-{uuid.uuid4().hex}", str(config)))
+    again = Path(synthesize_sample(f"memory://tamer-{uuid.uuid4().hex}", settings))
     assert again == out  # same settings, same cached sample
 
 
 def test_synth_sample_for_a_local_root_stays_in_the_root(empty_cwd, tmp_path):
-    from flows.pipeline import synthesize_sample
+    from tamer.config import SynthSettings
+    from tasks.pipeline_state import synthesize_sample
 
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(SMALL_SYNTH))
-    out = Path(synthesize_sample.fn(str(tmp_path / "root"), str(config)))
+    out = Path(synthesize_sample(str(tmp_path / "root"), SynthSettings(**SMALL_SYNTH["synth"])))
     assert out == tmp_path / "root" / "sources" / "synth" and any(out.rglob("*.png"))
 
 

@@ -60,6 +60,12 @@ class State:
         except ConfigError as exc:
             fail(str(exc), 2)
 
+    def resolve(self, **flags: Any) -> tuple[TamerConfig, dict[str, Any]]:
+        """The configuration these flags make, checked now (a bad value exits 2 before any
+        work), and the flags given (not None) as the dotted overrides every flow takes."""
+        overrides = {key: value for key, value in flags.items() if value is not None}
+        return self.config(**overrides), overrides
+
     def config_path(self) -> Optional[str]:
         """The --config file as flows take it (a string, or None for the defaults)."""
         return str(self.config_file) if self.config_file else None

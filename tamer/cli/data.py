@@ -47,12 +47,13 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest images into shards: decode, validate, dedupe, quarantine bad input."""
-    config = state.config(**{"ingest.executor": executor})
+    config, overrides = state.resolve(**{"ingest.executor": executor})
     if not Path(source).exists():
         fail(f"source {source} does not exist", 2)
     from flows.ingest import ingest_flow
 
-    report = ingest_flow(source, root=config.root, config_file=state.config_path())
+    report = ingest_flow(source, root=config.root, config_file=state.config_path(),
+                         overrides=overrides)
     print_json(report) if as_json else print_ingest(report)
 
 
@@ -63,14 +64,14 @@ def caption(
     as_json: JsonFlag = False,
 ) -> None:
     """Caption images: VLM caption + CLIP attributes, composed into training captions."""
-    config = state.config(**{"caption.executor": executor, "caption.batch_size": batch_size,
-                             "profile": profile})
+    config, overrides = state.resolve(**{"caption.executor": executor,
+                                         "caption.batch_size": batch_size, "profile": profile})
     from flows.caption import caption_flow
     from model.profiles import ModelLoadError
 
     try:
         report = caption_flow(root=config.root, config_file=state.config_path(),
-                              profile=config.profile)
+                              overrides=overrides)
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc), 2)
     if as_json:
@@ -86,10 +87,10 @@ def caption(
 
 def embed(executor: Executor = None, profile: Profile = None, as_json: JsonFlag = False) -> None:
     """CLIP embeddings, clip-retrieval index, near-duplicates, subject groups and pairs."""
-    config = state.config(**{"embed.executor": executor, "profile": profile})
+    config, overrides = state.resolve(**{"embed.executor": executor, "profile": profile})
     from flows.embed import embed_flow
 
-    report = embed_flow(root=config.root, config_file=state.config_path(), profile=config.profile)
+    report = embed_flow(root=config.root, config_file=state.config_path(), overrides=overrides)
     if as_json:
         print_json(report)
         return

@@ -28,21 +28,18 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate against Textual Inversion and DreamBooth-LoRA (DreamBench protocol) + report."""
-    config = state.config(profile=profile)
-    settings = {key: value for key, value in {
-        "data": data, "pipeline": pipeline, "methods": methods, "subjects": subjects,
-        "prompts": prompts, "seeds": seeds, "steps": steps}.items() if value is not None}
-    for key, value in (("textual_inversion", ti_steps), ("dreambooth_lora", lora_steps)):
-        if value is not None:
-            settings[key] = {**getattr(config.eval, key), "steps": value}
-    config = state.config(profile=profile, **{f"eval.{k}": v for k, v in settings.items()})
+    config, overrides = state.resolve(profile=profile, **{
+        "eval.data": data, "eval.pipeline": pipeline, "eval.methods": methods,
+        "eval.subjects": subjects, "eval.prompts": prompts, "eval.seeds": seeds,
+        "eval.steps": steps, "eval.textual_inversion.steps": ti_steps,
+        "eval.dreambooth_lora.steps": lora_steps})
     if config.eval.data and not Path(config.eval.data).is_dir():
         fail(f"data folder {config.eval.data} does not exist", 2)
     from flows.evaluate import evaluate_flow
 
     try:
         summary = evaluate_flow(root=config.root, config_file=state.config_path(),
-                                profile=config.profile, run_id=run_id, settings=settings)
+                                run_id=run_id, overrides=overrides)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc), 1)
     if as_json:

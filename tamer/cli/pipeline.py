@@ -22,13 +22,13 @@ def run(
     On the embedded default (no arguments) it runs on a synthesized sample dataset with the
     tiny profile; a second run with no new data redoes no stage's work.
     """
-    settings = state.config(profile=profile)
+    config, overrides = state.resolve(profile=profile)
     if data is not None and not Path(data).exists():
         fail(f"source {data} does not exist", 2)
     from flows.pipeline import pipeline_flow
 
-    summary = pipeline_flow(data=data, root=settings.root, config_file=state.config_path(),
-                            profile=settings.profile)
+    summary = pipeline_flow(data=data, root=config.root, config_file=state.config_path(),
+                            overrides=overrides)
     if as_json:
         print_json(summary)
         return

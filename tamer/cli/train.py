@@ -21,15 +21,13 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train on the current dataset version with Ray Train; checkpoints under <root>/runs."""
-    overrides = {"train.steps": steps, "train.num_workers": workers,
-                 "train.batch_size": batch_size, "train.use_gpu": gpu}
-    config = state.config(**overrides)
+    config, overrides = state.resolve(**{"train.steps": steps, "train.num_workers": workers,
+                                         "train.batch_size": batch_size, "train.use_gpu": gpu})
     from flows.train import train_flow
 
     try:
         report = train_flow(root=config.root, config_file=state.config_path(), dataset=dataset,
-                            resume=resume,
-                            overrides={k: v for k, v in overrides.items() if v is not None})
+                            resume=resume, overrides=overrides)
     except ValueError as exc:
         fail(str(exc), 2)
     except Exception as exc:  # noqa: BLE001 - the run is registered as failed; say why and exit 1
