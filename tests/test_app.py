@@ -298,6 +298,7 @@ def test_tamer_app_serves_on_loopback_only_and_cleans_up_on_ctrl_c(ctx, tmp_path
     """`tamer app` as a user starts it: the page answers, nothing it opened listens beyond
     127.0.0.1 (psutil, the same check as Ray's and Prefect's servers), and Ctrl+C removes
     its scratch folder."""
+    import functools
     import signal
     import subprocess
     import sys
@@ -313,9 +314,11 @@ def test_tamer_app_serves_on_loopback_only_and_cleans_up_on_ctrl_c(ctx, tmp_path
     scratch.mkdir()
     command = [sys.executable, "-m", "tamer.cli", "app", "--root", ctx.config.root,
                "--port", str(port)]
+    # as from a terminal: a suite started in the background (`&`) passes SIGINT on ignored
+    terminal = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
-                                    "TMPDIR": str(scratch)})
+                                    "TMPDIR": str(scratch)}, preexec_fn=terminal)
     try:
         deadline = time.monotonic() + 120
         while True:

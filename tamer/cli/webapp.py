@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Optional
 
 import typer
@@ -29,9 +30,14 @@ def app(
         err.print(f"warning: {host} exposes the app beyond this machine; it has no login",
                   style="yellow")
     ctx = AppContext(config, index_url=index_url)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop cleans up like Ctrl+C
     console.print(f"tamer app on http://{host}:{port} (root {ctx.store.location.uri}); "
                   "Ctrl+C stops it")
     try:
         launch(ctx, host=host, port=port, block=True)
     finally:
         ctx.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
