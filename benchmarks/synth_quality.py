@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import UNet2DConditionModel
-from transformers import CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPModel, CLIPProcessor
 
 from benchmarks.common import machine
 from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti
@@ -35,7 +34,7 @@ from model.role_training import processor_pixels
 from model.textual_inversion import TextualInversionConfig
 from tamer.synth import render
 from tamer.synth_world import class_prompt, eval_scenes, labels, object_prompt, split_subjects, to_tensor
-from tasks.profile_measures import fresh_renders, per_key
+from tasks.profile_measures import fresh_renders, load_base, per_key
 from tasks.profile_roles import Recipe, base_world
 from tasks.profile_training import PROVENANCE
 
@@ -74,12 +73,11 @@ def load_profile_models(folder: Path) -> tuple[Recipe, dict]:
     provenance = json.loads((folder / PROVENANCE).read_text())
     recipe = Recipe(**provenance["recipe"])
     clip = CLIPModel.from_pretrained(folder / "clip", use_safetensors=True).eval()
+    base, text_encoder, tokenizer = load_base(folder)
     return recipe, {
         "oracle": AttributeOracle.from_pretrained(folder / "oracle").eval(), "clip": clip,
         "processor": CLIPProcessor.from_pretrained(folder / "clip"),
-        "base": UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval(),
-        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).eval(),
-        "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer")}
+        "base": base, "text_encoder": text_encoder, "tokenizer": tokenizer}
 
 
 def _to_model_range(images: torch.Tensor) -> torch.Tensor:

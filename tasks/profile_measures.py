@@ -119,17 +119,18 @@ def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, steps: int = 25
     """The oracle's reading of the base's text-only samples of `base_prompts`: shape and every
     scene attribute."""
     prompts, truth = base_prompts(r)
-    hits, _ = sample_accuracy(_base_pipeline(out), oracle, prompts, truth, steps, guidance, r.seed)
+    hits, _ = sample_accuracy(sd_pipeline(*load_base(out)), oracle, prompts, truth, steps, guidance, r.seed)
     return {key: hits[key] for key in ("shape", *SCENE_KEYS)}
 
 
-def _base_pipeline(out: Path):
+def load_base(out: Path):
+    """The base's UNet, text encoder and tokenizer from a profile folder (safetensors only)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    return sd_pipeline(UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True).eval(),
-                       CLIPTextModel.from_pretrained(out / "text_encoder", use_safetensors=True).eval(),
-                       CLIPTokenizer.from_pretrained(out / "tokenizer"))
+    return (UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True).eval(),
+            CLIPTextModel.from_pretrained(out / "text_encoder", use_safetensors=True).eval(),
+            CLIPTokenizer.from_pretrained(out / "tokenizer"))
 
 
 @torch.no_grad()
