@@ -1,6 +1,7 @@
 """Trainers for the roles the `synth` profile learns from labelled renders: the attribute
 oracle, CLIP (contrastive on render-caption pairs), the captioner (BLIP architecture, on
-ground-truth descriptions) and the segmentation model (Segformer, on the renders' masks).
+ground-truth descriptions), the segmentation model (Segformer, on the renders' masks) and the
+`dino` role (a ViT whose CLS token learns identity, for the DINO score).
 
 Inputs are tensors, not a world: pixels (N, 3, S, S) in [-1, 1], and per row labels, a
 caption or a mask. Each role is a `*_job` (a `model.fit.Job`: the profile trainer runs it with
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 from transformers import (BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel, SegformerConfig,
-                          SegformerForSemanticSegmentation)
+                          SegformerForSemanticSegmentation, ViTConfig, ViTModel)
 
 from model.fit import Job, run, step_generator
 from model.oracle import AttributeOracle
@@ -117,3 +118,24 @@ def segmentation_job(config: SegformerConfig, image_processor, pixels: torch.Ten
 
 def train_segmentation(*args, **kwargs) -> tuple[SegformerForSemanticSegmentation, float]:
     return _trained(segmentation_job(*args, **kwargs))
+
+
+def identity_vit_job(config: ViTConfig, image_processor, pixels: torch.Tensor, labels: torch.Tensor,
+                     classes: Sequence[int], steps: int, batch: int, seed: int) -> Job:
+    """A ViT whose CLS token names the identity attributes (`labels` (N, len(classes)), column
+    k taking `classes[k]` values) whatever the scene. The DINO score compares CLS tokens of a
+    generation and its reference, so what it needs from the backbone is features that change
+    with identity and not with background, pose or lighting; DINO learns that self-supervised
+    from a web-scale corpus, this world has the labels. The linear heads are checkpointed (so a
+    resume is exact) but not exported: the role is the bare `ViTModel`."""
+    torch.manual_seed(seed)
+    model = ViTModel(config, add_pooling_layer=False).train()
+    heads = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, n) for n in classes)
+    inputs = processor_pixels(pixels, image_processor)
+
+    def loss(step: int) -> torch.Tensor:
+        rows = _rows(len(labels), batch, seed, step)
+        cls = model(pixel_values=inputs[rows]).last_hidden_state[:, 0]
+        return sum(torch.nn.functional.cross_entropy(head(cls), labels[rows, k]) for k, head in enumerate(heads))
+
+    return Job({"model": model, "heads": heads}, loss, steps, 1e-3, weight_decay=0.05)

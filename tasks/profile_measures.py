@@ -54,6 +54,7 @@ def measure_profile(out: Path, r: Recipe) -> dict:
             "clip_zero_shot": clip_zero_shot(out / "clip", fresh, images),
             "captioner_agreement": captioner_agreement(out / "captioner", fresh, images),
             "segmentation_iou": segmentation_iou(out / "segmentation", fresh),
+            "same_object_top1": same_object_top1(out, r),
             "base_text_only": base_accuracy(out, oracle, r),
             "bars": BARS}
 
@@ -104,6 +105,31 @@ def segmentation_iou(folder: Path, data: Renders) -> float:
     predicted = torch.nn.functional.interpolate(logits, size=(side, side), mode="bilinear").argmax(1) == 1
     truth = data.masks[:, 0] > 0.5
     return float((predicted & truth).sum() / (predicted | truth).sum().clamp(min=1))
+
+
+def same_object_top1(out: Path, r: Recipe, objects: int = 200) -> dict[str, float]:
+    """Two fresh views of each of `objects` unseen identities: how often a view's nearest
+    neighbour (cosine) among all other views is the other view of its object, with the `dino`
+    role's CLS token (what the DINO score compares) and CLIP's image embedding (what
+    near-duplicates, search and CLIP-I compare). Chance is 1 / (2 * objects - 1)."""
+    from transformers import ViTImageProcessor, ViTModel
+
+    from model.metrics import Scorer
+
+    data = render_views(random_subjects(objects, r.seed + FRESH_SEED + 1), 2, r.size, r.seed + FRESH_SEED + 1)
+    scorer = Scorer(CLIPModel.from_pretrained(out / "clip", use_safetensors=True), CLIPProcessor.from_pretrained(out / "clip"),
+                    ViTModel.from_pretrained(out / "dino", use_safetensors=True, add_pooling_layer=False),
+                    ViTImageProcessor.from_pretrained(out / "dino"))
+    images = to_images(data.pixels)
+    return {"dino": _top1_same(scorer.dino_images(images), data.subject),
+            "clip": _top1_same(scorer.clip_images(images), data.subject)}
+
+
+def _top1_same(features: torch.Tensor, owner: torch.Tensor) -> float:
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    similarity = unit @ unit.T
+    similarity.fill_diagonal_(-2.0)
+    return float((owner[similarity.argmax(1)] == owner).float().mean())
 
 
 def base_prompts(r: Recipe, scenes: int = 8) -> tuple[list[str], torch.Tensor]:

@@ -17,21 +17,21 @@ from pathlib import Path
 
 import torch
 from transformers import (BlipForConditionalGeneration, BlipProcessor, CLIPConfig, CLIPModel, CLIPProcessor,
-                          SegformerConfig, SegformerImageProcessor)
+                          SegformerConfig, SegformerImageProcessor, ViTConfig, ViTImageProcessor)
 
 from model import pixel_base
 from model.fit import Job
-from model.role_training import captioner_job, clip_job, oracle_job, segmentation_job
+from model.role_training import captioner_job, clip_job, identity_vit_job, oracle_job, segmentation_job
 from model.tiny import RECIPES as TINY_RECIPES
 from model.tiny import ensure_built
 from tamer.synth import FORMAT_VERSION
-from tamer.synth_world import (KEYS, VOCAB, Renders, caption, class_prompt, random_subjects, render_views,
+from tamer.synth_world import (IDENTITY_KEYS, KEYS, VOCAB, Renders, caption, class_prompt, random_subjects, render_views,
                                split_subjects)
 
-ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "base")
+ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "dino", "base")
 # The folders each role writes under the profile directory (the base writes five).
 ROLE_FOLDERS = {"oracle": ("oracle",), "clip": ("clip",), "captioner": ("captioner",),
-                "segmentation": ("segmentation",),
+                "segmentation": ("segmentation",), "dino": ("dino",),
                 "base": ("text_encoder", "tokenizer", "unet", "vae", "scheduler")}
 
 
@@ -54,12 +54,17 @@ class Recipe:
     captioner_batch: int = 32
     segmentation_steps: int = 600
     segmentation_batch: int = 32
+    dino_steps: int = 1500
+    dino_batch: int = 64
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 3000
+    base_steps: int = 8000
     base_batch: int = 16
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
+    # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
+    # their own dtype. float16 halves the folder (two 49408-token embeddings are most of it).
+    export_dtype: str = "float16"
 
     def fingerprint(self) -> str:
         """What decides the trained weights besides the code: the recipe and the synth format."""
@@ -70,7 +75,8 @@ class Recipe:
 FULL = Recipe()
 # Every role runs, nothing is trained to quality: what the test suite runs (seconds per role).
 SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8, clip_steps=6, clip_batch=8,
-               captioner_steps=4, captioner_batch=4, segmentation_steps=4, segmentation_batch=4, base_objects=8,
+               captioner_steps=4, captioner_batch=4, segmentation_steps=4, segmentation_batch=4, dino_steps=4,
+               dino_batch=4, base_objects=8,
                base_views=2, held_out=2, base_steps=6, base_batch=4, checkpoint_every=3)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
@@ -112,6 +118,16 @@ def clip_processor(size: int) -> CLIPProcessor:
     return processor
 
 
+def dino_config(size: int) -> ViTConfig:
+    """ViT-S/16's shape scaled to 32 px renders: 4 px patches, 4 layers of width 64."""
+    return ViTConfig(image_size=size, patch_size=4, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                     num_attention_heads=4)
+
+
+def dino_processor(size: int) -> ViTImageProcessor:
+    return ViTImageProcessor(size={"height": size, "width": size})
+
+
 def captions_of(data: Renders) -> list[str]:
     return [caption(data.identity(i), data.scenes[i]) for i in range(len(data))]
 
@@ -136,6 +152,11 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
         data = world(r)
         return segmentation_job(_segmentation_config(), _segmentation_processor(r.size), data.pixels, data.masks,
                                 r.segmentation_steps, r.segmentation_batch, 3e-3, r.seed)
+    if role == "dino":
+        data = world(r)
+        columns = [KEYS.index(key) for key in IDENTITY_KEYS]
+        return identity_vit_job(dino_config(r.size), dino_processor(r.size), data.pixels, data.labels[:, columns],
+                                [len(VOCAB[key]) for key in IDENTITY_KEYS], r.dino_steps, r.dino_batch, r.seed)
     if role == "base":
         data = base_world(r)
         clip = CLIPModel.from_pretrained(out / "clip", use_safetensors=True)
@@ -150,7 +171,7 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
 def export_role(role: str, job: Job, r: Recipe, out: Path) -> None:
     """Write the trained role as Hugging Face folders under `out` (safetensors)."""
     def save(name: str, model: torch.nn.Module, processor=None) -> None:
-        model.eval().save_pretrained(out / name, safe_serialization=True)
+        model.eval().to(getattr(torch, r.export_dtype)).save_pretrained(out / name, safe_serialization=True)
         if processor is not None:
             processor.save_pretrained(out / name)
 
@@ -163,6 +184,8 @@ def export_role(role: str, job: Job, r: Recipe, out: Path) -> None:
         save("captioner", model, BlipProcessor.from_pretrained(ensure_built("captioner")))
     elif role == "segmentation":
         save("segmentation", model, _segmentation_processor(r.size))
+    elif role == "dino":
+        save("dino", model, dino_processor(r.size))
     elif role == "base":
         save("unet", job.modules["unet"])
         save("text_encoder", job.modules["text_encoder"])

@@ -98,9 +98,7 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
              "text_encoder": {"id": "./text_encoder"}, "tokenizer": {"id": "./tokenizer"},
              "unet": {"id": "./unet"}, "vae": {"id": "./vae", "class_name": "model.pixel_base.PassThroughVAE"},
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
-             "oracle": {"id": "./oracle"},
-             # no dino trained yet: the CLIP image tower is not a ViTModel, so DINO scores use the tiny one
-             "dino": {"id": "tiny://dino"}}
+             "oracle": {"id": "./oracle"}, "dino": {"id": "./dino"}}
     profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size, "roles": roles}
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"

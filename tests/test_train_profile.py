@@ -24,11 +24,15 @@ def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
     for role in ROLES:  # the same from_pretrained path as tiny and sd15
         assert load_role(profile, role, device="cpu") is not None, role
     trained = {role for role, ref in profile.roles.items() if ref is not None and not ref.id.startswith("tiny://")}
-    assert trained == set(ROLES) - {"dino"}  # no ViT recipe yet: the YAML says so
+    assert trained == set(ROLES)  # nothing borrowed from tiny
+    stored = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in stored.values()} == {torch.float16}  # the recipe's export dtype
+    assert profile.dtype == "float32" and next(load_role(profile, "unet").parameters()).dtype == torch.float32
     provenance = json.loads((out / profile_training.PROVENANCE).read_text())
     assert provenance["recipe_fingerprint"] == recipe("smoke").fingerprint()
     assert set(provenance["metrics"]["oracle_accuracy"]) >= {"shape", "background"}
     assert 0.0 <= provenance["metrics"]["segmentation_iou"] <= 1.0
+    assert set(provenance["metrics"]["same_object_top1"]) == {"dino", "clip"}
     assert {"shape", "background"} <= set(provenance["metrics"]["base_text_only"])
 
 
