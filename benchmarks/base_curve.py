@@ -1,14 +1,14 @@
-"""Metric-vs-steps curve of the synth text-to-image base: how many CPU steps it needs to draw
-what it is asked, so the budget is measured rather than guessed.
+"""Metric-vs-steps curve of the synth profile's text-to-image base, read from the profile run's
+own base checkpoints, so the budget is measured rather than guessed and the curve is the one of
+the weights that ship.
 
-    .venv/bin/python -m benchmarks.base_curve --profile PROFILE --steps 12000 --every 1000
+    .venv/bin/python -m benchmarks.base_curve --profile PROFILE
 
-It takes the oracle, the CLIP (whose text tower starts the base's text encoder) and the recipe
-of a profile written by `tamer models train-profile`, trains the base with the profile's own
-job (`model.pixel_base.base_job` on `tasks.profile_roles.base_world`) and, every `--every`
-steps, samples text-only class prompts ("a star, on green grass, ...") for the held-out
-identities from the EMA weights and reads them with the oracle (the profile's own measure,
-`tasks.profile_measures.base_accuracy`): shape and every scene attribute, against the bars
+PROFILE is a folder written (or being written) by `tamer models train-profile`: its oracle, its
+CLIP (which starts the base's text encoder) and `_checkpoints/base/step_*`. For every checkpoint
+the base's EMA weights sample text-only class prompts ("a star, on green grass, ...") for the
+held-out identities, and the oracle reads them (the profile's own measure,
+`tasks.profile_measures.sample_accuracy`): shape and every scene attribute, against the bars
 (shape >= 0.7, every scene attribute >= 0.9). Writes `base_curve.json` and `base_curve.png`
 beside the samples of each checkpoint.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import matplotlib
@@ -27,11 +26,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
+from transformers import CLIPTokenizer  # noqa: E402
+
 from benchmarks.common import RESULTS, machine  # noqa: E402
-from model.pixel_base import sd_pipeline, text_encoder_from_clip, train_base  # noqa: E402
-from tamer.synth_world import SCENE_KEYS, caption, class_prompt  # noqa: E402
+from model.fit import FIT_STEP, load_checkpoint  # noqa: E402
+from model.oracle import AttributeOracle  # noqa: E402
+from model.pixel_base import sd_pipeline  # noqa: E402
+from tamer.synth_world import SCENE_KEYS  # noqa: E402
 from tasks.profile_measures import base_prompts, sample_accuracy  # noqa: E402
-from tasks.profile_roles import base_world  # noqa: E402
+from tasks.profile_roles import Recipe, role_job  # noqa: E402
+from tasks.profile_roles import recipe as named_recipe  # noqa: E402
+from tasks.profile_training import CHECKPOINTS, PROVENANCE  # noqa: E402
 
 BARS = {"shape": 0.7, **{key: 0.9 for key in SCENE_KEYS}}
 
@@ -52,11 +57,23 @@ def plot(curve: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def ema_weights(job, folder: Path) -> int:
+    """Load a base checkpoint into `job` and swap in its EMA weights (what export ships)."""
+    from diffusers.training_utils import EMAModel
+
+    parameters = job.parameters()
+    ema = EMAModel(parameters, decay=job.ema_decay, use_ema_warmup=True)
+    step = load_checkpoint(folder, job, ema=ema)
+    ema.copy_to(parameters)
+    return step
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", type=Path, required=True, help="a folder written by `tamer models train-profile`")
-    parser.add_argument("--steps", type=int, default=12000)
-    parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--recipe", default=None, help="recipe name while provenance.json is not written yet")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every", type=int, default=1000, help="read checkpoints at multiples of this step")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -64,35 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from benchmarks.synth_quality import load_profile_models
-
-    recipe, models = load_profile_models(args.profile)
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    data, tokenizer = base_world(recipe), models["tokenizer"]
+    provenance = args.profile / PROVENANCE
+    recipe = (Recipe(**json.loads(provenance.read_text())["recipe"]) if args.recipe is None
+              else named_recipe(args.recipe, args.seed))
+    folders = [f for f in sorted((args.profile / CHECKPOINTS / "base").glob("step_*"))
+               if (f / FIT_STEP).is_file() and int(f.name.removeprefix("step_")) % args.every == 0]
+    if not folders:
+        parser.error(f"no base checkpoints at multiples of {args.every} under {args.profile}")
+    oracle = AttributeOracle.from_pretrained(args.profile / "oracle").eval()
+    tokenizer = CLIPTokenizer.from_pretrained(args.profile / "clip")
+    job = role_job("base", recipe, args.profile)
+    unet, encoder = job.modules["unet"].eval(), job.modules["text_encoder"].eval()
     prompts, truth = base_prompts(recipe)
+    args.out.mkdir(parents=True, exist_ok=True)
     curve: list[dict] = []
     result = {"settings": vars(args) | {"out": str(args.out), "profile": str(args.profile)},
               "recipe": recipe.__dict__, "machine": machine(), "bars": BARS, "curve": curve}
-
-    def checkpoint(step: int, unet, encoder) -> None:
-        hits, images = sample_accuracy(sd_pipeline(unet, encoder, tokenizer), models["oracle"], prompts, truth,
+    for folder in folders:
+        step = ema_weights(job, folder)
+        hits, images = sample_accuracy(sd_pipeline(unet, encoder, tokenizer), oracle, prompts, truth,
                                        args.sample_steps, args.guidance, recipe.seed)
-        curve.append({"step": step, "wall_s": time.perf_counter() - start, "accuracy": hits,
-                      "bars_met": {key: hits[key] >= bar for key, bar in BARS.items()}})
+        curve.append({"step": step, "accuracy": hits, "bars_met": {key: hits[key] >= bar for key, bar in BARS.items()}})
         save_image((images[:32] + 1) / 2, args.out / f"samples_{step:06d}.png", nrow=8)
-        (args.out / "base_curve.json").write_text(json.dumps(result, indent=2, default=str))
-        plot(curve, args.out / "base_curve.png")
         print(f"step {step}: " + " ".join(f"{k} {hits[k]:.2f}" for k in BARS), flush=True)
-
-    rows = range(len(data))
-    *_, base_s = train_base(data.pixels, [caption(data.identity(i), data.scenes[i]) for i in rows],
-                            [class_prompt(data.identity(i), data.scenes[i]) for i in rows],
-                            text_encoder_from_clip(models["clip"]), tokenizer, args.steps, recipe.base_batch,
-                            recipe.seed, checkpoint, args.every)
-    result["base_train_s"] = base_s
     (args.out / "base_curve.json").write_text(json.dumps(result, indent=2, default=str))
-    print(f"base {base_s:.0f}s of training; curve in {args.out}")
+    plot(curve, args.out / "base_curve.png")
+    print(f"curve of {len(curve)} checkpoints in {args.out}")
     return 0
 
 

@@ -55,6 +55,7 @@ def measure_profile(out: Path, r: Recipe) -> dict:
             "captioner_agreement": captioner_agreement(out / "captioner", fresh, images),
             "segmentation_iou": segmentation_iou(out / "segmentation", fresh),
             "same_object_top1": same_object_top1(out, r),
+            "near_duplicates_and_groups": duplicate_and_group_quality(out, r),
             "base_text_only": base_accuracy(out, oracle, r),
             "bars": BARS}
 
@@ -107,6 +108,7 @@ def segmentation_iou(folder: Path, data: Renders) -> float:
     return float((predicted & truth).sum() / (predicted | truth).sum().clamp(min=1))
 
 
+@torch.no_grad()
 def same_object_top1(out: Path, r: Recipe, objects: int = 200) -> dict[str, float]:
     """Two fresh views of each of `objects` unseen identities: how often a view's nearest
     neighbour (cosine) among all other views is the other view of its object, with the `dino`
@@ -123,6 +125,43 @@ def same_object_top1(out: Path, r: Recipe, objects: int = 200) -> dict[str, floa
     images = to_images(data.pixels)
     return {"dino": _top1_same(scorer.dino_images(images), data.subject),
             "clip": _top1_same(scorer.clip_images(images), data.subject)}
+
+
+@torch.no_grad()
+def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = 100, scenes: int = 3) -> dict:
+    """The embed stage's near-duplicate pairs and identity groups, with its default thresholds,
+    on CLIP embeddings of `objects` unseen identities x `scenes` scenes x 2 renders of each
+    scene (another jitter): a true near-duplicate is the same object in the same scene."""
+    from dataclasses import replace
+
+    from tamer.config import EmbedSettings
+    from tamer.synth import render
+    from tamer.synth_world import bench_scene, to_tensor
+    from tasks.pairs import grouping_quality, near_duplicate_pairs, propose_groups
+
+    rng = np.random.default_rng([r.seed + FRESH_SEED, 0xD0])
+    pixels, owner, where = [], [], []
+    for k, subject in enumerate(random_subjects(objects, r.seed + FRESH_SEED + 2)):
+        for s in range(scenes):
+            scene = bench_scene(rng)
+            for _ in range(2):
+                image, _ = render(subject.identity, replace(scene, variation=int(rng.integers(2**31))), r.size)
+                pixels.append(to_tensor(image))
+                owner.append(k)
+                where.append((k, s))
+    clip = CLIPModel.from_pretrained(out / "clip", use_safetensors=True).eval()
+    processor = CLIPProcessor.from_pretrained(out / "clip")
+    inputs = processor_pixels(torch.stack(pixels), processor.image_processor)
+    vectors = torch.nn.functional.normalize(clip.get_image_features(pixel_values=inputs), dim=-1).numpy()
+    settings = EmbedSettings()
+    pairs = near_duplicate_pairs(vectors, settings.near_duplicate_threshold)
+    true_found = sum(where[i] == where[j] for i, j, _ in pairs)
+    groups = propose_groups(vectors, settings.group_threshold, settings.group_neighbors, settings.group_min_size)
+    grouping = grouping_quality(list(groups), owner)
+    return {"near_duplicate_pairs": len(pairs), "near_duplicate_precision": true_found / len(pairs) if pairs else None,
+            "near_duplicate_recall": true_found / (objects * scenes),
+            "group_purity": grouping["purity"], "group_recall": grouping["recall"],
+            "grouped_fraction": grouping["grouped_fraction"]}
 
 
 def _top1_same(features: torch.Tensor, owner: torch.Tensor) -> float:
