@@ -59,17 +59,28 @@ class Recipe:
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 8000
+    base_steps: int = 5000
     base_batch: int = 16
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
     # their own dtype. float16 halves the folder (two 49408-token embeddings are most of it).
     export_dtype: str = "float16"
 
-    def fingerprint(self) -> str:
-        """What decides the trained weights besides the code: the recipe and the synth format."""
-        blob = json.dumps({"recipe": asdict(self), "synth_format": FORMAT_VERSION}, sort_keys=True)
+    def fingerprint(self, role: str | None = None) -> str:
+        """What decides the trained weights besides the code: the recipe (or, for one role, the
+        fields that role reads, so a new base budget keeps the finished oracle) and the synth
+        format. `checkpoint_every` never counts: a resumed run reaches the same weights."""
+        fields = {k: v for k, v in asdict(self).items() if k != "checkpoint_every"}
+        if role is not None:
+            fields = {k: v for k, v in fields.items() if k in _SHARED_FIELDS or k.startswith(_ROLE_FIELDS[role])}
+        blob = json.dumps({"recipe": fields, "synth_format": FORMAT_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"}
+# The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
+_ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
+                "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
 
 
 FULL = Recipe()

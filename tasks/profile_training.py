@@ -4,8 +4,9 @@ from the newest complete one (a worker restarted by `FailureConfig`, or the whol
 again after a kill), then the role's Hugging Face folders, the profile YAML and `provenance.json`.
 
 A role is done when its `<out>/_checkpoints/<role>/done.json` exists (written after its folders),
-so a re-run skips it; the recipe fingerprint in that file must match, or the run refuses to mix
-weights of two recipes in one profile.
+so a re-run skips it; the fingerprint of the recipe fields that role reads must match, or the run
+refuses to mix weights of two recipes in one profile (a changed base budget retrains the base
+only).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def role_done(out: Path, role: str, r: Recipe) -> dict | None:
     if not marker.is_file():
         return None
     record = json.loads(marker.read_text())
-    if record["recipe_fingerprint"] != r.fingerprint():
+    if record["recipe_fingerprint"] != r.fingerprint(role):
         raise RecipeMismatch(f"{out} holds a {role} trained with another recipe "
-                             f"({record['recipe_fingerprint']} != {r.fingerprint()}); use a new --out")
+                             f"({record['recipe_fingerprint']} != {r.fingerprint(role)}); use a new --out")
     return record
 
 
@@ -83,7 +84,7 @@ def role_loop(loop: dict) -> None:
                   on_checkpoint=reported)
     profile_roles.export_role(role, job, r, out)
     record = {"role": role, "steps": job.steps, "resumed_from": _step_of(resume), "train_s": seconds,
-              "wall_s": time.perf_counter() - started, "recipe_fingerprint": r.fingerprint(),
+              "wall_s": time.perf_counter() - started, "recipe_fingerprint": r.fingerprint(role),
               "folders": list(ROLE_FOLDERS[role])}
     (root / DONE).write_text(json.dumps(record, indent=2))
 

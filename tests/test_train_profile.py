@@ -93,3 +93,18 @@ def test_evaluation_with_the_trained_profile_reads_synth_subjects_with_its_oracl
     assert all(row["prompt_acc"] is None for row in rows)  # real images do not follow the prompt
     html = open(write_report(ShardStore(config.root), eval_run_id, config.eval)).read()
     assert "identity acc" in html
+
+
+def test_a_role_fingerprint_covers_only_what_that_role_reads():
+    """A new base budget keeps the finished oracle and CLIP; a new CLIP retrains the base that
+    starts from it; the seed changes every role; checkpoint spacing changes none."""
+    from dataclasses import replace
+
+    r = recipe("smoke")
+    longer_base = replace(r, base_steps=r.base_steps * 2)
+    assert longer_base.fingerprint("oracle") == r.fingerprint("oracle")
+    assert longer_base.fingerprint("clip") == r.fingerprint("clip")
+    assert longer_base.fingerprint("base") != r.fingerprint("base")
+    assert replace(r, clip_steps=r.clip_steps + 1).fingerprint("base") != r.fingerprint("base")
+    assert all(replace(r, seed=1).fingerprint(role) != r.fingerprint(role) for role in ROLE_ORDER)
+    assert replace(r, checkpoint_every=1).fingerprint() == r.fingerprint()
