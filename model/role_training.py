@@ -129,7 +129,7 @@ def identity_vit_job(config: ViTConfig, image_processor, pixels: torch.Tensor, l
     from a web-scale corpus, this world has the labels. The linear heads are checkpointed (so a
     resume is exact) but not exported: the role is the bare `ViTModel`."""
     torch.manual_seed(seed)
-    model = ViTModel(config, add_pooling_layer=False).train()
+    model = ViTModel(config).train()  # the pooler stays untrained: exported whole, it loads without warnings
     heads = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, n) for n in classes)
     inputs = processor_pixels(pixels, image_processor)
 

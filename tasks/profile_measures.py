@@ -120,7 +120,7 @@ def same_object_top1(out: Path, r: Recipe, objects: int = 200) -> dict[str, floa
 
     data = render_views(random_subjects(objects, r.seed + FRESH_SEED + 1), 2, r.size, r.seed + FRESH_SEED + 1)
     scorer = Scorer(CLIPModel.from_pretrained(out / "clip", use_safetensors=True), CLIPProcessor.from_pretrained(out / "clip"),
-                    ViTModel.from_pretrained(out / "dino", use_safetensors=True, add_pooling_layer=False),
+                    ViTModel.from_pretrained(out / "dino", use_safetensors=True),
                     ViTImageProcessor.from_pretrained(out / "dino"))
     images = to_images(data.pixels)
     return {"dino": _top1_same(scorer.dino_images(images), data.subject),
