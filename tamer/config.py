@@ -193,6 +193,8 @@ def _section(value: dict[str, Any], info) -> dict[str, Any]:
 
 
 # One `eval.<method>` section per registered method, generated: adding a method adds its section.
+# Config stays a leaf: the registry it reads is the methods' settings models (tamer/model_config.py
+# says why), not their classes in tasks/methods, which check on import that both agree.
 # Sections keep only the keys set, so a recipe's changed default does not change old configs' hash.
 EvalSettings = create_model(
     "EvalSettings", __base__=_EvalProtocol, __module__=__name__,
