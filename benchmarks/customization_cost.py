@@ -26,7 +26,7 @@ from model.dreambooth_lora import DreamBoothLoraConfig
 from model.profiles import load_profile
 from model.tamer_model import TamerModel, TamerModelConfig
 from model.textual_inversion import TextualInversionConfig
-from tasks.eval_methods import DreamBoothLora, Ours, Sampling, TextualInversion
+from tasks.methods import Context, DreamBoothLora, Ours, Sampling, TextualInversion
 from tasks.eval_subjects import Subject, load_subjects
 from storage.shards import ShardStore
 
@@ -77,7 +77,7 @@ def main() -> None:
         TamerModel.from_profile(profile, TamerModelConfig()).save_pretrained(pipeline)
     sampling = Sampling(50, 7.5, 3.0, "ddim")
 
-    ours = Ours(pipeline, sampling, work, profile.device)
+    ours = Ours(Context(profile, sampling, work, pipeline), Ours.settings())
     bytes_stored: dict[str, int] = {}
 
     def ours_seconds() -> float:
@@ -94,9 +94,9 @@ def main() -> None:
     seconds = interleaved({
         "ours": ours_seconds,
         "textual_inversion": baseline("textual_inversion", lambda c: TextualInversion(
-            profile, sampling, work, c), TextualInversionConfig),
+            Context(profile, sampling, work), c), TextualInversionConfig),
         "dreambooth_lora": baseline("dreambooth_lora", lambda c: DreamBoothLora(
-            profile, sampling, work, c), DreamBoothLoraConfig)}, repeats=args.repeats)
+            Context(profile, sampling, work), c), DreamBoothLoraConfig)}, repeats=args.repeats)
     ti_ratio = paired(seconds["textual_inversion"], seconds["ours"])
     lora_ratio = paired(seconds["dreambooth_lora"], seconds["ours"])
     how = f", baselines extrapolated from {args.measure_steps} steps" if args.measure_steps else ""

@@ -10,7 +10,7 @@ DIR holds diffusers' `examples/textual_inversion/textual_inversion.py` and
 in this repository); without `--peer-script` only the project side runs. Contenders, each a fresh
 process (OMP_NUM_THREADS=1, offline) writing into a fresh folder, rounds interleaved after a
 warm-up round:
-- project: what `tamer eval` runs per subject (`tasks.eval_methods.TextualInversion` or
+- project: what `tamer eval` runs per subject (`tasks.methods.TextualInversion` or
   `DreamBoothLora`: load the profile's base pipeline, train, save in diffusers' format, load the
   result back into the pipeline);
 - peer: the diffusers script with the flags it needs to run offline on the same inputs
@@ -57,15 +57,15 @@ import json, sys
 from pathlib import Path
 from model.profiles import load_profile
 from storage.shards import ShardStore
-from tasks.eval_methods import (DreamBoothLora, DreamBoothLoraConfig, Sampling,
-                                TextualInversion, TextualInversionConfig)
+from tamer.model_config import DreamBoothLoraConfig, TextualInversionConfig
+from tasks.methods import Context, DreamBoothLora, Sampling, TextualInversion
 from tasks.eval_subjects import load_subjects
 
 method, data, work, settings = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
 cls, config = {"ti": (TextualInversion, TextualInversionConfig),
                "lora": (DreamBoothLora, DreamBoothLoraConfig)}[method]
 subject = load_subjects(data, ShardStore(str(work / "root")), None, 1, 1).subjects[0]
-baseline = cls(load_profile("tiny"), Sampling(50, 7.5, 3.0, "ddim"), work, config(**settings))
+baseline = cls(Context(load_profile("tiny"), Sampling(50, 7.5, 3.0, "ddim"), work), config(**settings))
 state = baseline.prepare(subject)
 print(json.dumps({"phrase": state.phrase, "bytes": state.bytes_stored}))
 """

@@ -138,13 +138,13 @@ def baselines_section(profile: Path, subject, work: Path, args) -> dict:
     from benchmarks.customization_cost import baseline_cost
     from model.profiles import load_profile
     from tamer.model_config import DreamBoothLoraConfig, TextualInversionConfig
-    from tasks.eval_methods import DreamBoothLora, Sampling, TextualInversion
+    from tasks.methods import Context, DreamBoothLora, Sampling, TextualInversion
 
     loaded = load_profile(str(profile))
     sampling = Sampling(args.sample_steps, 7.5, 3.0, "ddim")
 
     def steps_per_s(method, config_cls) -> Callable[[], float]:
-        make = lambda c: method(loaded, sampling, work, c)  # noqa: E731
+        make = lambda c: method(Context(loaded, sampling, work), c)  # noqa: E731
         return lambda: 1 / baseline_cost(make, config_cls, subject, args.steps)["seconds_per_step"]
 
     per_s = interleaved({"textual_inversion": steps_per_s(TextualInversion, TextualInversionConfig),

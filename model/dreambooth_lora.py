@@ -1,9 +1,9 @@
 """DreamBooth with LoRA (Ruiz et al. 2023; Hu et al. 2021), the per-subject fine-tuning baseline:
-low-rank adapters on the UNet's attention projections, trained on "a photo of sks <class>".
+low-rank adapters on the UNet's attention projections, trained with the DreamBooth recipe
+(model/dreambooth.py) on "a photo of sks <class>".
 
 The recipe is diffusers' `train_dreambooth_lora.py`: rank 4 on to_q/to_k/to_v/to_out.0, lr 1e-4,
-500 steps, batch 1; prior preservation (class images sampled from the base model, their loss
-added with a weight) is optional, as there. Weights are saved with
+500 steps, batch 1. Weights are saved with
 `StableDiffusionPipeline.save_lora_weights` (`pytorch_lora_weights.safetensors`), which
 `load_lora_weights` loads.
 """
@@ -19,30 +19,17 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
-from model.finetune import denoising_loss, sample_latents, subject_posteriors, token_ids
+from model.dreambooth import fit_dreambooth, subject_phrase
 from tamer.model_config import DreamBoothLoraConfig
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 
 
-def subject_phrase(config: DreamBoothLoraConfig, class_noun: str) -> str:
-    return f"{config.identifier} {class_noun}"
-
-
 def train_dreambooth_lora(pipe, images: Sequence[Image.Image], class_noun: str,
                           config: DreamBoothLoraConfig, adapter_name: str) -> dict[str, torch.Tensor]:
     """Train a LoRA adapter named `adapter_name` on `pipe.unet` (a base StableDiffusionPipeline);
     returns its weights in diffusers' format. The adapter stays on the UNet: `delete_adapters`."""
-    generator = torch.Generator().manual_seed(config.seed)
-    posteriors = subject_posteriors(pipe, images, config.flip)
-    prompts = [config.instance_prompt.format(subject_phrase(config, class_noun))]
-    if config.prior_preservation:  # class images come from the base model, before any LoRA
-        class_posteriors = subject_posteriors(pipe, _class_images(pipe, class_noun, config), config.flip)
-        prompts.append(config.class_prompt.format(class_noun))
-    with torch.no_grad():
-        text_states = pipe.text_encoder(token_ids(pipe.tokenizer, prompts).to(pipe.text_encoder.device))[0]
-
     pipe.unet.requires_grad_(False)
     pipe.vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
@@ -51,24 +38,7 @@ def train_dreambooth_lora(pipe, images: Sequence[Image.Image], class_noun: str,
         pipe.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",
                                          target_modules=TARGET_MODULES), adapter_name=adapter_name)
     pipe.unet.set_adapters(adapter_name)
-    params = [p for p in pipe.unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
-    pipe.unet.train()
-    b = config.batch_size
-    for _ in range(config.steps):
-        rows = torch.randint(0, len(posteriors), (b,), generator=generator)
-        latents = sample_latents(pipe, posteriors, rows, generator)
-        loss = denoising_loss(pipe.unet, pipe.scheduler, latents, text_states[:1].expand(b, -1, -1), generator)
-        if config.prior_preservation:
-            rows = torch.randint(0, len(class_posteriors), (b,), generator=generator)
-            latents = sample_latents(pipe, class_posteriors, rows, generator)
-            prior = denoising_loss(pipe.unet, pipe.scheduler, latents, text_states[1:].expand(b, -1, -1), generator)
-            loss = loss + config.prior_loss_weight * prior
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    pipe.unet.eval()
-    pipe.unet.requires_grad_(False)
+    fit_dreambooth(pipe, images, class_noun, config, [p for p in pipe.unet.parameters() if p.requires_grad])
     return convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name))
 
 
@@ -83,10 +53,3 @@ def load_lora(pipe, path: Path, adapter: str) -> None:
     without `weight_name` offline, and the name keeps it from picking a pickle beside it."""
     pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
 
-
-@torch.no_grad()
-def _class_images(pipe, class_noun: str, config: DreamBoothLoraConfig) -> list[Image.Image]:
-    generator = torch.Generator().manual_seed(config.seed)
-    prompt = config.class_prompt.format(class_noun)
-    return pipe([prompt] * config.class_images, num_inference_steps=config.class_inference_steps,
-                generator=generator).images

@@ -253,7 +253,7 @@ RETRAIN_DECISIONS = pa.schema(
 EVAL_RESULTS = pa.schema(
     [
         pa.field("eval_run_id", pa.string(), nullable=False),
-        pa.field("method", pa.string(), nullable=False),  # ours | textual_inversion | ...
+        pa.field("method", pa.string(), nullable=False),  # a registered method: tasks/methods (ours, textual_inversion, ...)
         pa.field("subject", pa.string(), nullable=False),
         pa.field("class_name", pa.string(), nullable=False),
         pa.field("prompt_index", pa.int32(), nullable=False),

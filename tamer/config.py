@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from tamer.model_config import DreamBoothLoraConfig, TamerModelConfig, TextualInversionConfig
+from tamer.model_config import METHOD_SETTINGS, MethodSettings, TamerModelConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -145,19 +145,22 @@ class RetrainSettings(Strict):
                             description="requests inside this window are deferred to its end: one retrain per burst")
 
 
-EVAL_METHODS = ("ours", "textual_inversion", "dreambooth_lora", "real")
-METHOD_ALIASES = {"ti": "textual_inversion", "lora": "dreambooth_lora"}
+EVAL_METHODS = tuple(METHOD_SETTINGS)  # every registered method, the default of eval.methods
+METHOD_ALIASES = {m.alias: name for name, m in METHOD_SETTINGS.items() if m.alias}
 
 
-class EvalSettings(Strict):
+def methods_help() -> str:
+    return ", ".join(f"{name} ({m.alias})" if m.alias else name for name, m in METHOD_SETTINGS.items())
+
+
+class _EvalProtocol(Strict):
     """The DreamBench-style evaluation (tasks/evaluate.py); None limits mean "all"."""
 
     data: str | None = Field(None, description="DreamBench-layout or synth folder; None = the "
                              "dataset's held-out subjects")
     pipeline: str | None = Field(None, description="TamerPipeline directory used when no "
                                  "training run is given or completed")
-    methods: list[str] = Field(list(EVAL_METHODS), min_length=1,
-                               description=f"of {EVAL_METHODS} (aliases ti, lora)")
+    methods: list[str] = Field(list(EVAL_METHODS), min_length=1, description=f"of {methods_help()}")
     subjects: int | None = Field(None, ge=1, description="first N subjects by name")
     prompts: int | None = Field(None, ge=1, description="first N prompts per subject (of 25)")
     seeds: int = Field(4, ge=1, description="images per prompt, one seed each (literature: 4)")
@@ -169,10 +172,6 @@ class EvalSettings(Strict):
     # schedule is the training one.
     scheduler: str = Field("ddim", pattern="^(ddim|default)$")
     bootstrap: int = Field(1000, ge=10, description="resamples of subjects for 95% intervals")
-    textual_inversion: dict[str, Any] = Field(default_factory=dict,
-                                              description="TextualInversionConfig fields")
-    dreambooth_lora: dict[str, Any] = Field(default_factory=dict,
-                                            description="DreamBoothLoraConfig fields")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -181,15 +180,27 @@ class EvalSettings(Strict):
         names = [METHOD_ALIASES.get(name.strip(), name.strip()) for name in names]
         unknown = sorted(set(names) - set(EVAL_METHODS))
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; known: {EVAL_METHODS} (aliases ti, lora)")
+            raise ValueError(f"unknown methods {unknown}; known: {methods_help()}")
         return list(dict.fromkeys(names))
 
-    @field_validator("textual_inversion", "dreambooth_lora")
-    @classmethod
-    def _recipe_fields(cls, value: dict[str, Any], info) -> dict[str, Any]:
-        recipe = {"textual_inversion": TextualInversionConfig,
-                  "dreambooth_lora": DreamBoothLoraConfig}[info.field_name]
-        return recipe.model_validate(value).model_dump(exclude_unset=True)
+    def method_settings(self, name: str) -> MethodSettings:
+        """The resolved settings of method `name` (its section over the model's defaults)."""
+        return METHOD_SETTINGS[name].model_validate(getattr(self, name))
+
+
+def _section(value: dict[str, Any], info) -> dict[str, Any]:
+    return METHOD_SETTINGS[info.field_name].model_validate(value).model_dump(exclude_unset=True)
+
+
+# One `eval.<method>` section per registered method, generated: adding a method adds its section.
+# Config stays a leaf: the registry it reads is the methods' settings models (tamer/model_config.py
+# says why), not their classes in tasks/methods, which check on import that both agree.
+# Sections keep only the keys set, so a recipe's changed default does not change old configs' hash.
+EvalSettings = create_model(
+    "EvalSettings", __base__=_EvalProtocol, __module__=__name__,
+    __validators__={"_sections": field_validator(*METHOD_SETTINGS)(_section)},
+    **{name: (dict[str, Any], Field(default_factory=dict, description=f"{m.__name__} fields"))
+       for name, m in METHOD_SETTINGS.items()})
 
 
 class TamerConfig(Strict):

@@ -1,13 +1,21 @@
-"""The model's and the baselines' knobs as plain pydantic models: no torch, so configuration
-can validate them (and `tamer sql` can start) without importing the model stack.
+"""The model's and the evaluation methods' knobs as plain pydantic models: no torch, so
+configuration can validate them (and `tamer sql` can start) without importing the model stack.
 
-model/ builds from these; tamer/config.py checks `train.model`, `eval.textual_inversion` and
-`eval.dreambooth_lora` against them.
+model/ builds from these; tamer/config.py checks `train.model` against `TamerModelConfig`, and
+`eval.methods` and every `eval.<method>` section against `METHOD_SETTINGS`.
+
+Why an evaluation method's name and knobs live here and not on its class in tasks/methods/:
+configuration is a leaf (it imports neither tasks/ nor torch), yet an unknown method or knob must
+fail when the configuration loads, before any work starts. So each method's settings model names
+its method (`method`, and an optional short `alias` that `--methods` and the CLI's `--<alias>-steps`
+flag use) and registers itself by being defined; the method's class (tasks/methods/) points at
+it and carries everything else (label, colour, cost, behaviour). tasks/methods checks on import
+that the two registries name the same methods.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,10 +62,37 @@ TEMPLATES = (
 )
 
 
-class TextualInversionConfig(BaseModel):
-    """The recipe's knobs; defaults are the diffusers example's documented run."""
+class MethodSettings(BaseModel):
+    """An evaluation method's knobs; a subclass with a `method` name registers in METHOD_SETTINGS."""
 
     model_config = ConfigDict(extra="forbid")
+
+    method: ClassVar[str]
+    alias: ClassVar[str | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "method" not in cls.__dict__:  # a shared recipe base (DreamBoothRecipe), not a method
+            return
+        if cls.method in METHOD_SETTINGS or cls.alias in {m.alias for m in METHOD_SETTINGS.values()} - {None}:
+            raise ValueError(f"evaluation method {cls.method!r} (alias {cls.alias!r}) is defined twice")
+        METHOD_SETTINGS[cls.method] = cls
+
+
+METHOD_SETTINGS: dict[str, type[MethodSettings]] = {}  # name -> settings, in definition order
+
+
+class OursConfig(MethodSettings):
+    """No knobs: the trained TamerPipeline and the shared sampling settings are the whole method."""
+
+    method = "ours"
+
+
+class TextualInversionConfig(MethodSettings):
+    """The recipe's knobs; defaults are the diffusers example's documented run."""
+
+    method, alias = "textual_inversion", "ti"
 
     steps: int = Field(3000, ge=1)
     # The example's 5e-4 is scaled by batch x accumulation (--scale_lr); 4 images per step here.
@@ -70,14 +105,11 @@ class TextualInversionConfig(BaseModel):
     seed: int = 0
 
 
-class DreamBoothLoraConfig(BaseModel):
-    """The recipe's knobs; defaults are the diffusers example's documented run."""
-
-    model_config = ConfigDict(extra="forbid")
+class DreamBoothRecipe(MethodSettings):
+    """What DreamBooth with LoRA and full DreamBooth share: diffusers' `train_dreambooth*.py`."""
 
     steps: int = Field(500, ge=1)
     lr: float = Field(1e-4, gt=0.0)
-    rank: int = Field(4, ge=1)
     batch_size: int = Field(1, ge=1)
     identifier: str = Field("sks", description="the rare token that names the subject")
     instance_prompt: str = Field("a photo of {}", description="{} = '<identifier> <class>'")
@@ -88,3 +120,27 @@ class DreamBoothLoraConfig(BaseModel):
     class_inference_steps: int = Field(25, ge=1)
     flip: bool = False  # the example does not flip
     seed: int = 0
+
+
+class DreamBoothLoraConfig(DreamBoothRecipe):
+    """`train_dreambooth_lora.py`'s documented run: rank 4, lr 1e-4, 500 steps."""
+
+    method, alias = "dreambooth_lora", "lora"
+
+    rank: int = Field(4, ge=1)
+
+
+class DreamBoothConfig(DreamBoothRecipe):
+    """`train_dreambooth.py`'s documented run without prior preservation: the whole UNet at
+    lr 5e-6 for 400 steps (text encoder frozen, its default)."""
+
+    method, alias = "dreambooth", "db"
+
+    steps: int = Field(400, ge=1)
+    lr: float = Field(5e-6, gt=0.0)
+
+
+class RealImagesConfig(MethodSettings):
+    """No knobs: the subject's own images, the metrics' ceiling."""
+
+    method = "real"

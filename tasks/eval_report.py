@@ -20,20 +20,15 @@ matplotlib.use("Agg")  # headless: flows run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.dreambooth_lora import DreamBoothLoraConfig  # noqa: E402
-from model.textual_inversion import TextualInversionConfig  # noqa: E402
 from storage.shards import ShardStore  # noqa: E402
 from tamer.config import EvalSettings  # noqa: E402
 from tasks.evaluate import REFERENCE, read_results, report_dir  # noqa: E402
+from tasks.methods import METHODS  # noqa: E402
 
 METRICS = ("dino", "clip_i", "clip_t")
 ORACLE_METRICS = ("identity_acc", "prompt_acc")  # synth subjects with a profile oracle only
 LABELS = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "identity_acc": "identity acc",
-          "prompt_acc": "prompt acc", "ours": "ours (zero-shot)",
-          "textual_inversion": "Textual Inversion", "dreambooth_lora": "DreamBooth-LoRA",
-          "real": "real images (ceiling)"}
-COLORS = {"ours": "tab:red", "textual_inversion": "tab:blue", "dreambooth_lora": "tab:green",
-          "real": "black"}
+          "prompt_acc": "prompt acc"}
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 GRID_COLUMNS = 8  # generated images shown per subject and method
 
@@ -46,6 +41,15 @@ def bootstrap_interval(values: np.ndarray, resamples: int, seed: int = 0) -> tup
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
+
+
+def display(method: str) -> dict[str, str]:
+    """A method's label, colour and what it stores, from the registry; a method since removed
+    from it shows under its name."""
+    known = METHODS.get(method)
+    if known is None:
+        return {"label": method, "color": "gray", "stores": "?"}
+    return {"label": known.label, "color": known.color, "stores": known.stores}
 
 
 def measured(rows: list[dict]) -> tuple[str, ...]:
@@ -61,7 +65,7 @@ def summarize(rows: list[dict], resamples: int) -> list[dict]:
         by_method[row["method"]].append(row)
     summary = []
     for method, group in by_method.items():
-        entry = {"method": method, "label": LABELS.get(method, method), "images": len(group),
+        entry = {"method": method, **display(method), "images": len(group),
                  "subjects": len({row["subject"] for row in group})}
         for metric in measured(rows):
             per_subject = _per_subject_means(group, metric)
@@ -74,7 +78,7 @@ def summarize(rows: list[dict], resamples: int) -> list[dict]:
         entry["bytes"] = float(np.mean(list(stored.values()))) if stored else None
         entry["generate_s"] = float(np.mean(generate)) if generate else None
         summary.append(entry)
-    order = list(LABELS)
+    order = list(METHODS)
     return sorted(summary, key=lambda e: order.index(e["method"]) if e["method"] in order else len(order))
 
 
@@ -92,7 +96,7 @@ def plot_fidelity_alignment(summary: list[dict]) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, metric in zip(axes, ("dino", "clip_i")):
         for entry in summary:
-            color = COLORS.get(entry["method"], "gray")
+            color = entry["color"]
             if entry[metric] is None:
                 continue
             if entry["clip_t"] is None:  # real images: a ceiling, not a point
@@ -128,7 +132,7 @@ def plot_cost(summary: list[dict]) -> bytes:
     for ax, key, unit in ((axes[0], "prepare_s", "s"), (axes[1], "bytes", "B")):
         labels = [e["label"] for e in entries]
         values = [max(e[key], 1e-6) for e in entries]
-        ax.barh(labels, values, color=[COLORS.get(e["method"], "gray") for e in entries])
+        ax.barh(labels, values, color=[e["color"] for e in entries])
         ax.set_xscale("log")
         ax.invert_yaxis()
         for y, value in enumerate(values):
@@ -177,7 +181,7 @@ def grids(rows: list[dict], store: ShardStore, out: str) -> list[dict]:
         names = sorted(store.fs.ls(folder, detail=False)) if store.fs.exists(folder) else []
         entry["references"] = [f"images/{REFERENCE}/{entry['name']}/{n.rsplit('/', 1)[-1]}" for n in names]
         entry["columns"] = entry["columns"][:GRID_COLUMNS]
-        entry["methods"] = [(LABELS.get(m, m), paths) for m, paths in entry["methods"].items()]
+        entry["methods"] = [(display(m)["label"], paths) for m, paths in entry["methods"].items()]
     return list(subjects.values())
 
 
@@ -188,8 +192,8 @@ def protocol(rows: list[dict], settings: EvalSettings) -> dict:
             "steps": settings.steps, "scheduler": settings.scheduler,
             "guidance_scale": settings.guidance_scale,
             "object_guidance_scale": settings.object_guidance_scale,
-            "ti_steps": TextualInversionConfig(**settings.textual_inversion).steps,
-            "lora_steps": DreamBoothLoraConfig(**settings.dreambooth_lora).steps}
+            "recipe_steps": {METHODS[name].label: settings.method_settings(name).steps
+                             for name in settings.methods if hasattr(settings.method_settings(name), "steps")}}
 
 
 def write_report(store: ShardStore, eval_run_id: str, settings: EvalSettings) -> str:

@@ -23,14 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from model.dreambooth_lora import DreamBoothLoraConfig
 from model.metrics import OracleReader, Scorer
-from model.profiles import device, load_profile
-from model.textual_inversion import TextualInversionConfig
+from model.profiles import load_profile
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, config_hash
-from tasks.eval_methods import DreamBoothLora, Method, Ours, RealImages, Sampling, TextualInversion, fill
 from tasks.eval_subjects import Subject, load_subjects
+from tasks.methods import METHODS, Context, EvalMethod, Sampling, fill
 from tasks.runs import COMPLETED, code_version, get_run, list_runs
 
 REPORTS = "reports"
@@ -62,25 +60,12 @@ def resolve_model(store: ShardStore, run_id: str | None, pipeline: str | None) -
     return {"run_id": None, "pipeline_uri": None, "run": None}
 
 
-def build_methods(config: TamerConfig, pipeline_uri: str | None, work_dir: Path) -> list[Method]:
-    s, profile = config.eval, load_profile(config.profile)
-    sampling = Sampling(s.steps, s.guidance_scale, s.object_guidance_scale, s.scheduler)
-    makers: dict[str, Callable[[], Method]] = {
-        "ours": lambda: Ours(_require(pipeline_uri), sampling, work_dir, str(device(profile))),
-        "textual_inversion": lambda: TextualInversion(
-            profile, sampling, work_dir, TextualInversionConfig(**s.textual_inversion)),
-        "dreambooth_lora": lambda: DreamBoothLora(
-            profile, sampling, work_dir, DreamBoothLoraConfig(**s.dreambooth_lora)),
-        "real": RealImages,
-    }
-    return [makers[name]() for name in s.methods]
-
-
-def _require(pipeline_uri: str | None) -> str:
-    if not pipeline_uri:
-        raise ValueError("method 'ours' needs a TamerPipeline: no completed training run with an "
-                         "exported pipeline; pass a pipeline directory (eval.pipeline / --pipeline)")
-    return pipeline_uri
+def build_methods(config: TamerConfig, pipeline_uri: str | None, work_dir: Path) -> list[EvalMethod]:
+    """The configured methods from the registry, each with its resolved settings."""
+    s = config.eval
+    context = Context(load_profile(config.profile), Sampling(s.steps, s.guidance_scale, s.object_guidance_scale,
+                                                             s.scheduler), work_dir, pipeline_uri)
+    return [METHODS[name](context, s.method_settings(name)) for name in s.methods]
 
 
 def run_evaluation(config: TamerConfig, model: dict, eval_run_id: str,
@@ -120,9 +105,7 @@ def run_evaluation(config: TamerConfig, model: dict, eval_run_id: str,
                         rows.append({**common, **metrics, "method": method.name, "subject": subject.name,
                                      "class_name": subject.class_noun, "prompt_index": index, "prompt": text,
                                      "seed": seed, "image_path": path,
-                                     "prepare_s": prepare_s if state.bytes_stored is not None else None,
-                                     "generate_s": generate_s if state.bytes_stored is not None else None,
-                                     "subject_bytes": state.bytes_stored})
+                                     **method.cost(state, prepare_s, generate_s)})
                         if progress:
                             progress(len(rows), total)
     now = dt.datetime.now(dt.UTC)
@@ -143,7 +126,7 @@ def _oracle_reading(oracle: OracleReader | None, image: Image.Image, subject: Su
 
 @contextlib.contextmanager
 def _work_dir(store: ShardStore, out: str) -> Iterator[Path]:
-    """Per-subject artifacts (learned embeddings, LoRA weights): beside the report for a local
+    """Per-subject artifacts (learned embeddings, LoRA weights, UNets): beside the report for a local
     root; for a remote root in a temporary folder, removed when the evaluation ends."""
     if store.location.is_local:
         yield Path(out, "artifacts")

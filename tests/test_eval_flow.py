@@ -13,7 +13,7 @@ from tamer.config import EVAL_METHODS, load_config
 from tasks.evaluate import new_eval_run_id, read_results, resolve_model, run_evaluation
 
 SMOKE = {"subjects": 2, "prompts": 2, "seeds": 1, "steps": 2, "bootstrap": 50,
-         "textual_inversion": {"steps": 2}, "dreambooth_lora": {"steps": 2}}
+         "textual_inversion": {"steps": 2}, "dreambooth_lora": {"steps": 2}, "dreambooth": {"steps": 2}}
 KEY = ("method", "subject", "prompt_index", "seed")
 
 
@@ -47,8 +47,13 @@ def test_evaluate_flow_smoke(prefect_server, dreambench, pipeline_dir, tmp_path)
         assert row["pipeline_uri"] == pipeline_dir and row["model_run_id"] is None
         assert (Path(summary["report_dir"]) / row["image_path"]).is_file()
 
+    # full DreamBooth stores a whole UNet per subject: far more than the LoRA or the embedding
+    stored = {row["method"]: row["subject_bytes"] for row in rows if row["method"] != "real"}
+    assert stored["dreambooth"] > 10 * max(stored["dreambooth_lora"], stored["textual_inversion"])
+
     report = Path(summary["report"])
     html = report.read_text()
+    assert "DreamBooth (full UNet)" in html and "the whole UNet" in html
     assert report.parent.name == summary["eval_run_id"] and report.parent.parent.name == "reports"
     for name in ("fidelity_alignment.png", "cost.png", *(row["image_path"] for row in rows if row["method"] == "ours")):
         assert name in html and (report.parent / name).is_file()

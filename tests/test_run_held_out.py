@@ -35,6 +35,7 @@ eval:
   bootstrap: 10
   textual_inversion: {steps: 2}
   dreambooth_lora: {steps: 2}
+  dreambooth: {steps: 2}
 """
 
 

@@ -279,9 +279,10 @@ def test_generate_refuses_a_pickled_checkpoint_with_one_line(swapped_unet, tmp_p
 
 def test_eval_pipeline_loader_refuses_a_pickled_pipeline(swapped_unet, tmp_path):
     from model.pipeline import PickleWeightsRefused
-    from tasks.eval_methods import Ours, Sampling
+    from model.profiles import load_profile
+    from tasks.methods import Context, Ours, Sampling
 
     folder, marker = swapped_unet
     with pytest.raises(PickleWeightsRefused):
-        Ours(str(folder), Sampling(1, 1.0, 1.0, "default"), tmp_path, "cpu")
+        Ours(Context(load_profile("tiny"), Sampling(1, 1.0, 1.0, "default"), tmp_path, str(folder)), Ours.settings())
     assert not marker.exists()

@@ -1,0 +1,31 @@
+"""The per-subject optimization methods' common ground: the profile's frozen base pipeline,
+shared by every subject (one subject's weights loaded at a time), sampled like every method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from model.finetune import base_pipeline
+from tamer.model_config import MethodSettings
+from tasks.methods.base import Context, EvalMethod, State, fill, generator, set_scheduler
+
+
+class OnBasePipeline(EvalMethod):
+    def __init__(self, context: Context, config: MethodSettings):
+        super().__init__(context, config)
+        self.pipe = base_pipeline(context.profile)
+        self.train_scheduler = self.pipe.scheduler  # training noises with the profile's schedule
+        set_scheduler(self.pipe, context.sampling)
+        self.loaded: str | None = None
+
+    def generate(self, state: State, prompt: str, seed: int) -> list[Image.Image]:
+        s = self.context.sampling
+        return self.pipe(fill(prompt, state.phrase), num_inference_steps=s.steps,
+                         guidance_scale=s.guidance_scale, generator=generator(seed)).images
+
+    def trainer(self, **swap: Any) -> Any:
+        """A pipeline with the training scheduler (and any swapped components) on shared modules."""
+        return type(self.pipe)(**{**self.pipe.components, "scheduler": self.train_scheduler, **swap},
+                               requires_safety_checker=False)  # tiny/base SD has none

@@ -1,0 +1,30 @@
+"""Textual Inversion: a learned word for the subject on the frozen base, in diffusers' format."""
+
+from __future__ import annotations
+
+import copy
+
+from model.textual_inversion import save_learned_embeds, train_textual_inversion
+from tamer.model_config import TextualInversionConfig
+from tasks.eval_subjects import Subject
+from tasks.methods.base import State
+from tasks.methods.shared_base import OnBasePipeline
+
+
+class TextualInversion(OnBasePipeline):
+    settings, label, color = TextualInversionConfig, "Textual Inversion", "tab:blue"
+    stores = "learned embedding"
+    config: TextualInversionConfig
+
+    def prepare(self, subject: Subject) -> State:
+        token = f"<{subject.name}>"
+        # Train on private copies of the text side, so the shared pipeline stays the base model.
+        trainer = self.trainer(text_encoder=copy.deepcopy(self.pipe.text_encoder),
+                               tokenizer=copy.deepcopy(self.pipe.tokenizer))
+        embeds = train_textual_inversion(trainer, subject.images, token, subject.class_noun, self.config)
+        path = save_learned_embeds(self.folder(subject), token, embeds)
+        if self.loaded:
+            self.pipe.unload_textual_inversion(self.loaded)
+        self.pipe.load_textual_inversion(str(path), token=token)
+        self.loaded = token
+        return State(subject, token, path.stat().st_size)
