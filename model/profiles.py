@@ -168,6 +168,25 @@ def load_profile(name_or_path: str) -> Profile:
     return Profile.model_validate(data)
 
 
+def weights_origin(name_or_path: str) -> str:
+    """Which weights a profile's numbers come from, in one line for reports: random (tiny), the
+    training record of a profile trained here (`provenance.json` beside its UNet folder), or the
+    UNet's id."""
+    try:
+        profile = load_profile(name_or_path)
+    except (OSError, ValueError, ValidationError, yaml.YAMLError):
+        return f"unknown (no profile {name_or_path!r} here)"
+    unet = profile.roles["unet"]
+    if unet.id.startswith(TINY_SCHEME):
+        return "random (tiny://, built offline)"
+    record = Path(unet.id).parent / "provenance.json" if is_local(unet.id) else None
+    if record is not None and record.is_file():
+        p = json.loads(record.read_text())
+        return (f"trained here by `tamer models train-profile`: recipe {p['recipe_fingerprint']}, seed {p['seed']}, "
+                f"code {p['code_commit']}, written {p['written']}")
+    return f"UNet {unet.id}" + (f" ({unet.subfolder})" if unet.subfolder else "")
+
+
 def torch_dtype(profile: Profile) -> torch.dtype:
     """The profile's dtype as torch's object (models load directly in it)."""
     return getattr(torch, profile.dtype)

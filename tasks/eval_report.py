@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # headless: flows run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from model.profiles import weights_origin  # noqa: E402
 from storage.shards import ShardStore  # noqa: E402
 from tamer.config import EvalSettings  # noqa: E402
 from tasks.evaluate import REFERENCE, read_results, report_dir  # noqa: E402
@@ -187,7 +188,7 @@ def grids(rows: list[dict], store: ShardStore, out: str) -> list[dict]:
 
 def protocol(rows: list[dict], settings: EvalSettings) -> dict:
     """The settings a reader needs to interpret the numbers."""
-    return {"subjects": len({row["subject"] for row in rows}),
+    return {"weights": weights_origin(rows[0]["profile"]), "subjects": len({row["subject"] for row in rows}),
             "prompts": len({(row["prompt_index"]) for row in rows}), "seeds": settings.seeds,
             "steps": settings.steps, "scheduler": settings.scheduler,
             "guidance_scale": settings.guidance_scale,

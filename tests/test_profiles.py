@@ -3,6 +3,7 @@ rebuilt on a recipe change, real tokenizers match OpenAI's, and bad profiles fai
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -214,3 +215,18 @@ def test_null_segmentation_and_cpu_fallback(tmp_path):
     if not torch.cuda.is_available():
         with pytest.warns(UserWarning, match="using cpu"):
             assert profiles.device(profile) == torch.device("cpu")
+
+
+def test_reports_name_the_weights_a_profile_loads(tmp_path):
+    """random for tiny, the hub id for sd15, the training record beside a local UNet folder."""
+    assert profiles.weights_origin("tiny").startswith("random")
+    assert profiles.weights_origin("sd15") == "UNet stable-diffusion-v1-5/stable-diffusion-v1-5 (unet)"
+    assert profiles.weights_origin("nosuch").startswith("unknown")
+    (tmp_path / "unet").mkdir()
+    local = dict(yaml.safe_load((profiles.PROFILES_DIR / "tiny.yaml").read_text()))
+    local["roles"] = {**local["roles"], "unet": {"id": "./unet"}}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(local))
+    assert profiles.weights_origin(str(tmp_path / "mine.yaml")) == f"UNet {tmp_path / 'unet'}"
+    (tmp_path / "provenance.json").write_text(json.dumps(
+        {"recipe_fingerprint": "abc", "seed": 3, "code_commit": "c0ffee", "written": "2026-12-01"}))
+    assert "recipe abc, seed 3, code c0ffee" in profiles.weights_origin(str(tmp_path / "mine.yaml"))

@@ -93,6 +93,7 @@ def test_evaluation_with_the_trained_profile_reads_synth_subjects_with_its_oracl
     assert all(row["prompt_acc"] is None for row in rows)  # real images do not follow the prompt
     html = open(write_report(ShardStore(config.root), eval_run_id, config.eval)).read()
     assert "identity acc" in html
+    assert f"recipe {recipe('smoke').fingerprint()}, seed 0" in html  # the banner names the weights
 
 
 def test_a_role_fingerprint_covers_only_what_that_role_reads():
