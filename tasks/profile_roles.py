@@ -50,16 +50,16 @@ class Recipe:
     oracle_width: int = 24
     clip_steps: int = 800
     clip_batch: int = 128
-    captioner_steps: int = 1500
+    captioner_steps: int = 600
     captioner_batch: int = 32
     segmentation_steps: int = 600
     segmentation_batch: int = 32
-    dino_steps: int = 1500
+    dino_steps: int = 1000
     dino_batch: int = 64
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 5000
+    base_steps: int = 4000
     base_batch: int = 16
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in

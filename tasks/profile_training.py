@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import yaml
 from tasks import profile_roles
 from tasks.profile_roles import ROLE_FOLDERS, Recipe
 
-CHECKPOINTS, DONE, PROVENANCE = "_checkpoints", "done.json", "provenance.json"
+CHECKPOINTS, DONE, PROVENANCE, RECIPE = "_checkpoints", "done.json", "provenance.json", "recipe_fingerprint"
 
 
 class RecipeMismatch(RuntimeError):
@@ -74,6 +75,7 @@ def role_loop(loop: dict) -> None:
     torch.set_num_threads(loop["threads"])
     job = profile_roles.role_job(role, r, out)
     root = out / CHECKPOINTS / role
+    _forget_other_recipes(root, r.fingerprint(role))
     resume = newest_checkpoint(root)
     started = time.perf_counter()
 
@@ -87,6 +89,17 @@ def role_loop(loop: dict) -> None:
               "wall_s": time.perf_counter() - started, "recipe_fingerprint": r.fingerprint(role),
               "folders": list(ROLE_FOLDERS[role])}
     (root / DONE).write_text(json.dumps(record, indent=2))
+
+
+def _forget_other_recipes(root: Path, fingerprint: str) -> None:
+    """Checkpoints of an interrupted role trained with other recipe fields (a schedule is a
+    function of the step budget) are removed, not resumed; the fingerprint is then recorded."""
+    marker = root / RECIPE
+    if marker.is_file() and marker.read_text() != fingerprint:
+        for folder in root.glob("step_*"):
+            shutil.rmtree(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
 
 
 def _step_of(folder: Path | None) -> int:

@@ -109,3 +109,16 @@ def test_a_role_fingerprint_covers_only_what_that_role_reads():
     assert replace(r, clip_steps=r.clip_steps + 1).fingerprint("base") != r.fingerprint("base")
     assert all(replace(r, seed=1).fingerprint(role) != r.fingerprint(role) for role in ROLE_ORDER)
     assert replace(r, checkpoint_every=1).fingerprint() == r.fingerprint()
+
+
+def test_checkpoints_of_another_step_budget_are_not_resumed(tmp_path):
+    """An interrupted role restarted with a new budget starts over: its one-cycle schedule
+    depends on the budget, so resuming the old checkpoints would train neither recipe."""
+    root = tmp_path / "_checkpoints" / "oracle"
+    (root / "step_00000003").mkdir(parents=True)
+    profile_training._forget_other_recipes(root, "old")
+    assert (root / "step_00000003").is_dir()  # first run of this recipe: recorded, kept
+    profile_training._forget_other_recipes(root, "old")
+    assert (root / "step_00000003").is_dir()  # same recipe: resumable
+    profile_training._forget_other_recipes(root, "new")
+    assert not list(root.glob("step_*")) and (root / profile_training.RECIPE).read_text() == "new"
