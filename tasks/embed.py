@@ -2,9 +2,9 @@
 
 Reading runs as Ray tasks; decoding, preprocessing and the model run in an actor pool (the
 model loaded once per actor, preprocessing overlapped with it). The same `Encoder` runs in
-process with `executor="local"`. A vector is identified by (image_id, kind, config_hash): the hash covers
-the model, the embedding recipe and, for text, the caption config, so a re-run with the same
-model and captions embeds nothing. What is left to embed, and the newest vectors, are named
+process with `executor="local"`; `tasks.distribute` runs both. A vector is identified by
+(image_id, kind, config_hash): the hash covers the model, the embedding recipe and, for text,
+the caption config, so a re-run with the same model and captions embeds nothing. What is left to embed, and the newest vectors, are named
 queries in DuckDB (`storage.queries`).
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray.data as ray_data
 import torch
 
 from model import embedding
@@ -28,6 +29,7 @@ from model.profiles import load_profile
 from storage.queries import EMBEDDED, images_left, latest_embeddings, texts_left
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
+from tasks.distribute import Executor, Inputs, Placement, distribute
 from tasks.images_dataset import decode_image, iter_images_local, read_images
 from tasks.stage import Quarantine, ShardWriter
 
@@ -66,7 +68,7 @@ def current_vectors(store: ShardStore, kind: str, model_id: str) -> tuple[list[s
     return table["image_id"].to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
 
 
-# ---- workers (shared by both executors) -------------------------------------------------
+# ---- the worker (shared by both executors) -------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _image_processor(profile_name: str):
     return embedding.load_image_processor(load_profile(profile_name))
@@ -123,38 +125,41 @@ class Encoder:
                 "vector": np.concatenate(vectors), "error": np.array(errors, dtype=object)}
 
 
-def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
-           settings: EmbedSettings) -> Iterator[tuple[str, Batch]]:
-    encoder = Encoder(profile_name, settings.torch_threads, settings.batch_size)
-    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, settings.batch_size * PIPELINE_DEPTH):
-        columns = {name: np.array(chunk[name].to_pylist(), dtype=object) for name in IMAGE_COLUMNS}
-        yield IMAGE, encoder(columns)
-    for start in range(0, len(texts), settings.batch_size):
-        chunk = texts[start:start + settings.batch_size]
-        yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
-                             "text": np.array([r["text"] for r in chunk], dtype=object)})
-    encoder.preparer.shutdown()
+    def close(self) -> None:
+        self.preparer.shutdown()
 
 
-def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
-         settings: EmbedSettings, ray_settings: RaySettings) -> Iterator[tuple[str, Batch]]:
-    import ray
+def _vectors(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
+             settings: EmbedSettings, executor: Executor,
+             ray_settings: RaySettings | None) -> Iterator[tuple[str, Batch]]:
+    """(kind, vectors) of every to-do image, then of every to-do caption: two passes of
+    `Encoder`, run by the one distributor (on Ray, an actor pool of `settings.actors`)."""
+    rows = settings.batch_size * PIPELINE_DEPTH
+    passes = [(IMAGE, todo, Inputs(lambda: _image_batches(store, todo, rows),
+                                   lambda: read_images(store, todo, IMAGE_COLUMNS, rows))),
+              (TEXT, texts, Inputs(lambda: _text_batches(texts, settings.batch_size),
+                                   lambda: ray_data.from_items(texts)))]
+    placement = Placement(settings.actors, batch_size=rows, batch_format="numpy")
+    args = (profile_name, settings.torch_threads, settings.batch_size)
+    for kind, left, inputs in passes:
+        if left:
+            for batch in distribute(Encoder, args, inputs, executor=executor, placement=placement,
+                                    ray_settings=ray_settings):
+                yield kind, batch
 
-    from tasks.ray_runtime import ensure_ray
 
-    ensure_ray(ray_settings)
-    pool = {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_cpus": 1,
-            "fn_constructor_args": (profile_name, settings.torch_threads, settings.batch_size),
-            "max_restarts": 0, "batch_size": settings.batch_size * PIPELINE_DEPTH, "batch_format": "numpy"}
-    if todo:
-        images = read_images(store, todo, IMAGE_COLUMNS, block_rows=settings.batch_size * PIPELINE_DEPTH)
-        for batch in images.map_batches(Encoder, **pool).iter_batches(batch_size=None, batch_format="numpy"):
-            yield IMAGE, batch
-    if texts:
-        dataset = ray.data.from_items(texts)
-        for batch in dataset.map_batches(Encoder, **pool).iter_batches(batch_size=None,
-                                                                       batch_format="numpy"):
-            yield TEXT, batch
+def _image_batches(store: ShardStore, todo: dict[str, list[str]], rows: int) -> Iterator[Batch]:
+    """The to-do images rows in this process, as the numpy batches Ray Data would hand over."""
+    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, rows):
+        yield {name: np.array(chunk[name].to_pylist(), dtype=object) for name in IMAGE_COLUMNS}
+
+
+def _text_batches(texts: list[dict], size: int) -> Iterator[Batch]:
+    """The to-do captions in this process, `size` at a time."""
+    for start in range(0, len(texts), size):
+        chunk = texts[start:start + size]
+        yield {"image_id": np.array([r["image_id"] for r in chunk]),
+               "text": np.array([r["text"] for r in chunk], dtype=object)}
 
 
 # ---- the driver ------------------------------------------------------------------------
@@ -175,10 +180,9 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
         report.fingerprint = store.fingerprint(("embeddings",))
         return report
     text_hashes = {r["image_id"]: r["config_hash"] for r in texts}
-    if settings.executor == "ray" and image_todo + len(texts) >= settings.local_below:
-        batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())
-    else:
-        batches = _local(store, todo, texts, profile_name, settings)
+    on_ray = settings.executor == "ray" and image_todo + len(texts) >= settings.local_below
+    batches = _vectors(store, todo, texts, profile_name, settings, "ray" if on_ray else "local",
+                       ray_settings)
     writer = ShardWriter(store, "embeddings", settings.shard_rows, report.run_id,
                          metadata={"model_id": model_id})
     quarantine, total, done = Quarantine(store, "embed"), image_todo + len(texts), 0
