@@ -54,8 +54,10 @@ def distribute(worker: type, args: tuple, inputs: Inputs, *, executor: Executor,
     """`worker(*args)` applied to every input; yields its outputs batch by batch."""
     if executor == "local":
         outputs = _local(worker, args, inputs)
-    else:
+    elif executor == "ray":
         outputs = _ray(worker, args, inputs, placement, ray_settings or RaySettings())
+    else:
+        raise ValueError(f"executor {executor!r}: expected 'local' or 'ray'")
     for batch in outputs:
         yield _cast(batch, placement.schema)
 
@@ -63,10 +65,12 @@ def distribute(worker: type, args: tuple, inputs: Inputs, *, executor: Executor,
 def _local(worker: type, args: tuple, inputs: Inputs) -> Iterator[Any]:
     """The worker built once, mapped in order; a worker's `close()` (if any) ends the run."""
     work = worker(*args)
-    for batch in inputs.local():
-        yield work(batch)
-    if hasattr(work, "close"):
-        work.close()
+    try:
+        for batch in inputs.local():
+            yield work(batch)
+    finally:
+        if hasattr(work, "close"):
+            work.close()
 
 
 def _ray(worker: type, args: tuple, inputs: Inputs, placement: Placement,

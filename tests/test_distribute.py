@@ -117,3 +117,8 @@ def test_a_failing_item_is_retried_then_quarantined_and_its_chunk_survives(tmp_p
 def test_worker_arguments_that_do_not_fit_fail_before_any_row():
     with pytest.raises(TypeError, match="retries"):
         list(distribute(Squarer, (), Inputs(lambda: chunks([1], 1)), executor="local"))
+
+
+def test_an_unknown_executor_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="spark"):
+        next(distribute(Squarer, (RETRIES,), Inputs(lambda: chunks([1], 1)), executor="spark"))
