@@ -143,7 +143,7 @@ def main() -> None:
 
     ensure_ray(RaySettings())
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = settings.actors or cpus  # the pipeline's CPU layout (tasks/caption.py run_ray)
+    actors = settings.actors or cpus  # the pipeline's CPU layout (tasks/caption.py ray_placement)
     threads = max(1, cpus // actors)
     remote = ray.remote(num_cpus=0)(CeilingActor)  # no reservation: the pipeline runs too
     pool = [remote.remote(rows[i::actors], args.batch_size, args.tokens, threads)

@@ -68,7 +68,7 @@ def main() -> None:
     from storage.shards import ShardStore
     from storage.sources import list_chunks
     from tamer.config import IngestSettings, RaySettings
-    from tasks.ingest import ingest_source, run_ray
+    from tasks.ingest import decode_chunks, ingest_source
     from tasks.ray_runtime import ensure_ray
 
     work = synth_workdir("ingest", args.images, args.size, workers=args.workers)
@@ -79,7 +79,7 @@ def main() -> None:
     ensure_ray(RaySettings(num_cpus=args.workers))
     # Start Ray's worker processes untimed, as the process pool's are below.
     warm = list_chunks(str(work / "src"), 16)[:args.workers * 2]
-    list(run_ray(warm, {}, ImageLimits(), RaySettings()))
+    list(decode_chunks(warm, {}, ImageLimits(), "ray", RaySettings()))
     roots, counts = [], []
 
     def ingest() -> float:

@@ -62,6 +62,8 @@ class EmbedSettings(Strict):
     actors: int = Field(1, ge=1, description="model actors, 1 CPU each; keep below the "
                         "cluster's CPUs so read tasks get one (2 on 2 CPUs stalls)")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per model actor")
+    batch_retries: int = Field(1, ge=0, description="retries of a failed model call before each "
+                               "of its inputs is tried alone (failures are quarantined)")
     shard_rows: int = Field(8192, ge=1, description="rows per committed embeddings shard")
     export_rows: int = Field(100_000, ge=1, description="rows per clip-retrieval export file")
     index_memory: str = Field("4G", description="autofaiss max_index_memory_usage")

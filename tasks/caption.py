@@ -6,8 +6,8 @@ new key, and readers take each image's newest caption (`storage.queries.latest_c
 what is left to caption is one anti-join in DuckDB (`storage.queries`). `CaptionWorker` (models
 loaded once) turns a batch of images rows into outcome rows and never raises for bad input:
 undecodable bytes are quarantined at once; a batch the models fail on is retried, then each of
-its rows is tried alone, and only the rows that still fail are quarantined. The same worker runs
-serially (`executor="local"`) or as a Ray Data actor pool; the driver alone commits shards.
+its rows is tried alone, and only the rows that still fail are quarantined. `tasks.distribute`
+runs it serially (`executor="local"`) or as a Ray Data actor pool; the driver alone commits.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
 from tasks.images_dataset import decode_image, iter_images_local, read_images
+from tasks.distribute import Executor, Inputs, Placement, distribute
 from tasks.stage import Quarantine, ShardWriter, with_retries
 
 ROLES = ["captioner", "clip"]
@@ -169,14 +170,9 @@ def _failed(row: dict, reason: str, exc: Exception | None) -> dict:
 
 
 # ---- execution -------------------------------------------------------------------------------
-def run_local(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob) -> Iterator[pa.Table]:
-    worker = CaptionWorker(job)
-    for batch in iter_images_local(store, todo, READ_COLUMNS, job.settings.batch_size):
-        yield worker(batch)
-
-
-def run_ray(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob,
-            ray_settings: RaySettings) -> Iterator[pa.Table]:
+def ray_placement(job: CaptionJob, ray_settings: RaySettings) -> tuple[CaptionJob, Placement]:
+    """The actor pool for this cluster: one actor per `gpus_per_actor` GPUs when the profile
+    runs on cuda, else CPU actors that leave one CPU to the read tasks."""
     import ray
 
     from tasks.ray_runtime import ensure_ray
@@ -185,24 +181,29 @@ def run_ray(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob,
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1.0)
     settings = job.settings
+    batch = {"batch_size": settings.batch_size, "schema": OUTCOME_SCHEMA}
     if job.device is not None and job.device.startswith("cuda") and gpus:
         actors = settings.actors or max(1, int(gpus / settings.gpus_per_actor))
-        placement = {"num_gpus": settings.gpus_per_actor, "num_cpus": 1}
-        job = replace(job, device="cuda")  # Ray sets CUDA_VISIBLE_DEVICES per actor
-    else:
-        actors = settings.actors or max(1, int(cpus))
-        # Leave one CPU for the read, filter and repartition tasks (the latter asks for a
-        # whole CPU): actors holding it would starve them and the job would stall.
-        share = max(0.1, (cpus - 1) / actors)
-        placement = {"num_cpus": share}
-        job = replace(job, device="cpu", torch_threads=max(1, int(cpus // actors)))
-    dataset = read_images(store, todo, READ_COLUMNS, settings.batch_size)
-    outcomes = dataset.map_batches(CaptionWorker, fn_constructor_args=(job,),
-                                   batch_size=settings.batch_size, batch_format="pyarrow",
-                                   concurrency=actors, max_restarts=0, **placement)
-    for batch in outcomes.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield batch.select(OUTCOME_SCHEMA.names).cast(OUTCOME_SCHEMA)
+        # Ray sets CUDA_VISIBLE_DEVICES per actor
+        return replace(job, device="cuda"), Placement(actors, 1, settings.gpus_per_actor, **batch)
+    actors = settings.actors or max(1, int(cpus))
+    # Leave one CPU for the read, filter and repartition tasks (the latter asks for a whole
+    # CPU): actors holding it would starve them and the job would stall.
+    job = replace(job, device="cpu", torch_threads=max(1, int(cpus // actors)))
+    return job, Placement(actors, max(0.1, (cpus - 1) / actors), **batch)
 
+
+def caption_outcomes(store: ShardStore, todo: dict[str, list[str]], job: CaptionJob,
+                     executor: Executor, ray_settings: RaySettings) -> Iterator[pa.Table]:
+    """Outcome rows of every to-do image, `CaptionWorker` run by the one distributor."""
+    size = job.settings.batch_size
+    placement = Placement(batch_size=size, schema=OUTCOME_SCHEMA)
+    if executor == "ray":
+        job, placement = ray_placement(job, ray_settings)
+    inputs = Inputs(lambda: iter_images_local(store, todo, READ_COLUMNS, size),
+                    lambda: read_images(store, todo, READ_COLUMNS, size))
+    return distribute(CaptionWorker, (job,), inputs, executor=executor, placement=placement,
+                      ray_settings=ray_settings)
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -233,10 +234,9 @@ def caption_images(
     if not todo:
         return report
     job = CaptionJob(profile_name, settings, vocabulary, key, device=profile.device)
-    if settings.executor == "ray" and report.todo >= settings.local_below:
-        outcomes = run_ray(store, todo, job, ray_settings or RaySettings())
-    else:
-        outcomes = run_local(store, todo, job)
+    on_ray = settings.executor == "ray" and report.todo >= settings.local_below
+    executor = "ray" if on_ray else "local"
+    outcomes = caption_outcomes(store, todo, job, executor, ray_settings or RaySettings())
     committer = _Committer(store, settings.shard_rows, report)
     committer.consume(outcomes, lambda done: progress(done, report.todo) if progress else None)
     committer.finish()

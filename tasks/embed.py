@@ -2,9 +2,9 @@
 
 Reading runs as Ray tasks; decoding, preprocessing and the model run in an actor pool (the
 model loaded once per actor, preprocessing overlapped with it). The same `Encoder` runs in
-process with `executor="local"`. A vector is identified by (image_id, kind, config_hash): the hash covers
-the model, the embedding recipe and, for text, the caption config, so a re-run with the same
-model and captions embeds nothing. What is left to embed, and the newest vectors, are named
+process with `executor="local"`; `tasks.distribute` runs both. A vector is identified by
+(image_id, kind, config_hash): the hash covers the model, the embedding recipe and, for text,
+the caption config, so a re-run with the same model and captions embeds nothing. What is left to embed, and the newest vectors, are named
 queries in DuckDB (`storage.queries`).
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray.data as ray_data
 import torch
 
 from model import embedding
@@ -28,8 +29,9 @@ from model.profiles import load_profile
 from storage.queries import EMBEDDED, images_left, latest_embeddings, texts_left
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
+from tasks.distribute import Executor, Inputs, Placement, distribute
 from tasks.images_dataset import decode_image, iter_images_local, read_images
-from tasks.stage import Quarantine, ShardWriter
+from tasks.stage import Quarantine, ShardWriter, with_retries
 
 IMAGE, TEXT = "image", "text"
 IMAGE_COLUMNS = ["image_id", "source", "image"]
@@ -66,7 +68,7 @@ def current_vectors(store: ShardStore, kind: str, model_id: str) -> tuple[list[s
     return table["image_id"].to_pylist(), flat.reshape(table.num_rows, -1).astype(np.float32)
 
 
-# ---- workers (shared by both executors) -------------------------------------------------
+# ---- the worker (shared by both executors) -------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _image_processor(profile_name: str):
     return embedding.load_image_processor(load_profile(profile_name))
@@ -95,66 +97,98 @@ class Encoder:
     resource reservation stalled Ray Data on 2 CPUs).
     """
 
-    def __init__(self, profile_name: str, torch_threads: int, batch_size: int) -> None:
+    def __init__(self, profile_name: str, torch_threads: int, batch_size: int,
+                 retries: int) -> None:
         torch.set_num_threads(torch_threads)
-        self.profile_name, self.batch_size = profile_name, batch_size
+        self.profile_name, self.batch_size, self.retries = profile_name, batch_size, retries
         self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
         # torch's thread count is per OS thread under OpenMP: set it in the helper too
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="prepare", initializer=torch.set_num_threads,
                                            initargs=(torch_threads,))
 
     def __call__(self, batch: Batch) -> Batch:
+        """Vectors with one reason and error per row ("" = embedded; failed rows are zeros)."""
         if "image" not in batch:
-            vectors = self.embedder.embed_texts([str(t) for t in batch["text"]])
-            return {"image_id": batch["image_id"], "vector": vectors}
+            texts = [str(t) for t in batch["text"]]
+            vectors, errors = self._embed(
+                lambda idx: self.embedder.embed_texts([texts[i] for i in idx]), len(texts))
+            return _outcomes(batch["image_id"], batch["image_id"], vectors,
+                             ["embed_failed" if error else "" for error in errors], errors)
         images = list(batch["image"])
         starts = range(0, len(images), self.batch_size)
         prepared = [self.preparer.submit(prepare_images, images[i:i + self.batch_size], self.profile_name)
                     for i in starts]  # queued in order; the helper thread runs ahead of the model
-        vectors, errors = [], []
+        vectors, reasons, errors = [], [], []
         for future in prepared:
             pixels, chunk_errors = future.result()
             chunk = np.zeros((len(chunk_errors), self.embedder.dim), np.float32)
-            if pixels is not None:
-                chunk[[not error for error in chunk_errors]] = self.embedder.embed_pixels(pixels)
+            chunk_reasons = ["undecodable" if error else "" for error in chunk_errors]
+            if pixels is not None:  # (M, 3, H, W) of the M decoded images
+                decoded = [i for i, error in enumerate(chunk_errors) if not error]
+                embedded, model_errors = self._embed(
+                    lambda idx, pixels=pixels: self.embedder.embed_pixels(pixels[idx]), len(decoded))
+                chunk[decoded] = embedded
+                for i, error in zip(decoded, model_errors):
+                    if error:
+                        chunk_errors[i], chunk_reasons[i] = error, "embed_failed"
             vectors.append(chunk)
+            reasons += chunk_reasons
             errors += chunk_errors
-        return {"image_id": batch["image_id"], "source": batch["source"],
-                "vector": np.concatenate(vectors), "error": np.array(errors, dtype=object)}
+        return _outcomes(batch["image_id"], batch["source"], np.concatenate(vectors), reasons, errors)
+
+    def _embed(self, model, count: int) -> tuple[np.ndarray, list[str]]:
+        """(count, D) vectors of `model(indices)` and one error per input ("" = embedded): a
+        failing call is retried, then each input alone; inputs that still fail stay zeros."""
+        rows = with_retries(list(range(count)), lambda idx: list(model(idx)), self.retries,
+                            lambda _, exc: f"{type(exc).__name__}: {exc}")
+        errors = [row if isinstance(row, str) else "" for row in rows]
+        vectors = np.zeros((count, self.embedder.dim), np.float32)
+        if any(not error for error in errors):
+            vectors[[not error for error in errors]] = np.stack(
+                [row for row in rows if not isinstance(row, str)])
+        return vectors, errors
+
+    def close(self) -> None:
+        self.preparer.shutdown()
 
 
-def _local(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
-           settings: EmbedSettings) -> Iterator[tuple[str, Batch]]:
-    encoder = Encoder(profile_name, settings.torch_threads, settings.batch_size)
-    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, settings.batch_size * PIPELINE_DEPTH):
-        columns = {name: np.array(chunk[name].to_pylist(), dtype=object) for name in IMAGE_COLUMNS}
-        yield IMAGE, encoder(columns)
-    for start in range(0, len(texts), settings.batch_size):
-        chunk = texts[start:start + settings.batch_size]
-        yield TEXT, encoder({"image_id": np.array([r["image_id"] for r in chunk]),
-                             "text": np.array([r["text"] for r in chunk], dtype=object)})
-    encoder.preparer.shutdown()
+def _outcomes(image_ids, sources, vectors: np.ndarray, reasons: list[str],
+              errors: list[str]) -> Batch:
+    return {"image_id": image_ids, "source": sources, "vector": vectors,
+            "reason": np.array(reasons, dtype=object), "error": np.array(errors, dtype=object)}
 
 
-def _ray(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
-         settings: EmbedSettings, ray_settings: RaySettings) -> Iterator[tuple[str, Batch]]:
-    import ray
+def _vectors(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], profile_name: str,
+             settings: EmbedSettings, executor: Executor,
+             ray_settings: RaySettings | None) -> Iterator[tuple[str, Batch]]:
+    """(kind, vectors) of every to-do image, then of every to-do caption: two passes of
+    `Encoder`, run by the one distributor (on Ray, an actor pool of `settings.actors`)."""
+    rows = settings.batch_size * PIPELINE_DEPTH
+    passes = [(IMAGE, todo, Inputs(lambda: _image_batches(store, todo, rows),
+                                   lambda: read_images(store, todo, IMAGE_COLUMNS, rows))),
+              (TEXT, texts, Inputs(lambda: _text_batches(texts, settings.batch_size),
+                                   lambda: ray_data.from_items(texts)))]
+    placement = Placement(settings.actors, batch_size=rows, batch_format="numpy")
+    args = (profile_name, settings.torch_threads, settings.batch_size, settings.batch_retries)
+    for kind, left, inputs in passes:
+        if left:
+            for batch in distribute(Encoder, args, inputs, executor=executor, placement=placement,
+                                    ray_settings=ray_settings):
+                yield kind, batch
 
-    from tasks.ray_runtime import ensure_ray
 
-    ensure_ray(ray_settings)
-    pool = {"compute": ray.data.ActorPoolStrategy(size=settings.actors), "num_cpus": 1,
-            "fn_constructor_args": (profile_name, settings.torch_threads, settings.batch_size),
-            "max_restarts": 0, "batch_size": settings.batch_size * PIPELINE_DEPTH, "batch_format": "numpy"}
-    if todo:
-        images = read_images(store, todo, IMAGE_COLUMNS, block_rows=settings.batch_size * PIPELINE_DEPTH)
-        for batch in images.map_batches(Encoder, **pool).iter_batches(batch_size=None, batch_format="numpy"):
-            yield IMAGE, batch
-    if texts:
-        dataset = ray.data.from_items(texts)
-        for batch in dataset.map_batches(Encoder, **pool).iter_batches(batch_size=None,
-                                                                       batch_format="numpy"):
-            yield TEXT, batch
+def _image_batches(store: ShardStore, todo: dict[str, list[str]], rows: int) -> Iterator[Batch]:
+    """The to-do images rows in this process, as the numpy batches Ray Data would hand over."""
+    for chunk in iter_images_local(store, todo, IMAGE_COLUMNS, rows):
+        yield {name: np.array(chunk[name].to_pylist(), dtype=object) for name in IMAGE_COLUMNS}
+
+
+def _text_batches(texts: list[dict], size: int) -> Iterator[Batch]:
+    """The to-do captions in this process, `size` at a time."""
+    for start in range(0, len(texts), size):
+        chunk = texts[start:start + size]
+        yield {"image_id": np.array([r["image_id"] for r in chunk]),
+               "text": np.array([r["text"] for r in chunk], dtype=object)}
 
 
 # ---- the driver ------------------------------------------------------------------------
@@ -175,17 +209,15 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
         report.fingerprint = store.fingerprint(("embeddings",))
         return report
     text_hashes = {r["image_id"]: r["config_hash"] for r in texts}
-    if settings.executor == "ray" and image_todo + len(texts) >= settings.local_below:
-        batches = _ray(store, todo, texts, profile_name, settings, ray_settings or RaySettings())
-    else:
-        batches = _local(store, todo, texts, profile_name, settings)
+    on_ray = settings.executor == "ray" and image_todo + len(texts) >= settings.local_below
+    batches = _vectors(store, todo, texts, profile_name, settings, "ray" if on_ray else "local",
+                       ray_settings)
     writer = ShardWriter(store, "embeddings", settings.shard_rows, report.run_id,
                          metadata={"model_id": model_id})
     quarantine, total, done = Quarantine(store, "embed"), image_todo + len(texts), 0
     for kind, batch in batches:
         done += len(batch["image_id"])
-        if kind == IMAGE:
-            batch = _split_failures(batch, quarantine)
+        batch = _split_failures(batch, quarantine)
         hashes = [image_hash if kind == IMAGE else text_hashes[str(image_id)]
                   for image_id in batch["image_id"]]
         if hashes:
@@ -201,11 +233,12 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
 
 
 def _split_failures(batch: Batch, quarantine: Quarantine) -> Batch:
-    """Quarantine rows whose bytes did not decode; return the embedded rows."""
+    """Quarantine rows that did not decode or that the model kept failing on; return the
+    embedded rows."""
     failed = batch["error"] != ""
-    for image_id, source, error in zip(batch["image_id"][failed], batch["source"][failed],
-                                       batch["error"][failed]):
-        quarantine.add(str(source), str(image_id), "undecodable", str(error))
+    for image_id, source, reason, error in zip(batch["image_id"][failed], batch["source"][failed],
+                                               batch["reason"][failed], batch["error"][failed]):
+        quarantine.add(str(source), str(image_id), str(reason), str(error))
     return {key: value[~failed] for key, value in batch.items()}
 
 

@@ -1,15 +1,14 @@
 """Ingest a source into the `images` table: decode in parallel, dedupe, commit shards.
 
-Work is split into `SourceChunk`s; `decode_chunk` (a picklable function of one chunk) turns a
-chunk into outcome rows and never raises for bad input. The same function runs serially
-(`executor="local"`) or on Ray Data (`executor="ray"`). The driver alone commits shards, so
-any filesystem fsspec knows works, and a killed run commits nothing partial.
+Work is split into `SourceChunk`s; `ChunkDecoder` (the stage's worker) turns a chunk into
+outcome rows and never raises for bad input; `tasks.distribute` runs it serially
+(`executor="local"`) or in Ray Data read tasks (`executor="ray"`). The driver alone commits
+shards, so any filesystem fsspec knows works, and a killed run commits nothing partial.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -17,14 +16,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - registers pa.compute
-import ray.data as ray_data
-from ray.data.block import BlockMetadata
 
 from storage import images as imaging
 from storage.schemas import IMAGES
 from storage.shards import CommitInfo, ShardStore
 from storage.sources import Rejected, SourceChunk, list_chunks, read_chunk
 from tamer.config import IngestSettings, RaySettings
+from tasks.distribute import Executor, Inputs, Placement, distribute
 from tasks.stage import Quarantine, ShardWriter
 
 # One row per item of a chunk. `outcome` says which table (if any) it goes to.
@@ -139,64 +137,24 @@ def _rejected_row(source: str, reason: str, detail: str, image_id: str | None = 
 
 
 # ---- execution -------------------------------------------------------------------------
-def run_local(chunks: list[SourceChunk], known: dict[str, str], limits) -> Iterator[pa.Table]:
-    for chunk in chunks:
-        yield decode_chunk(chunk, known, limits)
+class ChunkDecoder:
+    """The stage's worker: a chunk -> its outcome rows, against the ids stored before the run."""
+
+    def __init__(self, known: dict[str, str], limits: imaging.ImageLimits) -> None:
+        self.known, self.limits = known, limits
+
+    def __call__(self, chunk: SourceChunk) -> pa.Table:
+        return decode_chunk(chunk, self.known, self.limits)
 
 
-@functools.lru_cache(maxsize=1)
-def _known_in_worker(ref_hex: str, ref) -> dict[str, str]:
-    """The known-id map, fetched once per Ray worker process (workers are reused)."""
-    import ray
-
-    return ray.get(ref)
-
-
-class ChunkDatasource(ray_data.Datasource):
-    """Ray Data source whose read tasks decode: one read task per chunk yields its outcome
-    rows, so blocks are produced where the files are read, with no separate map stage."""
-
-    def __init__(self, chunks: list[SourceChunk], known_ref, limits: imaging.ImageLimits) -> None:
-        self.chunks, self.known_ref, self.limits = chunks, known_ref, limits
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context=None) -> list[ray_data.ReadTask]:
-        return [ray_data.ReadTask(functools.partial(_read_chunk, chunk, self.known_ref, self.limits),
-                                  BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
-                                                input_files=None),
-                                  schema=OUTCOME_SCHEMA)
-                for chunk in self.chunks]
-
-
-def _read_chunk(chunk: SourceChunk, known_ref, limits: imaging.ImageLimits) -> list[pa.Table]:
-    """A read task's body; the known-id map travels as one object reference, fetched once per worker."""
-    return [decode_chunk(chunk, _known_in_worker(known_ref.hex(), known_ref), limits)]
-
-
-def run_ray(
-    chunks: list[SourceChunk], known: dict[str, str], limits, ray_settings: RaySettings
-) -> Iterator[pa.Table]:
-    import ray
-
-    from tasks.ray_runtime import ensure_ray
-
-    ensure_ray(ray_settings)
-    context = ray.data.DataContext.get_current()
-    preserve = context.execution_options.preserve_order
-    # Chunk order makes "first copy wins" dedupe deterministic. A dataset copies the context
-    # when it is created, so set it before, and restore it for other stages after.
-    context.execution_options.preserve_order = True
-    try:
-        # Read tasks, not actors: Ray reuses its warm worker processes, so no per-run start-up.
-        dataset = ray.data.read_datasource(ChunkDatasource(chunks, ray.put(known), limits),
-                                           override_num_blocks=len(chunks), num_cpus=1)
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield batch.cast(OUTCOME_SCHEMA)
-    finally:
-        context.execution_options.preserve_order = preserve
+def decode_chunks(chunks: list[SourceChunk], known: dict[str, str], limits: imaging.ImageLimits,
+                  executor: Executor, ray_settings: RaySettings | None = None,
+                  ) -> Iterator[pa.Table]:
+    """Outcome rows of every chunk, in chunk order (so "first copy wins" dedupe is
+    deterministic); on Ray, in read tasks: warm worker processes, no per-run actor start-up."""
+    return distribute(ChunkDecoder, (known, limits), Inputs(lambda: chunks), executor=executor,
+                      placement=Placement(preserve_order=True, schema=OUTCOME_SCHEMA),
+                      ray_settings=ray_settings)
 
 
 # ---- the driver ------------------------------------------------------------------------
@@ -220,10 +178,8 @@ def ingest_source(
     chunks = list_chunks(source, settings.files_per_chunk)
     known = _known_sources(store)
     limits = imaging.ImageLimits(settings.max_pixels, settings.min_side, settings.max_bytes)
-    if settings.executor == "ray" and chunks:
-        batches = run_ray(chunks, known, limits, ray_settings or RaySettings())
-    else:
-        batches = run_local(chunks, known, limits)
+    executor = "ray" if settings.executor == "ray" and chunks else "local"
+    batches = decode_chunks(chunks, known, limits, executor, ray_settings)
     total = sum(len(chunk.paths) for chunk in chunks)
     committer = _Committer(store, settings.shard_rows, report, started, metadata or {},
                            lambda done: progress(done, total) if progress else None)

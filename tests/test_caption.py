@@ -122,3 +122,17 @@ def test_dreambench_captions_name_the_class(dreambench, tmp_path, ray_local, pre
     for row in captions:
         assert images[row["image_id"]] in row["composed_caption"]
         assert f"<obj> {images[row['image_id']]}" in row["object_caption"]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_without_gpus_caption_actors_leave_one_cpu_to_the_read_tasks(ray_local, device):
+    from tamer.config import RaySettings
+    from tasks.caption import CaptionJob, ray_placement
+
+    cpus = ray_local.cluster_resources()["CPU"]
+    settings = CaptionSettings(actors=2, batch_size=5)
+    job, placement = ray_placement(CaptionJob("tiny", settings, VOCABULARY, ("a", "b", "c"),
+                                              device=device), RaySettings())
+    assert (job.device, job.torch_threads) == ("cpu", max(1, int(cpus // 2)))
+    assert (placement.actors, placement.num_gpus, placement.batch_size) == (2, 0, 5)
+    assert placement.num_cpus == max(0.1, (cpus - 1) / 2)  # one CPU stays free

@@ -165,3 +165,47 @@ def test_unlabeled_images_are_grouped_by_knn(synth_source, tmp_path):
     groups = {r["group_id"] for r in store.read("subject_groups").to_pylist()}
     assert all(g.startswith("knn-") for g in groups)
     assert record_pairs(store, settings)["subjects"] == len(groups)
+
+
+def test_a_caption_the_model_keeps_failing_on_is_quarantined_and_the_rest_embedded(
+        synth_source, tmp_path, monkeypatch):
+    store = ingested(synth_source, tmp_path / "data")
+    ids = sorted(store.read("images", ["image_id"])["image_id"].to_pylist())
+    captions = {image_id: f"a photo of thing number {n}" for n, image_id in enumerate(ids[:4])}
+    captions[ids[1]] = "a poisoned caption"
+    add_captions(store, captions, "cfg-a")
+    embed_texts = ClipEmbedder.embed_texts
+
+    def failing(self, texts):
+        if any("poison" in text for text in texts):
+            raise RuntimeError("model fell over")
+        return embed_texts(self, texts)
+
+    monkeypatch.setattr(ClipEmbedder, "embed_texts", failing)
+    report = embed_dataset(store, "tiny", EmbedSettings(executor="local", batch_size=4))
+
+    assert (report.texts, report.quarantined) == (3, 1)  # the whole batch failed, then each alone
+    text_ids, _ = current_vectors(store, TEXT, report.model_id)
+    assert text_ids == sorted(set(captions) - {ids[1]})
+    quarantine = [r for r in store.read("quarantine").to_pylist() if r["stage"] == "embed"]
+    assert [(q["content_sha256"], q["reason"], q["detail"]) for q in quarantine] == [
+        (ids[1], "embed_failed", "RuntimeError: model fell over")]
+
+
+def test_images_the_model_keeps_failing_on_are_quarantined_and_tried_again_next_run(
+        synth_source, tmp_path, monkeypatch):
+    store = ingested(synth_source, tmp_path / "data")
+
+    def failing(self, pixels):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ClipEmbedder, "embed_pixels", failing)
+    report = embed_dataset(store, "tiny", EmbedSettings(executor="local", batch_size=4))
+    assert (report.images, report.quarantined) == (0, 15)
+    assert store.row_count("embeddings") == 0
+    reasons = {r["reason"] for r in store.read("quarantine").to_pylist() if r["stage"] == "embed"}
+    assert reasons == {"embed_failed"}
+
+    monkeypatch.undo()  # a model failure is not the image's fault: the next run embeds it
+    again = embed_dataset(store, "tiny", EmbedSettings(executor="local", batch_size=4))
+    assert (again.images, again.skipped) == (15, 0)

@@ -21,7 +21,7 @@ from storage.images import ImageLimits
 from storage.shards import ShardStore
 from storage.sources import SourceChunk
 from tamer.config import IngestSettings, RaySettings
-from tasks.ingest import ingest_source, run_local, run_ray
+from tasks.ingest import decode_chunks, ingest_source
 import hostile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,9 +152,7 @@ def test_a_reader_failing_part_way_records_every_file_of_its_chunk(tmp_path, exe
     chunk = SourceChunk("folder", str(tmp_path), tuple(paths))
     if executor == "ray":
         request.getfixturevalue("ray_local")
-        batches = run_ray([chunk], {}, ImageLimits(), RaySettings())
-    else:
-        batches = run_local([chunk], {}, ImageLimits())
+    batches = decode_chunks([chunk], {}, ImageLimits(), executor, RaySettings())
     rows = {row["source"]: row for row in pa.concat_tables(list(batches)).to_pylist()}
 
     assert sorted(rows) == sorted(paths)  # one row per file of the chunk
