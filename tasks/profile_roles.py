@@ -59,7 +59,7 @@ class Recipe:
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 4000
+    base_steps: int = 3000
     base_batch: int = 16
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
