@@ -16,7 +16,7 @@ from model.profiles import load_profile
 from storage.catalog import connect
 from storage.shards import ShardStore
 from tamer import stats
-from tamer.config import EmbedSettings, IngestSettings
+from tamer.config import EmbedSettings, IngestSettings, load_config
 from tamer.synth import generate
 from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
 from tasks.ingest import ingest_source
@@ -133,7 +133,8 @@ def test_embed_flow_end_to_end_and_rerun_adds_nothing(synth_source, tmp_path, ra
     images = np.load(export / "img_emb" / "img_emb_0000.npy")
     texts = np.load(export / "text_emb" / "text_emb_0000.npy")
     metadata = pq.read_table(export / "metadata" / "metadata_0000.parquet").to_pandas()
-    assert images.dtype == np.float16 and images.shape == (15, 32) == texts.shape
+    dim = ClipEmbedder.from_profile(load_profile(load_config(None).profile)).dim  # the default profile's CLIP
+    assert images.dtype == np.float16 and images.shape == (15, dim) == texts.shape
     assert list(metadata.columns) == ["image_path", "caption", "image_id", "subject"]
     assert list(metadata["image_id"]) == ids and (np.abs(texts).sum(1) > 0).sum() == 2
     assert metadata.set_index("image_id").loc[ids[1], "caption"] == "a red star"

@@ -230,3 +230,22 @@ def test_reports_name_the_weights_a_profile_loads(tmp_path):
     (tmp_path / "provenance.json").write_text(json.dumps(
         {"recipe_fingerprint": "abc", "seed": 3, "code_commit": "c0ffee", "written": "2026-12-01"}))
     assert "recipe abc, seed 3, code c0ffee" in profiles.weights_origin(str(tmp_path / "mine.yaml"))
+
+
+def test_the_shipped_synth_profile_loads_every_role_and_matches_its_recipe():
+    """assets/profiles/synth: every role through from_pretrained (float16 on disk, float32
+    loaded), within the 50 MB cap, trained with the recipe the code holds now (a recipe change
+    without regenerating the profile fails here)."""
+    from tasks.profile_roles import recipe
+
+    profile = profiles.load_profile("synth")
+    for role in profiles.ROLES:
+        loaded = profiles.load_role(profile, role, device="cpu")
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if isinstance(model, torch.nn.Module):
+            assert {p.dtype for p in model.parameters()} == {torch.float32}, role
+    folder = profiles.PROFILES_DIR.parents[1] / "assets" / "profiles" / "synth"
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 50 * 1024 * 1024
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["recipe_fingerprint"] == recipe("full").fingerprint()
+    assert profiles.weights_origin("synth").startswith("trained here")
