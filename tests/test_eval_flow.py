@@ -28,7 +28,7 @@ def pipeline_dir(tmp_path_factory) -> str:
 def test_evaluate_flow_smoke(prefect_server, dreambench, pipeline_dir, tmp_path):
     from flows.evaluate import evaluate_flow
 
-    settings = {**SMOKE, "data": str(dreambench), "pipeline": pipeline_dir}
+    settings = {**SMOKE, "data": str(dreambench), "pipeline": pipeline_dir, "methods": list(EVAL_METHODS)}
     summary = evaluate_flow(root=str(tmp_path), overrides={
         "profile": "tiny", **{f"eval.{key}": value for key, value in settings.items()}})
     store = ShardStore(str(tmp_path))
