@@ -268,9 +268,11 @@ def profile_path(name_or_path: str) -> Path:
     return path
 
 
-def config_hash(model: BaseModel) -> str:
-    """A stable hash of a (sub)config: what decides whether derived work is still valid."""
-    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True)
+def config_hash(model: BaseModel | dict[str, Any]) -> str:
+    """A stable hash of a (sub)config, or of a mapping of JSON values built from several: what
+    decides whether derived work is still valid."""
+    data = model.model_dump(mode="json") if isinstance(model, BaseModel) else model
+    canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import json
 import subprocess
 import threading
@@ -30,7 +29,7 @@ from storage.pinned import PinnedStore, current_versions
 from storage.schemas import schema_for
 from storage.shards import ShardStore
 from storage.splits import record_splits
-from tamer.config import TamerConfig, TrainSettings
+from tamer.config import TamerConfig, TrainSettings, config_hash
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 INTERRUPTED = "interrupted"  # read-side only: a running run whose heartbeat stopped
@@ -62,8 +61,7 @@ def training_config_hash(config: TamerConfig) -> str:
     (not the heartbeat, which decides nothing, nor any other section's defaults: a new
     evaluation method must not orphan a finished or interrupted run)."""
     train = config.train.model_copy(update={"heartbeat_s": TrainSettings().heartbeat_s})
-    canonical = json.dumps({"profile": config.profile, "train": train.model_dump(mode="json")}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return config_hash({"profile": config.profile, "train": train.model_dump(mode="json")})
 
 
 def record_run(store: ShardStore, run_id: str, status: str, config: TamerConfig, fingerprint: str,
