@@ -1,7 +1,7 @@
 """Typed configuration: one pydantic model per component, loaded from YAML in configs/.
 
 Precedence (later wins): code defaults < configs/default.yaml < --config FILE < environment
-(TAMER_ROOT, RAY_ADDRESS) < CLI flags. Unknown keys and invalid values fail before any work
+(TAMER_ROOT, TAMER_PROFILE, RAY_ADDRESS) < CLI flags. Unknown keys and invalid values fail before any work
 starts, with the offending field named by pydantic.
 """
 
@@ -207,7 +207,7 @@ EvalSettings = create_model(
 
 class TamerConfig(Strict):
     root: str = Field(DEFAULT_ROOT, description="dataset root URI (local path, s3://, ...)")
-    profile: str = Field("tiny", description="model profile in configs/profiles/")
+    profile: str = Field("synth", description="model profile in configs/profiles/ or a profile YAML")
     ingest: IngestSettings = IngestSettings()
     ray: RaySettings = RaySettings()
     synth: SynthSettings = SynthSettings()
@@ -246,6 +246,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TamerConfig
         data = _deep_merge(data, _read_yaml(Path(path)))
     if os.environ.get("TAMER_ROOT"):
         data["root"] = os.environ["TAMER_ROOT"]
+    if os.environ.get("TAMER_PROFILE"):
+        data["profile"] = os.environ["TAMER_PROFILE"]
     if os.environ.get("RAY_ADDRESS"):
         data.setdefault("ray", {})["address"] = os.environ["RAY_ADDRESS"]
     for dotted, value in overrides.items():

@@ -16,8 +16,11 @@ DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
 
 def pytest_configure(config) -> None:
     """Flow commands without PREFECT_API_URL share a local Prefect server (flows/server.py):
-    in tests, one under a throw-away Prefect home, stopped at the end (not the user's)."""
+    in tests, one under a throw-away Prefect home, stopped at the end (not the user's).
+    Commands that do not name a profile run the `tiny` one (random weights, seconds), not the
+    trained `synth` default; TAMER_PROFILE set by the caller wins."""
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tamer-test-prefect-")
+    os.environ.setdefault("TAMER_PROFILE", "tiny")
 
 
 def pytest_unconfigure(config) -> None:

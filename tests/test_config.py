@@ -8,10 +8,10 @@ from tamer.config import ConfigError, config_hash, load_config
 
 
 def test_embedded_default_file_is_valid_and_local(monkeypatch):
-    monkeypatch.delenv("TAMER_ROOT", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name in ("TAMER_ROOT", "TAMER_PROFILE", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
     config = load_config()
-    assert config.root == "./tamer-data" and config.profile == "tiny"
+    assert config.root == "./tamer-data" and config.profile == "synth"
     assert config.ray.address is None
 
 
@@ -20,11 +20,13 @@ def test_precedence_file_then_environment_then_flags(tmp_path, monkeypatch):
     override.write_text("root: /from/file\ningest:\n  shard_rows: 7\n")
     assert load_config(override).root == "/from/file"
     monkeypatch.setenv("TAMER_ROOT", "/from/env")
+    monkeypatch.setenv("TAMER_PROFILE", "sd15")
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     config = load_config(override)
-    assert (config.root, config.ingest.shard_rows, config.ray.address) == (
-        "/from/env", 7, "127.0.0.1:6379")
+    assert (config.root, config.profile, config.ingest.shard_rows, config.ray.address) == (
+        "/from/env", "sd15", 7, "127.0.0.1:6379")
     assert load_config(override, root="/from/flag").root == "/from/flag"
+    assert load_config(override, profile="tiny").profile == "tiny"
 
 
 @pytest.mark.parametrize("text, field", [
