@@ -37,6 +37,9 @@ LATEST_EMBEDDINGS = (
 _LATEST_SNAPSHOT = ("SELECT * EXCLUDE (filename) FROM {0} WHERE snapshot = "
                     "(SELECT snapshot FROM {0} ORDER BY created_at DESC LIMIT 1)")
 
+# The most recently built kNN index (newest `built_at`): what `tamer search` and the app query.
+LATEST_INDEX = "SELECT * EXCLUDE (filename) FROM indexes ORDER BY built_at DESC LIMIT 1"
+
 # Images a stage still has to do: not done under its key, not known undecodable to it.
 _IMAGES_LEFT = (
     "SELECT filename, image_id FROM images i "
@@ -135,6 +138,12 @@ def latest_embeddings(store: ShardStore, kind: str, model_id: str,
     """The `columns` of each image's newest `kind` vector from `model_id`, by image id."""
     return _select(store, "embeddings", LATEST_EMBEDDINGS, columns,
                    {"kind": kind, "model_id": model_id}, order="image_id")
+
+
+def latest_index(store: ShardStore) -> dict | None:
+    """The newest `indexes` row (LATEST_INDEX), None before the first build."""
+    rows = _select(store, "indexes", LATEST_INDEX, schema_for("indexes").names).to_pylist()
+    return rows[0] if rows else None
 
 
 def latest_snapshot(store: ShardStore, table: str, columns: list[str] | None = None

@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from model.embedding import model_id as clip_model_id
 from model.profiles import load_profile, resolve
+from storage import queries
 from storage.queries import latest_captions
 from storage.schemas import TABLES
 from storage.shards import ShardStore
@@ -182,15 +183,14 @@ _LATEST_INDEX: dict[str, tuple[int, dict | None]] = {}
 
 
 def latest_index(store: ShardStore) -> dict | None:
-    """The most recently built index, as recorded in the `indexes` table.
+    """The most recently built index (`storage.queries.latest_index`).
 
-    The table is read again only when its version moved (a commit, including compaction), so
-    a client making many queries reads the table's log, not its rows."""
+    The table is queried again only when its version moved (a commit, including compaction),
+    so a client making many queries reads the table's log, not its rows."""
     key = store.version("indexes")
     cached = _LATEST_INDEX.get(store.location.uri)
     if cached is None or cached[0] != key:
-        rows = store.read("indexes").to_pylist()
-        cached = _LATEST_INDEX[store.location.uri] = (key, rows[-1] if rows else None)
+        cached = _LATEST_INDEX[store.location.uri] = (key, queries.latest_index(store))
     return dict(cached[1]) if cached[1] is not None else None
 
 

@@ -198,23 +198,29 @@ def test_sd15_shapes_are_stable_diffusion_1_5():
 
 # ---- the kNN client reads the index record and metadata once, not per query ------------------
 def test_latest_index_follows_a_new_build_without_rereading_per_query(tmp_path, monkeypatch):
+    from storage import queries
     from storage.shards import ShardStore
     from tasks import index as knn
 
     store = ShardStore(str(tmp_path / "root"))
     assert knn.latest_index(store) is None
+    built = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     record = {"index_path": "/first", "fingerprint": "f", "model_id": "m", "images": 1,
-              "texts": 0, "seconds": 1.0, "built_at": dt.datetime(2026, 12, 1, tzinfo=dt.UTC)}
+              "texts": 0, "seconds": 1.0, "built_at": built}
     store.write("indexes", pa.Table.from_pylist([record]))
     assert knn.latest_index(store)["index_path"] == "/first"
     reads = []
-    read = ShardStore.read
-    monkeypatch.setattr(ShardStore, "read", lambda self, *a, **k: reads.append(a) or read(self, *a, **k))
+    query = queries.latest_index
+    monkeypatch.setattr(queries, "latest_index", lambda s: reads.append(s) or query(s))
     for _ in range(5):
         knn.latest_index(store)["index_path"] = "mutated by a caller"
     assert reads == [] and knn.latest_index(store)["index_path"] == "/first"
-    store.write("indexes", pa.Table.from_pylist([{**record, "index_path": "/second"}]))
+    store.write("indexes", pa.Table.from_pylist([{**record, "index_path": "/second",
+                                                  "built_at": built + dt.timedelta(hours=1)}]))
     assert knn.latest_index(store)["index_path"] == "/second" and len(reads) == 1
+    # the newest build is the latest, whatever order the table's files list its rows in
+    store.write("indexes", pa.Table.from_pylist([{**record, "index_path": "/older"}]))
+    assert knn.latest_index(store)["index_path"] == "/second" and len(reads) == 2
 
 
 # ---- Textual Inversion / DreamBooth-LoRA peers -----------------------------------------------
