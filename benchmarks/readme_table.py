@@ -149,12 +149,32 @@ def _customization(r: dict) -> tuple[str, str]:
             ">= 1000x vs TI")
 
 
+def _left_to_do(r: dict) -> tuple[str, str]:
+    small, large = (str(n) for n in (min(r["sizes"]), max(r["sizes"])))
+    s, c, many = r["seconds"], r["commit_seconds"], r["versions"]
+    parts = [f"{r['new']} new rows; s at {int(small):,} -> {int(large):,} rows, after (before): " + ", ".join(
+        f"{what} {spread(s[small][f'{what}_after'])} -> {spread(s[large][f'{what}_after'])} "
+        f"({spread(s[small][f'{what}_before'])} -> {spread(s[large][f'{what}_before'])})"
+        for what in ("caption_left", "embed_left", "caption_noop", "embed_noop"))]
+    parts.append(f"one commit, s, at 1 -> {many:,} versions: " + ", ".join(
+        f"{table} {spread(c[f'commit_{table}_at_1_versions'])} -> {spread(c[f'commit_{table}_at_{many}_versions'])}"
+        for table in ("captions", "images")))
+    return "; ".join(parts), "grows with new data, not with table size"
+
+
+def _base_curve(r: dict) -> tuple[str, str]:
+    shown = ("shape", "background", "position", "scale", "rotation", "lighting")
+    return ("oracle reading of the base's text-only samples (EMA) by step: " + "; ".join(
+        f"{p['step']}: " + ", ".join(f"{key} {p['accuracy'][key]:.2f}" for key in shown) for p in r["curve"]),
+        ", ".join(f"{key} >= {bar}" for key, bar in r["bars"].items()))
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
-    "customization_cost": _customization}
+    "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve}
 
 
 def row(path: Path, root: Path) -> str:

@@ -126,6 +126,23 @@ def test_readme_table_is_rebuilt_from_the_files(tmp_path):
     assert readme_table.main(["--results", str(results), "--readme", str(readme), "--check"]) == 0
 
 
+def test_left_to_do_row_shows_both_ends_of_the_size_range_and_the_commit_latencies(tmp_path):
+    def spread(median: float) -> dict:
+        return {"median": median, "min": median / 2, "max": median * 2, "n": 5}
+
+    stages = ("caption_left", "embed_left", "caption_noop", "embed_noop")
+    seconds = {str(n): {f"{what}_{side}": spread(n / 1e4 * (3 if side == "before" else 1))
+                        for what in stages for side in ("before", "after")} for n in (10_000, 1_000_000)}
+    commits = {f"commit_{t}_at_{v}_versions": spread(v / 1e4) for t in ("captions", "images") for v in (1, 50)}
+    path = tmp_path / "left_to_do.json"
+    path.write_text(json.dumps({"benchmark": "left_to_do", "sizes": [1_000_000, 10_000], "new": 100,
+                                "versions": 50, "seconds": seconds, "commit_seconds": commits}))
+    line = readme_table.row(path, tmp_path)
+    assert "10,000 -> 1,000,000 rows" in line and "at 1 -> 50 versions" in line
+    assert "caption_left 1 [0.5, 2] -> 100 [50, 200] (3 [1.5, 6] -> 300 [150, 600])" in line
+    assert "images 0.0001 [5e-05, 0.0002] -> 0.005 [0.0025, 0.01]" in line
+
+
 def test_readme_table_needs_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
