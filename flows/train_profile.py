@@ -25,7 +25,7 @@ def train_role(out: str, role: str, recipe: str, seed: int, threads: int) -> dic
 @task
 def measure(out: str, recipe: str, seed: int) -> dict:
     """Every metric the provenance records, on renders no role trained on."""
-    return profile_measures.measure_profile(Path(out), named_recipe(recipe, seed))
+    return profile_measures.measure_profile(Path(out), named_recipe(recipe, seed), profile_measures.SIZES[recipe])
 
 
 @task

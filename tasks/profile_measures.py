@@ -8,6 +8,7 @@ Each figure goes into the profile's provenance beside the bar it is judged again
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,25 @@ BARS = {"oracle": 0.95, "clip_zero_shot": 0.8, "captioner": 0.8, "base_shape": 0
 FRESH_SEED = 7919  # renders no role trained on
 
 
-def fresh_renders(r: Recipe, objects: int = 400) -> Renders:
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measure renders and samples. Not part of the recipe: sizes change the
+    figures' spread, never the weights."""
+
+    fresh: int = 400  # identities, one view each: oracle, zero-shot, captions, segmentation
+    same_object: int = 200  # identities, two views each
+    duplicates: int = 100  # identities for near-duplicates and groups
+    duplicate_scenes: int = 3
+    base_scenes: int = 8  # scenes per held-out identity for the base's text-only samples
+    base_steps: int = 25  # sampling steps
+
+
+# Per recipe name; the smoke recipe's weights are untrained, its measures only have to run.
+SIZES = {"full": Sizes(), "smoke": Sizes(fresh=16, same_object=8, duplicates=6, duplicate_scenes=2, base_scenes=2,
+                                         base_steps=3)}
+
+
+def fresh_renders(r: Recipe, objects: int = Sizes.fresh) -> Renders:
     return render_views(random_subjects(objects, r.seed + FRESH_SEED), 1, r.size, r.seed + FRESH_SEED)
 
 
@@ -46,17 +65,17 @@ def per_key(predicted: torch.Tensor, truth: torch.Tensor, keys: tuple[str, ...] 
 
 
 @torch.no_grad()
-def measure_profile(out: Path, r: Recipe) -> dict:
-    fresh = fresh_renders(r)
+def measure_profile(out: Path, r: Recipe, sizes: Sizes = Sizes()) -> dict:
+    fresh = fresh_renders(r, sizes.fresh)
     images = to_images(fresh.pixels)
     oracle = AttributeOracle.from_pretrained(out / "oracle").eval()
     return {"oracle_accuracy": per_key(oracle.predict(fresh.pixels), fresh.labels),
             "clip_zero_shot": clip_zero_shot(out / "clip", fresh, images),
             "captioner_agreement": captioner_agreement(out / "captioner", fresh, images),
             "segmentation_iou": segmentation_iou(out / "segmentation", fresh),
-            "same_object_top1": same_object_top1(out, r),
-            "near_duplicates_and_groups": duplicate_and_group_quality(out, r),
-            "base_text_only": base_accuracy(out, oracle, r),
+            "same_object_top1": same_object_top1(out, r, sizes.same_object),
+            "near_duplicates_and_groups": duplicate_and_group_quality(out, r, sizes.duplicates, sizes.duplicate_scenes),
+            "base_text_only": base_accuracy(out, oracle, r, sizes.base_scenes, sizes.base_steps),
             "bars": BARS}
 
 
@@ -109,7 +128,7 @@ def segmentation_iou(folder: Path, data: Renders) -> float:
 
 
 @torch.no_grad()
-def same_object_top1(out: Path, r: Recipe, objects: int = 200) -> dict[str, float]:
+def same_object_top1(out: Path, r: Recipe, objects: int = Sizes.same_object) -> dict[str, float]:
     """Two fresh views of each of `objects` unseen identities: how often a view's nearest
     neighbour (cosine) among all other views is the other view of its object, with the `dino`
     role's CLS token (what the DINO score compares) and CLIP's image embedding (what
@@ -128,7 +147,8 @@ def same_object_top1(out: Path, r: Recipe, objects: int = 200) -> dict[str, floa
 
 
 @torch.no_grad()
-def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = 100, scenes: int = 3) -> dict:
+def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = Sizes.duplicates,
+                                scenes: int = Sizes.duplicate_scenes) -> dict:
     """The embed stage's near-duplicate pairs and identity groups, with its default thresholds,
     on CLIP embeddings of `objects` unseen identities x `scenes` scenes x 2 renders of each
     scene (another jitter): a true near-duplicate is the same object in the same scene."""
@@ -171,7 +191,7 @@ def _top1_same(features: torch.Tensor, owner: torch.Tensor) -> float:
     return float((owner[similarity.argmax(1)] == owner).float().mean())
 
 
-def base_prompts(r: Recipe, scenes: int = 8) -> tuple[list[str], torch.Tensor]:
+def base_prompts(r: Recipe, scenes: int = Sizes.base_scenes) -> tuple[list[str], torch.Tensor]:
     """Class prompts ("a star, on green grass, ...") for the identities the base never saw, in
     `scenes` scenes each, with their labels (N, len(KEYS))."""
     _, held_out = split_subjects(r.base_objects, r.held_out, r.seed)
@@ -179,11 +199,11 @@ def base_prompts(r: Recipe, scenes: int = 8) -> tuple[list[str], torch.Tensor]:
     return [class_prompt(i, s) for i, s in pairs], torch.tensor([labels(i, s) for i, s in pairs])
 
 
-def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, steps: int = 25,
-                  guidance: float = 2.0) -> dict[str, float]:
+def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, scenes: int = Sizes.base_scenes,
+                  steps: int = Sizes.base_steps, guidance: float = 2.0) -> dict[str, float]:
     """The oracle's reading of the base's text-only samples of `base_prompts`: shape and every
     scene attribute."""
-    prompts, truth = base_prompts(r)
+    prompts, truth = base_prompts(r, scenes)
     hits, _ = sample_accuracy(sd_pipeline(*load_base(out)), oracle, prompts, truth, steps, guidance, r.seed)
     return {key: hits[key] for key in ("shape", *SCENE_KEYS)}
 
