@@ -1,8 +1,8 @@
 """Typed configuration: one pydantic model per component, loaded from YAML in configs/.
 
 Precedence (later wins): code defaults < configs/default.yaml < --config FILE < environment
-(TAMER_ROOT, TAMER_PROFILE, RAY_ADDRESS) < CLI flags. Unknown keys and invalid values fail before any work
-starts, with the offending field named by pydantic.
+(TAMER_ROOT, TAMER_PROFILE, RAY_ADDRESS) < CLI flags. Unknown keys and invalid values fail
+before any work starts, with the offending field named by pydantic.
 """
 
 from __future__ import annotations
