@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from tamer.synth import (BACKGROUNDS, COLORS, EYES, LIGHTINGS, POSITIONS, ROTATIONS, SCALES, SHAPES,
+from tamer.synth import (BACKGROUNDS, COLORS, EYES, LIGHTINGS, POSITIONS, ROTATIONS, SCALES, SCENE_PHRASES, SHAPES,
                          TEXTURES, Identity, Scene, Subject, describe, identities, render,
                          sample_scene, scene_phrase)
 
@@ -54,6 +54,27 @@ def class_prompt(identity: Identity, scene: Scene, noun: str | None = None) -> s
 def object_prompt(identity: Identity, scene: Scene) -> str:
     """The recipe's object caption: "a <obj> star, ..."; identity comes from the object tokens."""
     return class_prompt(identity, scene, f"{OBJECT_WORD} {identity.shape}")
+
+
+def caption_variants(identity: Identity, scene: Scene, count: int, rng: np.random.Generator) -> list[str]:
+    """The full caption and `count - 1` partial ones, as alt text varies: a random subset of the
+    identity's words (colours, texture, shape or just "object", eyes) and of the scene phrases,
+    sometimes prefixed "a photo of". A contrastive model trained on one fixed template learns
+    to match that template (mostly its scene half) and reads short prompts ("a red thing") as
+    noise; partial captions make each attribute word carry the match on its own."""
+    i, phrases = identity, [SCENE_PHRASES[key][value] for key, value in scene.attributes().items()]
+    variants = [caption(identity, scene)]
+    while len(variants) < count:
+        keep = rng.random(6) < 0.5
+        colours = (f"{i.primary} and {i.secondary}" if keep[1] else i.primary) if keep[0] else ""
+        words = [colours, i.texture if keep[2] else "", i.shape if keep[3] else rng.choice(["object", "thing"])]
+        text = "a " + " ".join(w for w in words if w)
+        if keep[4]:
+            text += f" with {i.eyes}"
+        scene_words = [p for p in phrases if rng.random() < 0.3]
+        text = ", ".join([text, *scene_words])
+        variants.append(f"a photo of {text}" if keep[5] else text)
+    return variants
 
 
 @dataclass

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
-from transformers import (BlipForConditionalGeneration, BlipProcessor, CLIPConfig, CLIPModel, CLIPProcessor,
+from transformers import (BlipConfig, BlipProcessor, CLIPConfig, CLIPModel, CLIPProcessor,
                           SegformerConfig, SegformerImageProcessor, ViTConfig, ViTImageProcessor)
 
 from model import pixel_base
@@ -25,8 +26,8 @@ from model.role_training import captioner_job, clip_job, identity_vit_job, oracl
 from model.tiny import RECIPES as TINY_RECIPES
 from model.tiny import ensure_built
 from tamer.synth import FORMAT_VERSION
-from tamer.synth_world import (IDENTITY_KEYS, KEYS, VOCAB, Renders, caption, class_prompt, random_subjects, render_views,
-                               split_subjects)
+from tamer.synth_world import (IDENTITY_KEYS, KEYS, VOCAB, Renders, caption, caption_variants, class_prompt,
+                               random_subjects, render_views, split_subjects)
 
 ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "dino", "base")
 # The folders each role writes under the profile directory (the base writes five).
@@ -50,8 +51,10 @@ class Recipe:
     oracle_width: int = 24
     clip_steps: int = 800
     clip_batch: int = 128
+    clip_caption_variants: int = 8
     captioner_steps: int = 600
     captioner_batch: int = 32
+    captioner_width: int = 64
     segmentation_steps: int = 600
     segmentation_batch: int = 32
     dino_steps: int = 1000
@@ -86,7 +89,7 @@ _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("capti
 FULL = Recipe()
 # Every role runs, nothing is trained to quality: what the test suite runs (seconds per role).
 SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8, clip_steps=6, clip_batch=8,
-               captioner_steps=4, captioner_batch=4, segmentation_steps=4, segmentation_batch=4, dino_steps=4,
+               captioner_steps=4, captioner_batch=4, captioner_width=16, clip_caption_variants=2, segmentation_steps=4, segmentation_batch=4, dino_steps=4,
                dino_batch=4, base_objects=8,
                base_views=2, held_out=2, base_steps=6, base_batch=4, checkpoint_every=3)
 RECIPES = {"full": FULL, "smoke": SMOKE}
@@ -129,10 +132,25 @@ def clip_processor(size: int) -> CLIPProcessor:
     return processor
 
 
+def captioner_config(size: int, width: int) -> BlipConfig:
+    """BLIP with the tiny captioner's tokenizer (BERT WordPiece + [DEC]) at `width`: the tiny
+    width of 32 learned the language and the background in 600 steps but not the object."""
+    text = BlipConfig.from_pretrained(ensure_built("captioner")).text_config.to_dict()
+    shape = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3, num_attention_heads=4)
+    return BlipConfig(text_config={**text, **shape}, vision_config=dict(image_size=size, patch_size=4, **shape),
+                      projection_dim=width)
+
+
 def dino_config(size: int) -> ViTConfig:
     """ViT-S/16's shape scaled to 32 px renders: 4 px patches, 4 layers of width 64."""
     return ViTConfig(image_size=size, patch_size=4, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                      num_attention_heads=4)
+
+
+def captioner_processor(size: int) -> BlipProcessor:
+    processor = BlipProcessor.from_pretrained(ensure_built("captioner"))
+    processor.image_processor.size = {"height": size, "width": size}
+    return processor
 
 
 def dino_processor(size: int) -> ViTImageProcessor:
@@ -143,6 +161,12 @@ def captions_of(data: Renders) -> list[str]:
     return [caption(data.identity(i), data.scenes[i]) for i in range(len(data))]
 
 
+def clip_captions(data: Renders, r: Recipe) -> list[list[str]]:
+    """Per row: its full caption and partial ones (`caption_variants`), drawn from the recipe's seed."""
+    rng = np.random.default_rng(r.seed + 5)
+    return [caption_variants(data.identity(i), data.scenes[i], r.clip_caption_variants, rng) for i in range(len(data))]
+
+
 def role_job(role: str, r: Recipe, out: Path) -> Job:
     """The job that trains `role` (the base reads `out/clip`, written before it)."""
     if role == "oracle":
@@ -151,14 +175,12 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
                           r.oracle_batch, r.seed, r.oracle_width)
     if role == "clip":
         data = world(r)
-        return clip_job(clip_config(r.size), clip_processor(r.size), data.pixels, captions_of(data), r.clip_steps,
-                        r.clip_batch, r.seed)
+        return clip_job(clip_config(r.size), clip_processor(r.size), data.pixels, clip_captions(data, r), data.labels,
+                        [len(VOCAB[key]) for key in KEYS], r.clip_steps, r.clip_batch, r.seed)
     if role == "captioner":
         data = world(r)
-        source = ensure_built("captioner")
-        config = BlipForConditionalGeneration.from_pretrained(source).config
-        return captioner_job(config, BlipProcessor.from_pretrained(source), data.pixels, captions_of(data),
-                             r.captioner_steps, r.captioner_batch, 3e-3, r.seed)
+        return captioner_job(captioner_config(r.size, r.captioner_width), captioner_processor(r.size), data.pixels,
+                             captions_of(data), r.captioner_steps, r.captioner_batch, 3e-3, r.seed)
     if role == "segmentation":
         data = world(r)
         return segmentation_job(_segmentation_config(), _segmentation_processor(r.size), data.pixels, data.masks,
@@ -192,7 +214,7 @@ def export_role(role: str, job: Job, r: Recipe, out: Path) -> None:
     elif role == "clip":
         save("clip", model, clip_processor(r.size))
     elif role == "captioner":
-        save("captioner", model, BlipProcessor.from_pretrained(ensure_built("captioner")))
+        save("captioner", model, captioner_processor(r.size))
     elif role == "segmentation":
         save("segmentation", model, _segmentation_processor(r.size))
     elif role == "dino":
