@@ -62,7 +62,7 @@ class Recipe:
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 3000
+    base_steps: int = 6000
     base_batch: int = 16
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
@@ -89,8 +89,8 @@ _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("capti
 FULL = Recipe()
 # Every role runs, nothing is trained to quality: what the test suite runs (seconds per role).
 SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8, clip_steps=6, clip_batch=8,
-               captioner_steps=4, captioner_batch=4, captioner_width=16, clip_caption_variants=2, segmentation_steps=4, segmentation_batch=4, dino_steps=4,
-               dino_batch=4, base_objects=8,
+               clip_caption_variants=2, captioner_steps=4, captioner_batch=4, captioner_width=16,
+               segmentation_steps=4, segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8,
                base_views=2, held_out=2, base_steps=6, base_batch=4, checkpoint_every=3)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
