@@ -1,5 +1,5 @@
 """The `train-profile` flow: train every role of the `synth` profile from scratch on synth
-renders (tasks/profile_roles.py says what each role learns), each under Ray Train with
+renders (tasks/profile_roles.py says what each role learns), under Ray Train with
 checkpoints, then write the profile YAML and its provenance. Run again after a kill, it skips
 finished roles and resumes the interrupted one from its newest checkpoint.
 """
@@ -17,9 +17,10 @@ from tamer.config import load_config
 
 
 @task
-def train_role(out: str, role: str, recipe: str, seed: int, threads: int) -> dict:
-    """One role to completion (resumed if a checkpoint exists); its done-record."""
-    return profile_training.train_role(Path(out), role, named_recipe(recipe, seed), threads)
+def train_roles(out: str, recipe: str, seed: int, threads: int) -> list[dict]:
+    """Every role to completion, in order (finished ones skipped, an interrupted one resumed
+    from its checkpoint); their done-records."""
+    return profile_training.train_roles(Path(out), ROLE_ORDER, named_recipe(recipe, seed), threads)
 
 
 @task
@@ -39,7 +40,7 @@ def train_profile_flow(out: str, recipe: str = "full", seed: int = 0, name: str 
     """Returns {"profile": yaml path, "roles": done-records, "metrics": ...}."""
     ensure_ray(load_config(config_file, root=root).ray)
     Path(out).mkdir(parents=True, exist_ok=True)
-    records = [train_role(out, role, recipe, seed, threads) for role in ROLE_ORDER]
+    records = train_roles(out, recipe, seed, threads)
     metrics = measure(out, recipe, seed)
     path = write_profile(out, recipe, seed, name, records, metrics)
     return {"profile": path, "roles": records, "metrics": metrics}
