@@ -74,15 +74,17 @@ def _matches(table: str, row: dict, params: dict[str, str]) -> bool:
     return row["kind"] == "image" and row["config_hash"] == params["config_hash"]
 
 
-def texts_left_before(store, text_hash: Callable[[str], str]) -> list[dict]:
+def texts_left_before(store, text_hash: Callable[[str], str], key: str = ""):
     """The old scan: every embedding key and every caption into Python, last caption wins."""
+    from storage.queries import TextsLeft
+
     done = {(r["image_id"], r["kind"], r["config_hash"]) for r in
             store.read("embeddings", ["image_id", "kind", "config_hash"]).to_pylist()}
     rows = store.read("captions", ["image_id", "config_hash", "composed_caption"]).to_pylist()
     latest = {r["image_id"]: (r["composed_caption"], r["config_hash"])
               for r in rows if r["composed_caption"]}
-    return [{"image_id": i, "text": text, "config_hash": text_hash(h)}
-            for i, (text, h) in sorted(latest.items()) if (i, "text", text_hash(h)) not in done]
+    return TextsLeft([{"image_id": i, "text": text, "config_hash": text_hash(h)}
+                      for i, (text, h) in sorted(latest.items()) if (i, "text", text_hash(h)) not in done])
 
 
 @contextmanager
@@ -199,9 +201,9 @@ def measure_size(size: int, new: int, rows_per_file: int, repeats: int) -> dict:
         "caption_left_after": left("caption_after", lambda: images_left(
             store, "caption", CAPTIONED, caption_params).files),
         "embed_left_before": left("embed_before", lambda: (images_left_before(
-            store, "embed", EMBEDDED, embed_params).files, texts_left_before(store, text_hash))),
+            store, "embed", EMBEDDED, embed_params).files, texts_left_before(store, text_hash).rows)),
         "embed_left_after": left("embed_after", lambda: (images_left(
-            store, "embed", EMBEDDED, embed_params).files, texts_left(store, text_hash))),
+            store, "embed", EMBEDDED, embed_params).files, texts_left(store, text_hash, k["model_id"]).rows)),
     }, repeats=repeats)
     agree = (_same(answers["caption_before"], answers["caption_after"])
              and _same(*answers["embed_before"][:1], *answers["embed_after"][:1])

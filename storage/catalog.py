@@ -144,11 +144,12 @@ def _rebuild_views(con: duckdb.DuckDBPyConnection, store: ShardStore, state: str
     con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?)", [state])
 
 
-def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str) -> list[str]:
-    """(Re)create the view `table` over the files of the store's version of it (a typed empty
-    view before its first commit); the `filename` column names each row's file. Returns the
+def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str,
+                paths: list[str] | None = None) -> list[str]:
+    """(Re)create the view `table` over the files of the store's version of it, or over `paths`
+    (a typed empty view over none); the `filename` column names each row's file. Returns the
     files' paths, oldest first."""
-    paths = store.shard_paths(table)
+    paths = store.shard_paths(table) if paths is None else paths
     con.execute(f"DROP VIEW IF EXISTS {table}")
     con.execute(f"DROP TABLE IF EXISTS {table}")
     if paths:

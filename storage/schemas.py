@@ -213,6 +213,24 @@ ANNOUNCEMENTS = pa.schema(
     metadata={SCHEMA_VERSION_KEY: b"1"},
 )
 
+# A stage's watermark (storage/queries.py): every row of its source table (`images`; `captions`
+# for text vectors) at `source_version` was done under the stage's key, or quarantined by it as
+# undecodable, by a run that read the done table at `done_version` and quarantine at
+# `quarantine_version` before it read the source. "What is left" then only reads the files
+# committed after those versions.
+STAGE_MARKS = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),  # caption, embed, embed-text
+        pa.field("key", pa.string(), nullable=False),  # hash of the stage's done query and parameters
+        pa.field("source_version", pa.int64(), nullable=False),
+        pa.field("done_version", pa.int64(), nullable=False),  # -1: no commit yet
+        pa.field("quarantine_version", pa.int64(), nullable=False),  # -1: not read
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("marked_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: b"1"},
+)
+
 # Per-step training metrics, committed by rank 0 together with each checkpoint; a restart
 # may write a step twice, so readers keep the newest `recorded_at` per (run_id, step).
 TRAIN_METRICS = pa.schema(
@@ -298,6 +316,7 @@ TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "run_versions": RUN_VERSIONS,
     "announcements": ANNOUNCEMENTS,
+    "stage_marks": STAGE_MARKS,
     "train_metrics": TRAIN_METRICS,
     "retrain_decisions": RETRAIN_DECISIONS,
     "eval_results": EVAL_RESULTS,
@@ -305,7 +324,8 @@ TABLES: dict[str, pa.Schema] = {
 
 # What training runs and the orchestration write: never an input a run pins.
 RUN_OUTPUT_TABLES: tuple[str, ...] = ("runs", "run_versions", "train_metrics",
-                                      "retrain_decisions", "eval_results", "announcements")
+                                      "retrain_decisions", "eval_results", "announcements",
+                                      "stage_marks")
 
 # Tables whose content defines the dataset version (fingerprint).
 DATASET_TABLES: tuple[str, ...] = ("images",)

@@ -26,7 +26,7 @@ from model import tiny
 from model.attributes import Scores, Vocabulary, accuracy, load_vocabulary, top, truth_from_meta
 from model.compose import CaptionTemplate, check_template, compose, named_attributes, object_class
 from model.profiles import TINY_SCHEME, Profile, load_profile, preflight
-from storage.queries import CAPTIONED, images_left, latest_captions
+from storage.queries import CAPTIONED, images_left, latest_captions, record_mark
 from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
@@ -228,10 +228,10 @@ def caption_images(
            caption_config_hash(settings, vocabulary))
     started = dt.datetime.now(dt.UTC)
     report = CaptionReport(f"caption-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", *key)
-    left = images_left(store, "caption", CAPTIONED,
-                       dict(zip(("captioner_id", "clip_id", "config_hash"), key)))
+    left = images_left(store, "caption", CAPTIONED, dict(zip(("captioner_id", "clip_id", "config_hash"), key)))
     todo, report.todo, report.skipped = left.files, left.count, left.total - left.count
     if not todo:
+        record_mark(store, left, report.run_id)
         return report
     job = CaptionJob(profile_name, settings, vocabulary, key, device=profile.device)
     on_ray = settings.executor == "ray" and report.todo >= settings.local_below
@@ -240,6 +240,8 @@ def caption_images(
     committer = _Committer(store, settings.shard_rows, report)
     committer.consume(outcomes, lambda done: progress(done, report.todo) if progress else None)
     committer.finish()
+    if report.captioned + report.reasons.get("undecodable", 0) == report.todo:  # nothing to retry
+        record_mark(store, left, report.run_id)
     return report
 
 

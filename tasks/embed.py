@@ -26,7 +26,7 @@ import torch
 
 from model import embedding
 from model.profiles import load_profile
-from storage.queries import EMBEDDED, images_left, latest_embeddings, texts_left
+from storage.queries import EMBEDDED, images_left, latest_embeddings, record_mark, texts_left
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
 from tasks.distribute import Executor, Inputs, Placement, distribute
@@ -202,10 +202,13 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     report = EmbedReport(f"embed-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", model_id)
     image_hash = config_hash(model_id)
     left = images_left(store, "embed", EMBEDDED, {"config_hash": image_hash})
-    texts = texts_left(store, functools.partial(config_hash, model_id))
+    texts_todo = texts_left(store, functools.partial(config_hash, model_id), key=model_id)
+    texts = texts_todo.rows
     todo, image_todo = left.files, left.count
     report.skipped = left.total - image_todo
     if not todo and not texts:  # a no-op loads no model and starts no Ray
+        record_mark(store, left, report.run_id)
+        record_mark(store, texts_todo, report.run_id)
         report.fingerprint = store.fingerprint(("embeddings",))
         return report
     text_hashes = {r["image_id"]: r["config_hash"] for r in texts}
@@ -228,6 +231,10 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     writer.flush()
     report.shards, report.quarantined = writer.shards, quarantine.new
     quarantine.commit(report.run_id)
+    if report.images + quarantine.reasons.get("undecodable", 0) == image_todo:  # nothing to retry
+        record_mark(store, left, report.run_id)
+    if report.texts == len(texts):
+        record_mark(store, texts_todo, report.run_id)
     report.fingerprint = store.fingerprint(("embeddings",))
     return report
 

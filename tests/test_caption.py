@@ -65,10 +65,16 @@ def test_synth_caption_rerun_and_changed_config(synth_store, tmp_path, ray_local
     assert {"color", "shape", "texture", "category", "scene"} <= set(scored)
     assert all(group["n"] == 18 for group in scored.values())
 
-    # 3. a re-run adds nothing (not even quarantine rows)
+    # 3. the finished run marked the images version it covered; a re-run adds nothing (not even
+    # quarantine rows) and moves the mark past this run's own commits, once
+    marks = store.read("stage_marks").to_pylist()
+    assert [(m["stage"], m["source_version"]) for m in marks] == [("caption", store.version("images"))]
     again = caption_flow(root=root, config_file=config)
     assert again["captioned"] == 0 and again["skipped"] == 19
     assert store.row_count("captions") == 18 and len(quarantine) == 1
+    assert store.row_count("stage_marks") == 2
+    caption_flow(root=root, config_file=config)
+    assert store.row_count("stage_marks") == 2
 
     # 4. a changed template re-captions under a new hash; readers see only the new rows
     changed = caption_flow(root=root, config_file=write_config(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -93,7 +94,7 @@ def test_an_empty_root_has_nothing_left_and_no_latest_rows(tmp_path):
     left = queries.images_left(empty, "caption", queries.CAPTIONED, KEY)
     assert (left.files, left.total) == ({}, 0)
     assert queries.latest_captions(empty, ["image_id"]).num_rows == 0
-    assert queries.texts_left(empty, lambda h: h) == []
+    assert queries.texts_left(empty, lambda h: h).rows == []
     assert queries.latest_snapshot(empty, "pairs") == []
 
 
@@ -116,7 +117,7 @@ def test_texts_left_hash_each_latest_caption_and_skip_those_embedded(any_store):
     store.write("embeddings", vector_rows(["id00000"], "text", "t-cfg", 0, 1.0))
     store.write("embeddings", vector_rows(["id00001"], "text", "t-cfg", 0, 1.0))  # stale hash
     store.write("embeddings", vector_rows(["id00002"], "image", "t-cfg", 0, 1.0))  # an image
-    assert queries.texts_left(store, lambda caption_hash: f"t-{caption_hash}") == [
+    assert queries.texts_left(store, lambda caption_hash: f"t-{caption_hash}").rows == [
         {"image_id": "id00001", "text": "new", "config_hash": "t-b"},
         {"image_id": "id00002", "text": "old", "config_hash": "t-cfg"}]
 
@@ -196,3 +197,84 @@ def test_an_embed_with_nothing_left_loads_no_model_and_starts_no_ray(store, monk
     report = embed.embed_dataset(store, "tiny", EmbedSettings(executor="ray", local_below=0))
     assert (report.images, report.texts, report.skipped) == (0, 0, 9)
     assert report.fingerprint == store.fingerprint(("embeddings",))
+
+
+def _garble(paths: list[str]) -> None:
+    """Overwrite files in place with garbage of the same size: reading one fails."""
+    for path in paths:
+        with open(path, "r+b") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(0)
+            handle.write(b"\xff" * size)
+
+
+def test_after_a_mark_only_files_committed_since_are_read(store):
+    """Everything done and marked, then new images and a caption for one of them: the answer
+    is the new images minus that one, and it holds with every older file garbled."""
+    store.write("captions", caption_rows(ids(9), 0))
+    first = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    assert first.count == 0 and first.reading.since is None
+    queries.record_mark(store, first, "run-1")
+    old = store.shard_paths("images") + store.shard_paths("captions")
+    store.write("images", image_rows(3, start=9))
+    store.write("captions", caption_rows(["id00010"], 5))
+    store.write("quarantine", quarantined("caption", "id00011"))
+    full = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    _garble(old)
+    left = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    assert left.reading.since == first.reading.at and left.files == full.files
+    assert list(left.files.values()) == [["id00009"]] and left.total == 12
+    with pytest.raises(duckdb.Error):  # another key has no mark: it must read the garbled files
+        queries.images_left(store, "caption", queries.CAPTIONED, {**KEY, "config_hash": "other"})
+
+
+def test_a_mark_is_not_moved_by_a_run_over_an_unchanged_root(store):
+    store.write("captions", caption_rows(ids(9), 0))
+    queries.record_mark(store, queries.images_left(store, "caption", queries.CAPTIONED, KEY), "run-1")
+    versions = store.version("stage_marks")
+    again = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    queries.record_mark(store, again, "run-2")
+    assert again.reading.at == again.reading.since and store.version("stage_marks") == versions
+
+
+def test_a_compacted_images_table_is_answered_in_full(store):
+    """Compaction rewrites images files the mark covered: the mark no longer says which rows
+    are new, so the answer reads everything (and stays right)."""
+    from storage import delta
+
+    store.write("captions", caption_rows(ids(6), 0))
+    mark = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    assert mark.count == 3
+    queries.record_mark(store, mark, "run-1")  # as if all were done
+    delta.open_table(store.location, "images").optimize.compact()
+    left = queries.images_left(store, "caption", queries.CAPTIONED, KEY)
+    assert left.reading.since is None and sorted(i for v in left.files.values() for i in v) == ids(9)[6:]
+
+
+def test_a_pinned_store_older_than_the_mark_is_answered_in_full(store):
+    pinned = PinnedStore(store, {"images": store.version("images"), "captions": -1})
+    store.write("images", image_rows(2, start=9))
+    store.write("captions", caption_rows(ids(11), 0))
+    queries.record_mark(store, queries.images_left(store, "caption", queries.CAPTIONED, KEY), "run-1")
+    left = queries.images_left(pinned, "caption", queries.CAPTIONED, KEY)
+    assert left.reading.since is None and left.count == 9
+
+
+def test_after_a_text_mark_only_images_captioned_since_are_candidates(store):
+    """Text vectors marked done; then a new latest caption for id00001, and for id00002 a row
+    committed later but made earlier (not its latest): only id00001 is left, and the answer
+    holds with every older vector file garbled (they are not read)."""
+    def text_hash(caption_hash: str) -> str:
+        return f"t-{caption_hash}"
+
+    store.write("captions", caption_rows(ids(3), 5, "old"))
+    store.write("embeddings", vector_rows(ids(3), "text", "t-cfg", 0, 1.0))
+    done = queries.texts_left(store, text_hash, key="m")
+    assert done.rows == [] and done.reading.since is None
+    queries.record_mark(store, done, "run-1")
+    _garble(store.shard_paths("embeddings"))
+    store.write("captions", caption_rows(["id00001"], 9, "new", config_hash="b"))
+    store.write("captions", caption_rows(["id00002"], 1, "older", config_hash="c"))
+    left = queries.texts_left(store, text_hash, key="m")
+    assert left.reading.since == done.reading.at
+    assert left.rows == [{"image_id": "id00001", "text": "new", "config_hash": "t-b"}]
