@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+from deltalake.exceptions import DeltaError
 
 from storage import duck
 from storage.catalog import create_view
@@ -102,7 +103,7 @@ class _Reading:
     those committed after the usable mark, if any)."""
 
     stage: str
-    key: str  # mark_key of the stage's done query and parameters
+    key: str  # mark_key of the stage's query and parameters
     at: Mark
     since: Mark | None  # the mark it used
     files: dict[str, list[str]]  # table -> every file name of its version
@@ -164,7 +165,7 @@ def _usable_mark(store: ShardStore, stage: str, key: str, source: str, at: Mark,
         return None
     try:
         covered = _names(store, source, mark.source)
-    except Exception:  # noqa: BLE001 - a version vacuumed away, or unreadable: answer in full
+    except (DeltaError, OSError):  # a version vacuumed away, or unreadable: answer in full
         return None
     return mark if set(covered) <= set(files) else None
 
@@ -227,12 +228,12 @@ def images_left(store: ShardStore, stage: str, done: Done, params: Mapping[str, 
                        if (url := store.location.url(path)) in by_url}, reading.rows, reading)
 
 
-def texts_left(store: ShardStore, text_hash: Callable[[str], str], key: str = "") -> TextsLeft:
+def texts_left(store: ShardStore, text_hash: Callable[[str], str], model_id: str = "") -> TextsLeft:
     """Each latest caption not yet embedded as text, by id; `text_hash(caption config hash)` is
-    the text vector's config hash, and `key` names that function (the embedding model) for the
-    mark. With a usable mark, only images whose latest caption (taken over every file, so it is
+    the text vector's config hash for the embedding model `model_id` (the mark's key). With a usable mark, only images whose latest caption (taken over every file, so it is
     exact) was committed after it are candidates, and only vectors committed after it are read:
     a vector for a caption committed later is committed later."""
+    key = mark_key(_TEXTS_LEFT, {"model_id": model_id})
     reading = _reading(store, "embed-text", key, "captions", "embeddings", quarantine=False)
     if reading.since is not None and not reading.new["captions"]:
         return TextsLeft([], reading)  # no caption since the mark: every latest one has its vector

@@ -202,7 +202,7 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
     report = EmbedReport(f"embed-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", model_id)
     image_hash = config_hash(model_id)
     left = images_left(store, "embed", EMBEDDED, {"config_hash": image_hash})
-    texts_todo = texts_left(store, functools.partial(config_hash, model_id), key=model_id)
+    texts_todo = texts_left(store, functools.partial(config_hash, model_id), model_id)
     texts = texts_todo.rows
     todo, image_todo = left.files, left.count
     report.skipped = left.total - image_todo

@@ -269,12 +269,12 @@ def test_after_a_text_mark_only_images_captioned_since_are_candidates(store):
 
     store.write("captions", caption_rows(ids(3), 5, "old"))
     store.write("embeddings", vector_rows(ids(3), "text", "t-cfg", 0, 1.0))
-    done = queries.texts_left(store, text_hash, key="m")
+    done = queries.texts_left(store, text_hash, "m")
     assert done.rows == [] and done.reading.since is None
     queries.record_mark(store, done, "run-1")
     _garble(store.shard_paths("embeddings"))
     store.write("captions", caption_rows(["id00001"], 9, "new", config_hash="b"))
     store.write("captions", caption_rows(["id00002"], 1, "older", config_hash="c"))
-    left = queries.texts_left(store, text_hash, key="m")
+    left = queries.texts_left(store, text_hash, "m")
     assert left.reading.since == done.reading.at
     assert left.rows == [{"image_id": "id00001", "text": "new", "config_hash": "t-b"}]
