@@ -7,7 +7,9 @@ For each size N: a root whose `images` (tiny placeholder bytes), `captions` and 
 (image and text vectors of 8 dimensions) hold N rows, all done under the tiny profile's keys,
 in files of `--rows-per-file` rows. Timed, interleaved after a warm-up round:
 - `caption_noop_*`, `embed_noop_*`: the stage itself with nothing left (a re-run), its "what is
-  left" being the old Python scans (`before`) or `storage.queries` (`after`);
+  left" being the old Python scans (`before`) or `storage.queries` (`after`: the warm-up run
+  answers in full and records the stage's mark, as the first run on a root does; the timed
+  runs read from the mark);
 - then `--new` images nobody has done are committed, and `caption_left_*`, `embed_left_*`
   time the "what is left" computation alone. Before and after must return the same ids.
 Then the latency of one commit to `captions` and to the keyed `images` (its dedupe included),
