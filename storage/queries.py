@@ -143,31 +143,33 @@ def _reading(store: ShardStore, stage: str, key: str, source: str, done: str, qu
     files = {table: [info.name for info in found] for table, found in infos.items()}
     at = Mark(_version(snapshots[source]), _version(snapshots[done]),
               _version(snapshots["quarantine"]) if quarantine else -1)
-    since = _usable_mark(store, stage, key, source, at, files[source])
+    since, covered = _usable_mark(store, stage, key, source, at, files[source])
     new = dict(files)
     if since is not None:
-        for table, version in ((source, since.source), (done, since.done), ("quarantine", since.quarantine)):
+        for table, version in ((done, since.done), ("quarantine", since.quarantine)):
             if table in files:
                 before = set(_names(store, table, version))
                 new[table] = [name for name in files[table] if name not in before]
+        new[source] = [name for name in files[source] if name not in covered]
     return _Reading(stage, key, at, since, files, new, sum(info.rows for info in infos[source]), snapshots)
 
 
-def _usable_mark(store: ShardStore, stage: str, key: str, source: str, at: Mark, files: list[str]) -> Mark | None:
-    """The newest mark under `key`, if every source file it covered is still there (not
-    rewritten by compaction) and no version it names is past `at` (a pinned store)."""
+def _usable_mark(store: ShardStore, stage: str, key: str, source: str, at: Mark, files: list[str]
+                 ) -> tuple[Mark | None, set[str]]:
+    """The newest mark under `key` and the source files it covered, if all of them are still
+    there (not rewritten by compaction) and no version it names is past `at` (a pinned store)."""
     rows = _select(store, "stage_marks", _LATEST_MARK, ["source_version", "done_version", "quarantine_version"],
                    {"stage": stage, "key": key}).to_pylist()
     if not rows:
-        return None
+        return None, set()
     mark = Mark(rows[0]["source_version"], rows[0]["done_version"], rows[0]["quarantine_version"])
     if mark.source > at.source or mark.done > at.done or mark.quarantine > at.quarantine:
-        return None
+        return None, set()
     try:
-        covered = _names(store, source, mark.source)
+        covered = set(_names(store, source, mark.source))
     except (DeltaError, OSError):  # a version vacuumed away, or unreadable: answer in full
-        return None
-    return mark if set(covered) <= set(files) else None
+        return None, set()
+    return (mark, covered) if covered <= set(files) else (None, set())
 
 
 def _names(store: ShardStore, table: str, version: int) -> list[str]:
