@@ -33,7 +33,7 @@ from model.fit import FIT_STEP, load_checkpoint  # noqa: E402
 from model.oracle import AttributeOracle  # noqa: E402
 from model.pixel_base import sd_pipeline  # noqa: E402
 from tamer.synth_world import SCENE_KEYS  # noqa: E402
-from tasks.profile_measures import base_prompts, sample_accuracy  # noqa: E402
+from tasks.profile_measures import GUIDANCE, base_prompts, sample_accuracy  # noqa: E402
 from tasks.profile_roles import Recipe, role_job  # noqa: E402
 from tasks.profile_roles import recipe as named_recipe  # noqa: E402
 from tasks.profile_training import CHECKPOINTS, PROVENANCE  # noqa: E402
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=1000, help="read checkpoints at multiples of this step")
     parser.add_argument("--sample-steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, default=GUIDANCE)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "base_curve")
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ import yaml
 from diffusers import ConfigMixin
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from model import tiny
 from tamer.config import PROFILES_DIR, profile_path  # noqa: F401 - PROFILES_DIR is re-exported
@@ -104,6 +104,14 @@ class Profile(BaseModel):
     resolution: int  # image side in pixels that data and training use with this profile
     roles: dict[str, ModelRef | None]
     trust_remote_code: bool = False
+    # The text CFG its base samples well at, used wherever a run does not set one: SD's 7.5
+    # over-drives the synth profile's small pixel-space base (the oracle read background 0.67
+    # and scale 0.52 at 7.5, 1.00 and 0.84 at 2.0).
+    guidance_scale: float = Field(7.5, ge=1.0)
+
+    def text_guidance(self, configured: float | None) -> float:
+        """`configured` (a run's setting) if set, else this profile's own scale."""
+        return self.guidance_scale if configured is None else configured
 
     @field_validator("device")
     @classmethod

@@ -168,7 +168,8 @@ class _EvalProtocol(Strict):
     seeds: int = Field(4, ge=1, description="images per prompt, one seed each (literature: 4)")
     seed: int = Field(0, description="the first seed")
     steps: int = Field(50, ge=1, description="sampling steps, every method")
-    guidance_scale: float = Field(7.5, ge=1.0, description="text CFG, every method")
+    guidance_scale: float | None = Field(None, ge=1.0, description="text CFG, every method; null = the "
+                                         "profile's (7.5 for tiny and sd15, 2.0 for synth)")
     object_guidance_scale: float = Field(3.0, ge=1.0, description="object CFG (ours)")
     # DDIM: the deterministic sampler the literature's baselines report with; the saved DDPM
     # schedule is the training one.

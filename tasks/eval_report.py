@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # headless: flows run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.profiles import weights_origin  # noqa: E402
+from model.profiles import load_profile, weights_origin  # noqa: E402
 from storage.shards import ShardStore  # noqa: E402
 from tamer.config import EvalSettings  # noqa: E402
 from tasks.evaluate import REFERENCE, read_results, report_dir  # noqa: E402
@@ -191,7 +191,7 @@ def protocol(rows: list[dict], settings: EvalSettings) -> dict:
     return {"weights": weights_origin(rows[0]["profile"]), "subjects": len({row["subject"] for row in rows}),
             "prompts": len({(row["prompt_index"]) for row in rows}), "seeds": settings.seeds,
             "steps": settings.steps, "scheduler": settings.scheduler,
-            "guidance_scale": settings.guidance_scale,
+            "guidance_scale": load_profile(rows[0]["profile"]).text_guidance(settings.guidance_scale),
             "object_guidance_scale": settings.object_guidance_scale,
             "recipe_steps": {METHODS[name].label: settings.method_settings(name).steps
                              for name in settings.methods if hasattr(settings.method_settings(name), "steps")}}

@@ -62,9 +62,9 @@ def resolve_model(store: ShardStore, run_id: str | None, pipeline: str | None) -
 
 def build_methods(config: TamerConfig, pipeline_uri: str | None, work_dir: Path) -> list[EvalMethod]:
     """The configured methods from the registry, each with its resolved settings."""
-    s = config.eval
-    context = Context(load_profile(config.profile), Sampling(s.steps, s.guidance_scale, s.object_guidance_scale,
-                                                             s.scheduler), work_dir, pipeline_uri)
+    s, profile = config.eval, load_profile(config.profile)
+    sampling = Sampling(s.steps, profile.text_guidance(s.guidance_scale), s.object_guidance_scale, s.scheduler)
+    context = Context(profile, sampling, work_dir, pipeline_uri)
     return [METHODS[name](context, s.method_settings(name)) for name in s.methods]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks import profile_roles
+from tasks import profile_measures, profile_roles
 from tasks.profile_roles import ROLE_FOLDERS, Recipe
 
 CHECKPOINTS, DONE, PROVENANCE, RECIPE = "_checkpoints", "done.json", "provenance.json", "recipe_fingerprint"
@@ -130,7 +130,8 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
              "unet": {"id": "./unet"}, "vae": {"id": "./vae", "class_name": "model.pixel_base.PassThroughVAE"},
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
              "oracle": {"id": "./oracle"}, "dino": {"id": "./dino"}}
-    profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size, "roles": roles}
+    profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size,
+               "guidance_scale": profile_measures.GUIDANCE, "roles": roles}
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"
                     + yaml.safe_dump(profile, sort_keys=False))

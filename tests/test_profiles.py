@@ -178,6 +178,7 @@ def _rename_role(roles: dict) -> None:
     (lambda d: d.update(dtype="float8"), "dtype"),
     (lambda d: d.update(device="gpu"), "device"),
     (lambda d: d.update(resolution=64), "resolution must be 32"),
+    (lambda d: d.update(guidance_scale=0.5), "guidance_scale"),
     (lambda d: _rename_role(d["roles"]), "captoner"),
     (lambda d: d["roles"].update(unet={"id": "tiny://sd", "subfoldr": "unet"}), "subfoldr"),
     (lambda d: d["roles"].update(unet={"id": "not a valid//id"}), "roles.unet.id"),
@@ -190,6 +191,16 @@ def test_invalid_profile_fails_naming_the_field(tmp_path, edit, field):
         load_profile(str(path))
     [check] = check_profile(str(path))
     assert not check.ok and field in check.reason
+
+
+def test_a_run_without_a_text_guidance_samples_at_the_profiles_own():
+    """The synth base is sampled at its 2.0 unless a run sets a scale; the others keep SD's 7.5."""
+    from tamer.config import load_config
+
+    assert load_config().eval.guidance_scale is None
+    assert load_profile("synth").text_guidance(None) == 2.0
+    assert load_profile("tiny").text_guidance(None) == 7.5
+    assert load_profile("synth").text_guidance(4.0) == 4.0
 
 
 def test_preflight_names_the_id_that_cannot_load(tiny_profile, tmp_path):
