@@ -67,7 +67,8 @@ class EmbedSettings(Strict):
     shard_rows: int = Field(8192, ge=1, description="rows per committed embeddings shard")
     export_rows: int = Field(100_000, ge=1, description="rows per clip-retrieval export file")
     index_memory: str = Field("4G", description="autofaiss max_index_memory_usage")
-    near_duplicate_threshold: float = Field(0.97, gt=0.0, le=1.0, description="cosine")
+    near_duplicate_threshold: float | None = Field(None, gt=0.0, le=1.0, description="cosine; null = the "
+                                                   "profile's (0.97; 0.995 for synth)")
     group_threshold: float = Field(0.9, gt=-1.0, le=1.0, description="cosine for an identity edge")
     group_neighbors: int = Field(10, ge=1, description="k of the mutual-kNN graph")
     group_min_size: int = Field(2, ge=2, description="smaller proposed groups stay ungrouped")

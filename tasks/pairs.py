@@ -128,16 +128,17 @@ def record_near_duplicates(store: ShardStore, profile_name: str,
                            settings: EmbedSettings | None = None) -> dict:
     """Add near-duplicate pairs not recorded yet; returns new and total counts."""
     settings = settings or EmbedSettings()
+    threshold = load_profile(profile_name).duplicate_threshold(settings.near_duplicate_threshold)
     ids, vectors, image_hash = _image_vectors(store, profile_name)
     known = {(r["image_id"], r["other_id"], r["config_hash"]) for r in
              store.read("near_duplicates", ["image_id", "other_id", "config_hash"]).to_pylist()}
     now = dt.datetime.now(dt.UTC)
     rows = []
-    for i, j, score in near_duplicate_pairs(vectors, settings.near_duplicate_threshold):
+    for i, j, score in near_duplicate_pairs(vectors, threshold):
         a, b = sorted((ids[i], ids[j]))
         if (a, b, image_hash) not in known:
             rows.append({"image_id": a, "other_id": b, "cosine": score, "found_at": now,
-                         "threshold": settings.near_duplicate_threshold,
+                         "threshold": threshold,
                          "config_hash": image_hash})
     store.write("near_duplicates", pa.Table.from_pylist(rows))
     return {"new": len(rows), "total": store.row_count("near_duplicates")}

@@ -31,6 +31,7 @@ from tasks.profile_roles import Recipe
 BARS = {"oracle": 0.95, "clip_zero_shot": 0.8, "captioner": 0.8, "base_shape": 0.7, "base_scene": 0.9}
 FRESH_SEED = 7919  # renders no role trained on
 GUIDANCE = 2.0  # the base's text CFG here and in the written profile (SD's 7.5 saturates a 32 px pixel base)
+NEAR_DUPLICATE = 0.995  # the CLIP's near-duplicate cosine here and in the written profile
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def same_object_top1(out: Path, r: Recipe, objects: int = Sizes.same_object) -> 
 @torch.no_grad()
 def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = Sizes.duplicates,
                                 scenes: int = Sizes.duplicate_scenes) -> dict:
-    """The embed stage's near-duplicate pairs and identity groups, with its default thresholds,
+    """The embed stage's near-duplicate pairs (at `NEAR_DUPLICATE`) and identity groups (its default),
     on CLIP embeddings of `objects` unseen identities x `scenes` scenes x 2 renders of each
     scene (another jitter): a true near-duplicate is the same object in the same scene."""
     from dataclasses import replace
@@ -175,7 +176,7 @@ def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = Sizes.dupli
     inputs = processor_pixels(torch.stack(pixels), processor.image_processor)
     vectors = torch.nn.functional.normalize(clip.get_image_features(pixel_values=inputs), dim=-1).numpy()
     settings = EmbedSettings()
-    pairs = near_duplicate_pairs(vectors, settings.near_duplicate_threshold)
+    pairs = near_duplicate_pairs(vectors, NEAR_DUPLICATE)
     true_found = sum(where[i] == where[j] for i, j, _ in pairs)
     groups = propose_groups(vectors, settings.group_threshold, settings.group_neighbors, settings.group_min_size)
     grouping = grouping_quality(list(groups), owner)

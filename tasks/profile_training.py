@@ -131,7 +131,8 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
              "oracle": {"id": "./oracle"}, "dino": {"id": "./dino"}}
     profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size,
-               "guidance_scale": profile_measures.GUIDANCE, "roles": roles}
+               "guidance_scale": profile_measures.GUIDANCE,
+               "near_duplicate_threshold": profile_measures.NEAR_DUPLICATE, "roles": roles}
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"
                     + yaml.safe_dump(profile, sort_keys=False))
