@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import matplotlib
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts, truth = base_prompts(recipe)
     args.out.mkdir(parents=True, exist_ok=True)
     curve: list[dict] = []
-    result = {"settings": vars(args) | {"out": str(args.out), "profile": str(args.profile)},
+    result = {"benchmark": "base_curve", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "settings": vars(args) | {"out": str(args.out), "profile": str(args.profile)},
               "recipe": recipe.__dict__, "machine": machine(), "bars": BARS, "curve": curve}
     for folder in folders:
         step = ema_weights(job, folder)
