@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import os
 import shutil
 import sys
 import tempfile
@@ -284,13 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     if growth:
         print(f"growth {smallest} -> {largest} rows (median ratio): "
               + ", ".join(f"{name} x{ratio:.1f}" for name, ratio in growth.items()))
+    # a quick run never replaces the committed figures: it writes where asked, else to a temp folder
+    quick_out = None if not args.quick or os.environ.get("TAMER_BENCH_RESULTS") else Path(tempfile.gettempdir())
     write_result("left_to_do", {
         "sizes": args.sizes, "new": args.new, "rows_per_file": args.rows_per_file,
         "versions": args.versions, "repeats": args.repeats, "quick": args.quick,
         "seconds": {size: {name: summary(values) for name, values in figures.items()}
                     for size, figures in seconds.items()},
         "commit_seconds": {name: summary(values) for name, values in commits.items()},
-        "growth": growth, "before_and_after_agree": True})
+        "growth": growth, "before_and_after_agree": True}, quick_out)
 
 
 if __name__ == "__main__":
