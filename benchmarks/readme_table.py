@@ -169,12 +169,20 @@ def _base_curve(r: dict) -> tuple[str, str]:
         ", ".join(f"{key} >= {bar}" for key, bar in r["bars"].items()))
 
 
+def _base_conditioning(r: dict) -> tuple[str, str]:
+    gaps = r["gaps"]["600"]
+    return ("relative loss increase at t=600 with one prompt word swapped, mean [95% interval]: " + ", ".join(
+        f"{key} {g['difference_mean']:+.3f} [{g['difference_interval'][0]:+.3f}, {g['difference_interval'][1]:+.3f}]"
+        for key, g in gaps.items()), "every attribute above 0 (the word is heard)")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
-    "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve}
+    "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve,
+    "base_conditioning": _base_conditioning}
 
 
 def row(path: Path, root: Path) -> str:

@@ -336,3 +336,19 @@ def test_customization_peer_refuses_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         customization_peer.main(["--method", "dreambooth"])
     assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_base_conditioning_swaps_exactly_the_named_attribute():
+    from benchmarks.base_conditioning import SWAPPED, prompts
+    from tamer.synth_world import class_prompt, random_subjects, render_views
+
+    data = render_views(random_subjects(3, seed=5), views=4, size=32, seed=1)
+    true = prompts(data, None)
+    assert true == [class_prompt(data.identity(k), data.scenes[k]) for k in range(len(data))]
+    assert prompts(data, "empty") == [""] * len(data)
+    for swap in SWAPPED:
+        for row, (before, after) in enumerate(zip(true, prompts(data, swap))):
+            assert before != after, (swap, before)
+            # only that attribute's words moved: the other scene phrases and the shape stay
+            kept = [w for w in before.split(", ") if w in after.split(", ")]
+            assert len(kept) == len(before.split(", ")) - 1, (swap, before, after)
