@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import paired, write_result
-from model.finetune import token_ids
+from model.base_family import token_ids
 from model.losses import diffusion_target
 from model.pixel_base import scheduler
 from tamer.synth_world import BENCH_SCALES, VOCAB, class_prompt, render_views, split_subjects

@@ -4,7 +4,7 @@
     benchmarks/gpu_check.sh --dry-run                                # CPU, tiny shapes, seconds
 
 Builds SD 1.5's UNet, VAE and text encoder and a ViT-L/14 CLIP from their published configs
-(`benchmarks/sd15_shapes.py`) with random weights, in Hugging Face format, behind two local
+(`benchmarks/base_shapes.py`) with random weights, in Hugging Face format, behind two local
 profiles (float32 weights + bf16 autocast for training ours; bf16 weights for the rest), then
 measures at 512 px, each figure the median [min, max] of `--repeats` interleaved rounds
 (benchmarks/common.py) after a warm-up round, or, for training runs, with each run's own
@@ -34,7 +34,7 @@ import yaml
 
 from benchmarks.common import (clocked, interleaved, paired, print_paired, print_summaries,
                                rates, summary, timed, write_result)
-from benchmarks.sd15_shapes import SD15, TINY
+from benchmarks.base_shapes import SD15, TINY
 
 NAME = "gpu_check"
 

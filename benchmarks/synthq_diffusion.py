@@ -16,8 +16,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel
 
+from model.base_family import token_ids
 from model.batching import JointBatchPolicy, collate, cross_reference
-from model.finetune import token_ids
 from model.fit import fit
 from model.pixel_base import PassThroughVAE, scheduler, sd_pipeline, train_base
 from model.role_training import processor_pixels
@@ -87,7 +87,7 @@ def train_ti(base_unet, text_encoder, tokenizer, images: list, token: str, initi
     start = time.perf_counter()
     pipe = SimpleNamespace(unet=base_unet, vae=PassThroughVAE(), text_encoder=copy.deepcopy(text_encoder),
                            tokenizer=copy.deepcopy(tokenizer), scheduler=scheduler(), vae_scale_factor=1)
-    embeds = train_textual_inversion(pipe, images, token, initializer, config)
+    (embeds,) = train_textual_inversion(pipe, images, token, initializer, config)  # one text encoder
     base_unet.requires_grad_(False)
     seconds = time.perf_counter() - start
     return sd_pipeline(base_unet, pipe.text_encoder.eval(), pipe.tokenizer), embeds, seconds

@@ -83,11 +83,12 @@ def collate(examples: Sequence[dict]) -> dict:
     in, per example:
       pixel_values            (3, H, W) float in [-1, 1]   the denoising target image (VAE input)
       input_ids               (L,) long                    caption tokens, padded to the tokenizer max
+      input_ids_2             (L,) long, SDXL only         the same caption for the second text tower
       reference_pixel_values  (3, h, w) float or None      CLIP-preprocessed reference; None = general row
       reference_mask          (1, h, w) float or None      foreground mask of the reference, if known
     out:
       pixel_values            (B, 3, H, W)
-      input_ids               (B, L)
+      input_ids, input_ids_2  (B, L)
       reference_pixel_values  (B, 3, h, w) or None         zeros in general rows; None if all are
       reference_mask          (B, 1, h, w) or None         None when no row has one
       has_mask                (B,) bool                    rows whose reference_mask is real
@@ -107,9 +108,10 @@ def collate(examples: Sequence[dict]) -> dict:
     if has_mask.any():
         mask_shape = (1, *shape[-2:])
         mask = torch.stack([m.float() if m is not None else torch.ones(mask_shape) for m in masks])
+    ids = {key: torch.stack([e[key] for e in examples]) for key in examples[0] if key.startswith("input_ids")}
     return {
         "pixel_values": pixel_values,
-        "input_ids": torch.stack([e["input_ids"] for e in examples]),  # (B, L)
+        **ids,  # (B, L) per text tower
         "reference_pixel_values": reference,  # (B, 3, h, w)
         "reference_mask": mask,  # (B, 1, h, w) or None
         "has_mask": has_mask,  # (B,)

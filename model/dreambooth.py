@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from model.finetune import denoising_loss, sample_latents, subject_posteriors, token_ids
+from model.base_family import Conditioning, family_of
+from model.finetune import denoising_loss, resolution, sample_latents, subject_posteriors
 from tamer.model_config import DreamBoothConfig, DreamBoothRecipe
 
 UNET_FILE = "diffusion_pytorch_model.safetensors"  # what `save_pretrained` writes
@@ -34,18 +35,18 @@ def fit_dreambooth(pipe, images: Sequence[Image.Image], class_noun: str, config:
         class_posteriors = subject_posteriors(pipe, _class_images(pipe, class_noun, config), config.flip)
         prompts.append(config.class_prompt.format(class_noun))
     with torch.no_grad():
-        text_states = pipe.text_encoder(token_ids(pipe.tokenizer, prompts).to(pipe.text_encoder.device))[0]
+        text = family_of(pipe).encode_prompts(pipe, prompts, resolution(pipe))  # rows: instance, class
     optimizer = torch.optim.AdamW(list(params), lr=config.lr)
     pipe.unet.train()
     b = config.batch_size
     for _ in range(config.steps):
         rows = torch.randint(0, len(posteriors), (b,), generator=generator)
         latents = sample_latents(pipe, posteriors, rows, generator)
-        loss = denoising_loss(pipe.unet, pipe.scheduler, latents, text_states[:1].expand(b, -1, -1), generator)
+        loss = denoising_loss(pipe.unet, pipe.scheduler, latents, _rows(text, 0, b), generator)
         if config.prior_preservation:
             rows = torch.randint(0, len(class_posteriors), (b,), generator=generator)
             latents = sample_latents(pipe, class_posteriors, rows, generator)
-            prior = denoising_loss(pipe.unet, pipe.scheduler, latents, text_states[1:].expand(b, -1, -1), generator)
+            prior = denoising_loss(pipe.unet, pipe.scheduler, latents, _rows(text, 1, b), generator)
             loss = loss + config.prior_loss_weight * prior
         loss.backward()
         optimizer.step()
@@ -54,11 +55,17 @@ def fit_dreambooth(pipe, images: Sequence[Image.Image], class_noun: str, config:
     pipe.unet.requires_grad_(False)
 
 
+def _rows(text: Conditioning, row: int, count: int) -> Conditioning:
+    """Row `row` of `text`, repeated `count` times (one prompt for the whole batch)."""
+    return text.map(lambda t: t[row:row + 1].expand(count, *t.shape[1:]))
+
+
 def train_dreambooth_full(pipe, images: Sequence[Image.Image], class_noun: str, config: DreamBoothConfig) -> None:
     """Fine-tune every weight of `pipe.unet` in place (pass a pipeline on a copy of the UNet to
     keep the base); text encoder and VAE stay frozen, as in the recipe's default."""
     pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
+    for _, encoder in family_of(pipe).text_towers(pipe):
+        encoder.requires_grad_(False)
     pipe.unet.requires_grad_(True)
     fit_dreambooth(pipe, images, class_noun, config, pipe.unet.parameters())
 

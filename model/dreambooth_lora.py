@@ -4,7 +4,7 @@ low-rank adapters on the UNet's attention projections, trained with the DreamBoo
 
 The recipe is diffusers' `train_dreambooth_lora.py`: rank 4 on to_q/to_k/to_v/to_out.0, lr 1e-4,
 500 steps, batch 1. Weights are saved with
-`StableDiffusionPipeline.save_lora_weights` (`pytorch_lora_weights.safetensors`), which
+the family pipeline's `save_lora_weights` (`pytorch_lora_weights.safetensors`), which
 `load_lora_weights` loads.
 """
 
@@ -19,6 +19,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
+from model.base_family import family_of
 from model.dreambooth import fit_dreambooth, subject_phrase
 from tamer.model_config import DreamBoothLoraConfig
 
@@ -28,11 +29,12 @@ TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 
 def train_dreambooth_lora(pipe, images: Sequence[Image.Image], class_noun: str,
                           config: DreamBoothLoraConfig, adapter_name: str) -> dict[str, torch.Tensor]:
-    """Train a LoRA adapter named `adapter_name` on `pipe.unet` (a base StableDiffusionPipeline);
+    """Train a LoRA adapter named `adapter_name` on `pipe.unet` (a base pipeline of any family);
     returns its weights in diffusers' format. The adapter stays on the UNet: `delete_adapters`."""
     pipe.unet.requires_grad_(False)
     pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
+    for _, encoder in family_of(pipe).text_towers(pipe):
+        encoder.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):  # LoRA's random init, without touching the caller's RNG
         torch.manual_seed(config.seed)
         pipe.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",

@@ -9,21 +9,22 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image
 
+from model.base_family import FAMILIES, Conditioning
 from model.losses import diffusion_loss
 from model.metrics import resize_center_crop
 
 
-def base_pipeline(profile) -> StableDiffusionPipeline:
-    """The profile's base text-to-image model (no object adapter), as a diffusers pipeline."""
+def base_pipeline(profile) -> DiffusionPipeline:
+    """The profile's base text-to-image model (no object adapter), as its family's diffusers
+    pipeline (StableDiffusionPipeline, StableDiffusionXLPipeline)."""
     from model.profiles import load_profile, load_role
 
     profile = load_profile(profile) if isinstance(profile, str) else profile
-    roles = {role: load_role(profile, role) for role in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
-    pipe = StableDiffusionPipeline(**roles, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    family = FAMILIES[profile.family]
+    pipe = family.base_pipeline({role: load_role(profile, role) for role in family.component_names})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -53,18 +54,15 @@ def sample_latents(pipe, posteriors: torch.Tensor, rows: torch.Tensor, generator
     return (mean + (0.5 * logvar).exp() * noise) * pipe.vae.config.scaling_factor
 
 
-def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
-    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids
-
-
-def denoising_loss(unet, scheduler, latents: torch.Tensor, text_states: torch.Tensor,
+def denoising_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor | Conditioning,
                    generator: torch.Generator, snr_gamma: float | None = None) -> torch.Tensor:
-    """Noise the latents at random timesteps and score the UNet's prediction (shared loss)."""
+    """Noise the latents at random timesteps and score the UNet's prediction (shared loss).
+    `text`: the family's conditioning, or bare (B, L, D) states (a one-encoder base)."""
     device = latents.device
     noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),),
                               generator=generator, device=generator.device).to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    output = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
+    conditioning = text if isinstance(text, Conditioning) else Conditioning(text)
+    output = unet(noisy, timesteps, **conditioning.unet_kwargs()).sample
     return diffusion_loss(output, noise, latents, timesteps, scheduler, snr_gamma)

@@ -14,9 +14,11 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+from transformers import (CLIPImageProcessor, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer,
+                          CLIPVisionModelWithProjection)
 
 from model.attention import ObjectAdapter
+from model.base_family import Conditioning, family_of
 from model.encoder import ObjectEncoder
 from model.masking import SegmentationMasker, foreground_mask, mask_patch_tokens, patch_keep
 
@@ -53,7 +55,8 @@ class TamerPipeline(DiffusionPipeline):
     to the saliency mask unless `encode_object` is given a mask.
     """
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->image_encoder->unet->vae"
+    _optional_components = ["text_encoder_2", "tokenizer_2"]  # SDXL's second text tower
 
     def __init__(
         self,
@@ -67,10 +70,13 @@ class TamerPipeline(DiffusionPipeline):
         num_object_tokens: int = 8,
         object_scale: float = 1.0,
         masking: bool = True,
+        text_encoder_2: CLIPTextModelWithProjection | None = None,
+        tokenizer_2: CLIPTokenizer | None = None,
     ):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor)
+                              scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor,
+                              text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
         self.register_to_config(num_object_tokens=num_object_tokens, object_scale=object_scale, masking=masking)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -149,23 +155,22 @@ class TamerPipeline(DiffusionPipeline):
             raise ValueError(f"object_embeds must be (B, K, D), got {tuple(object_embeds.shape)}")
 
     @torch.no_grad()
-    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> text encoder states (B, L, D), padded to the tokenizer's max length."""
-        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
+    def encode_prompt(self, prompts: list[str], size: int) -> Conditioning:
+        """Prompts -> the base family's conditioning for `size` px images: text states (B, L, D)
+        (and SDXL's added conditioning)."""
+        return family_of(self).encode_prompts(self, prompts, size).map(lambda t: t.to(self.unet.dtype))
 
+    @staticmethod
     def conditioning(
-        self, text: torch.Tensor, uncond_text: torch.Tensor, objects: torch.Tensor, guided: bool
-    ) -> torch.Tensor:
-        """The UNet's encoder_hidden_states for all branches: (n * B, L + K, D), n = 3 or 1."""
-        with_object = torch.cat([text, objects], dim=1)  # (B, L + K, D)
+        text: Conditioning, uncond_text: Conditioning | None, objects: torch.Tensor, guided: bool
+    ) -> Conditioning:
+        """The UNet's conditioning for all branches: states (n * B, L + K, D), n = 3 or 1."""
+        with_object = text.with_tokens(objects)  # (B, L + K, D)
         if not guided:
             return with_object
-        no_object = torch.zeros_like(objects)
-        return torch.cat([
-            torch.cat([uncond_text, no_object], dim=1),  # eps(0, 0)
-            torch.cat([uncond_text, objects], dim=1),  # eps(0, o)
+        return Conditioning.cat([
+            uncond_text.with_tokens(torch.zeros_like(objects)),  # eps(0, 0)
+            uncond_text.with_tokens(objects),  # eps(0, o)
             with_object,  # eps(t, o)
         ])
 
@@ -220,8 +225,11 @@ class TamerPipeline(DiffusionPipeline):
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
         guided = guidance_scale != 1.0 or object_guidance_scale != 1.0
         # 2. encode the prompts (and negative prompts)
-        text = self.encode_prompt(prompts).repeat_interleave(num_images_per_prompt, dim=0)  # (B, L, D)
-        uncond_text = self.encode_prompt(negatives).repeat_interleave(num_images_per_prompt, dim=0) if guided else None
+        def per_image(c: Conditioning) -> Conditioning:
+            return c.map(lambda t: t.repeat_interleave(num_images_per_prompt, dim=0))
+
+        text = per_image(self.encode_prompt(prompts, height))  # states (B, L, D)
+        uncond_text = per_image(self.encode_prompt(negatives, height)) if guided else None
         # 3. encode the object once, then share it across prompts and images
         if object_embeds is None:
             object_embeds = self.encode_object(object_image, object_mask)
@@ -229,17 +237,17 @@ class TamerPipeline(DiffusionPipeline):
         objects = objects.expand(len(prompts), -1, -1) if len(objects) == 1 else objects
         objects = objects.repeat_interleave(num_images_per_prompt, dim=0)  # (B, K, D)
         # 4. conditioning for every guidance branch
-        encoder_hidden_states = self.conditioning(text, uncond_text, objects, guided)
+        conditioning = self.conditioning(text, uncond_text, objects, guided)
         # 5. timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
         # 6. initial latents
-        latents = self.prepare_latents(len(text), height, width, generator)
+        latents = self.prepare_latents(len(objects), height, width, generator)
         step_kwargs = self.extra_step_kwargs(generator)
         # 7. denoising loop
-        branches = len(encoder_hidden_states) // len(latents)
+        branches = len(conditioning.states) // len(latents)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(torch.cat([latents] * branches), t)
-            model_output = self.unet(model_input, t, encoder_hidden_states=encoder_hidden_states).sample
+            model_output = self.unet(model_input, t, **conditioning.unet_kwargs()).sample
             if guided:
                 model_output = self.combine_guidance(model_output, guidance_scale, object_guidance_scale)
             latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample

@@ -20,7 +20,8 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from transformers import CLIPModel, CLIPTextModel
 
-from model.finetune import denoising_loss, token_ids
+from model.base_family import token_ids
+from model.finetune import denoising_loss
 from model.fit import Job, run, step_generator
 
 CAPTION_DROPOUT = 0.1  # the base's unconditional rows (SD: 10%)

@@ -46,6 +46,9 @@ ROLES: dict[str, RoleSpec] = {
     "clip": RoleSpec("transformers.CLIPModel", "transformers.CLIPProcessor", "config.json", True),
     "text_encoder": RoleSpec("transformers.CLIPTextModel", None, "config.json", True),
     "tokenizer": RoleSpec("transformers.CLIPTokenizer", None, "tokenizer_config.json", False),
+    # SDXL's second text tower (model/base_family.py): both or neither
+    "text_encoder_2": RoleSpec("transformers.CLIPTextModelWithProjection", None, "config.json", True),
+    "tokenizer_2": RoleSpec("transformers.CLIPTokenizer", None, "tokenizer_config.json", False),
     "unet": RoleSpec("diffusers.UNet2DConditionModel", None, "config.json", True),
     "vae": RoleSpec("diffusers.AutoencoderKL", None, "config.json", True),
     # DDPM: the training schedule; inference code may swap schedulers via from_config.
@@ -58,7 +61,10 @@ ROLES: dict[str, RoleSpec] = {
 }
 # null (or absent) = segmentation: the saliency fallback for foreground masks; oracle: no
 # oracle columns in evaluation (profiles not trained on synth renders have none)
-NULLABLE_ROLES = {"segmentation", "oracle"}
+# oracle columns in evaluation (profiles not trained on synth renders have none); the second
+# text tower: a one-encoder (SD 1.x/2.x) base
+NULLABLE_ROLES = {"segmentation", "oracle", "text_encoder_2", "tokenizer_2"}
+SECOND_TEXT_TOWER = ("text_encoder_2", "tokenizer_2")
 
 
 class ModelLoadError(RuntimeError):
@@ -145,6 +151,19 @@ class Profile(BaseModel):
             raise ValueError(f"unknown roles {unknown}, missing roles {missing}, "
                              f"null roles that need a model {nulled} (known roles: {list(ROLES)})")
         return roles
+
+    @property
+    def family(self) -> str:
+        """The base-model family (model.base_family.FAMILIES): a second text tower means SDXL."""
+        return "sdxl" if self.roles.get("text_encoder_2") is not None else "sd"
+
+    @model_validator(mode="after")
+    def _both_text_towers(self) -> Profile:
+        present = [role for role in SECOND_TEXT_TOWER if self.roles.get(role) is not None]
+        if len(present) == 1:
+            raise ValueError(f"{present[0]} is set without {set(SECOND_TEXT_TOWER) - set(present)}: "
+                             "an SDXL base needs its second text encoder and tokenizer both")
+        return self
 
     @model_validator(mode="after")
     def _tiny_resolution(self) -> Profile:
@@ -335,7 +354,8 @@ def _check_role(profile: Profile, role: str, *, local_only: bool) -> RoleCheck:
     """Check one role without loading weights: classes import, config found, config type fits."""
     ref, spec = profile.roles.get(role), ROLES[role]
     if ref is None:
-        fallback = "saliency fallback" if role == "segmentation" else "no oracle columns in evaluation"
+        fallback = {"segmentation": "saliency fallback", "oracle": "no oracle columns in evaluation"}.get(
+            role, "one text encoder (SD 1.x/2.x base)")
         return RoleCheck(role=role, id=None, ok=True, reason=f"not set: {fallback}")
 
     def result(ok: bool, reason: str, warning: bool = False) -> RoleCheck:

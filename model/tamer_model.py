@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPModel
 
+from model.base_family import family_of
 from model.encoder import vision_tower_from_clip
 from model.losses import diffusion_loss, identity_loss, predicted_original
 from model.masking import SegmentationMasker
@@ -21,30 +22,30 @@ CONFIG_FILE = "tamer_model.json"
 
 
 class TamerModel(torch.nn.Module):
-    """UNet + VAE + text encoder + object encoder + adapter, with the training step."""
+    """UNet + VAE + text encoder(s) + object encoder + adapter, with the training step. Prompts
+    become conditioning through the base family (model/base_family.py)."""
 
     def __init__(self, pipe: TamerPipeline, config: TamerModelConfig):
         super().__init__()
         self.pipe = pipe
         self.config = config
-        self.unet, self.vae, self.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-        self.tokenizer, self.scheduler = pipe.tokenizer, pipe.scheduler
+        self.family = family_of(pipe)
+        self.unet, self.vae, self.scheduler = pipe.unet, pipe.vae, pipe.scheduler
+        self.text_encoders = torch.nn.ModuleList(encoder for _, encoder in self.family.text_towers(pipe))
         self.object_encoder, self.adapter = pipe.object_encoder, pipe.object_adapter
-        for module in (self.vae, self.text_encoder, self.object_encoder, self.unet):
+        for module in (self.vae, self.text_encoders, self.object_encoder, self.unet):
             module.requires_grad_(False)
         if config.trainable == "full":
             self.unet.requires_grad_(True)
         self.adapter.requires_grad_(True)
         self.train(False)
-        empty = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt").input_ids
-        self.register_buffer("empty_ids", empty, persistent=False)  # (1, L): the dropped caption
+        self.empty_ids = self.family.tokenize(pipe, [""])  # {ids key: (1, L)}: the dropped caption
 
     def train(self, mode: bool = True) -> TamerModel:
         """Frozen parts stay in eval mode whatever the loop asks: they are fixed functions."""
         super().train(mode)
         self.vae.eval()
-        self.text_encoder.eval()
+        self.text_encoders.eval()
         if self.config.trainable == "adapter":
             self.unet.eval()
         return self
@@ -53,11 +54,13 @@ class TamerModel(torch.nn.Module):
 
     @classmethod
     def from_components(cls, unet, vae, text_encoder, tokenizer, scheduler, clip: CLIPModel, image_processor,
-                        config: TamerModelConfig, segmenter: SegmentationMasker | None = None) -> TamerModel:
+                        config: TamerModelConfig, segmenter: SegmentationMasker | None = None,
+                        text_encoder_2=None, tokenizer_2=None) -> TamerModel:
+        """`text_encoder_2` and `tokenizer_2`: an SDXL base's second text tower."""
         pipe = TamerPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                              image_encoder=vision_tower_from_clip(clip), feature_extractor=image_processor,
                              num_object_tokens=config.num_object_tokens, object_scale=config.object_scale,
-                             masking=config.masking)
+                             masking=config.masking, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
         pipe.segmenter = segmenter
         return cls(pipe, config)
 
@@ -75,7 +78,8 @@ class TamerModel(torch.nn.Module):
             segmenter = SegmentationMasker(*segmentation, image_processor.image_mean, image_processor.image_std)
         model = cls.from_components(
             load_role(profile, "unet"), load_role(profile, "vae"), load_role(profile, "text_encoder"),
-            load_role(profile, "tokenizer"), load_role(profile, "scheduler"), clip, image_processor, config, segmenter)
+            load_role(profile, "tokenizer"), load_role(profile, "scheduler"), clip, image_processor, config, segmenter,
+            load_role(profile, "text_encoder_2"), load_role(profile, "tokenizer_2"))
         return model.to(profile.device)
 
     @classmethod
@@ -139,12 +143,13 @@ class TamerModel(torch.nn.Module):
         keep_text = torch.rand(batch_size, generator=generator, device=generator.device) >= self.config.text_dropout
         keep_object = torch.rand(batch_size, generator=generator, device=generator.device) >= self.config.object_dropout
         keep_object = keep_object.to(device) & batch["has_object"].to(device)  # (B,)
-        input_ids = torch.where(keep_text.to(device)[:, None], batch["input_ids"].to(device), self.empty_ids)
-        with torch.no_grad():
-            text = self.text_encoder(input_ids)[0].to(dtype)  # (B, L, D)
+        ids = {key: torch.where(keep_text.to(device)[:, None], batch[key].to(device), empty.to(device))
+               for key, empty in self.empty_ids.items()}
+        with torch.no_grad():  # states (B, L, D), and SDXL's added conditioning
+            text = self.family.encode(self.pipe, ids, pixel_values.shape[-1]).map(lambda t: t.to(dtype))
         objects, reference_embeds = self._object_tokens(batch, keep_object)  # (B, K, D), (B, E) or None
 
-        model_output = self.unet(noisy, timesteps, encoder_hidden_states=torch.cat([text, objects], dim=1)).sample
+        model_output = self.unet(noisy, timesteps, **text.with_tokens(objects).unet_kwargs()).sample
         diffusion = diffusion_loss(model_output, noise, latents, timesteps, self.scheduler)
         identity_rows = keep_object & (timesteps < self.config.identity_loss_max_timestep)
         identity = torch.zeros((), device=device)

@@ -67,6 +67,30 @@ RECIPES: dict[str, dict[str, Any]] = {
                           beta_schedule="scaled_linear", prediction_type="epsilon",
                           clip_sample=False, steps_offset=1),
     },
+    # SDXL's layout at the same sizes: two text towers (the second with a projection, whose
+    # pooled embedding and six time ids enter the timestep embedding), a list of transformer
+    # depths per block and linear projections, as stabilityai/stable-diffusion-xl-base-1.0 has.
+    "sdxl": {
+        "text_encoder": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, max_position_embeddings=77),
+        "text_encoder_2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=77, projection_dim=32),
+        "unet": dict(sample_size=RESOLUTION // 2, in_channels=4, out_channels=4,
+                     block_out_channels=[32, 64], layers_per_block=1, cross_attention_dim=64,
+                     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+                     up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+                     transformer_layers_per_block=[1, 2], attention_head_dim=[4, 8],
+                     use_linear_projection=True, addition_embed_type="text_time",
+                     addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
+                     norm_num_groups=16),
+        "vae": dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION,
+                    block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8,
+                    down_block_types=["DownEncoderBlock2D"] * 2,
+                    up_block_types=["UpDecoderBlock2D"] * 2, scaling_factor=0.13025),
+        "scheduler": dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                          beta_schedule="scaled_linear", prediction_type="epsilon",
+                          clip_sample=False, steps_offset=1, timestep_spacing="leading"),
+    },
     "dino": dict(image_size=RESOLUTION, patch_size=4, hidden_size=32, intermediate_size=64,
                  num_hidden_layers=2, num_attention_heads=2),
     "segmentation": dict(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
@@ -233,6 +257,22 @@ def _build_sd(out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)  # also writes model_index.json
 
 
+def _build_sdxl(out: Path) -> None:
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    r = RECIPES["sdxl"]
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**r["vae"]),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**r["text_encoder"])),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**r["text_encoder_2"])),
+        tokenizer=clip_tokenizer(out), tokenizer_2=clip_tokenizer(out),
+        unet=UNet2DConditionModel(**r["unet"]),
+        scheduler=DDPMScheduler(**r["scheduler"]), add_watermarker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
 def _build_dino(out: Path) -> None:
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
@@ -256,6 +296,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "captioner": _build_captioner,
     "clip": _build_clip,
     "sd": _build_sd,
+    "sdxl": _build_sdxl,
     "dino": _build_dino,
     "segmentation": _build_segmentation,
 }

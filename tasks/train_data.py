@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from model import batching
+from model.base_family import FAMILIES, token_ids
 from model.embedding import load_image_processor, preprocess
 from model.generate import DEFAULT_NOUN
 from model.profiles import load_profile, load_role
@@ -122,9 +123,11 @@ def _has_rows(store: ShardStore, table: str) -> bool:
 # ---- preprocessing (Ray Data tasks) ------------------------------------------------------
 @functools.lru_cache(maxsize=2)
 def _processors(profile_name: str):
-    """(tokenizer, CLIP image processor, target resolution): no weights, cached per process."""
+    """({ids key: tokenizer} of each text tower, CLIP image processor, target resolution): no
+    weights, cached per process."""
     profile = load_profile(profile_name)
-    return load_role(profile, "tokenizer"), load_image_processor(profile), profile.resolution
+    tokenizers = {key: load_role(profile, tokenizer) for tokenizer, _, key in FAMILIES[profile.family].text_parts}
+    return tokenizers, load_image_processor(profile), profile.resolution
 
 
 @functools.lru_cache(maxsize=2)
@@ -140,7 +143,7 @@ def preprocess_rows(batch: pa.Table, images: list, profile_name: str) -> dict[st
     """Plan rows -> numpy tensors; references (and their masks) only in the domain dataset."""
     from diffusers.image_processor import VaeImageProcessor
 
-    tokenizer, clip_processor, resolution = _processors(profile_name)
+    tokenizers, clip_processor, resolution = _processors(profile_name)
     lookup = _image_lookup(images[0].hex(), images[0])
     rows = batch.to_pylist()
     targets = [load_rgb(lookup[row["target_id"]][0]) for row in rows]
@@ -148,9 +151,8 @@ def preprocess_rows(batch: pa.Table, images: list, profile_name: str) -> dict[st
         "target_id": np.array([row["target_id"] for row in rows], dtype=object),
         # (N, 3, H, W) in [-1, 1]: the VAE's input
         "pixel_values": VaeImageProcessor().preprocess(targets, height=resolution, width=resolution).numpy(),
-        "input_ids": tokenizer([row["caption"] for row in rows], padding="max_length",
-                               max_length=tokenizer.model_max_length, truncation=True,
-                               return_tensors="np").input_ids.astype(np.int64),  # (N, L)
+        # (N, L) per text tower
+        **{key: token_ids(tokenizer, [row["caption"] for row in rows]).numpy() for key, tokenizer in tokenizers.items()},
     }
     if rows and rows[0]["reference_id"] is not None:
         references = [lookup[row["reference_id"]] for row in rows]
@@ -216,7 +218,7 @@ def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict]:
     for i in range(len(batch["target_id"])):
         example = {"key": str(batch["target_id"][i]),
                    "pixel_values": torch.from_numpy(batch["pixel_values"][i]),
-                   "input_ids": torch.from_numpy(batch["input_ids"][i]),
+                   **{key: torch.from_numpy(batch[key][i]) for key in batch if key.startswith("input_ids")},
                    "reference_pixel_values": None, "reference_mask": None}
         if has_reference:
             example["key"] = f"{batch['reference_id'][i]}>{example['key']}"

@@ -66,13 +66,12 @@ def make_batch(model: TamerModel, batch_size: int, domain: int | None = None, se
     domain = batch_size if domain is None else domain
     res = model.unet.config.sample_size * model.pipe.vae_scale_factor
     ref = model.object_encoder.image_size
-    ids = model.tokenizer(["a photo of a square"], padding="max_length", max_length=model.tokenizer.model_max_length,
-                          return_tensors="pt").input_ids[0]
+    ids = {key: row[0] for key, row in model.family.tokenize(model.pipe, ["a photo of a square"]).items()}
     examples = []
     for i in range(batch_size):
         reference = None
         if i < domain:
             reference = torch.nn.functional.interpolate(synthetic_object(seed + i + 1000, ref)[None], size=ref)[0]
-        examples.append({"pixel_values": synthetic_object(seed + i, res), "input_ids": ids,
+        examples.append({"pixel_values": synthetic_object(seed + i, res), **ids,
                          "reference_pixel_values": reference, "reference_mask": None})
     return collate(examples)

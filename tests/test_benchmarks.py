@@ -205,8 +205,8 @@ def test_gpu_check_refuses_to_pretend_without_a_gpu():
         gpu_check.main([])
 
 
-def test_sd15_shapes_are_stable_diffusion_1_5():
-    from benchmarks.sd15_shapes import SD15
+def test_base_shapes_are_stable_diffusion_1_5():
+    from benchmarks.base_shapes import SD15
 
     assert SD15["unet"]["block_out_channels"] == [320, 640, 1280, 1280]
     assert SD15["unet"]["cross_attention_dim"] == SD15["text_encoder"]["hidden_size"] == 768
@@ -352,3 +352,19 @@ def test_base_conditioning_swaps_exactly_the_named_attribute():
             # only that attribute's words moved: the other scene phrases and the shape stay
             kept = [w for w in before.split(", ") if w in after.split(", ")]
             assert len(kept) == len(before.split(", ")) - 1, (swap, before, after)
+
+
+def test_shape_check_runs_both_families_at_the_tiny_shapes(tmp_path, monkeypatch):
+    from benchmarks import shape_check
+    from benchmarks.base_shapes import SDXL, TINY_SDXL
+
+    # the tiny SDXL layout is SDXL's: the same added-conditioning arithmetic at small sizes
+    for shapes in (SDXL, TINY_SDXL):
+        unet, second = shapes["unet"], shapes["text_encoder_2"]
+        assert unet["projection_class_embeddings_input_dim"] == 6 * unet["addition_time_embed_dim"] + second["projection_dim"]
+        assert unet["cross_attention_dim"] == shapes["text_encoder"]["hidden_size"] + second["hidden_size"]
+    monkeypatch.setenv("TAMER_BENCH_RESULTS", str(tmp_path / "results"))
+    assert shape_check.main(["--shapes", "tiny", "tiny-sdxl"]) == 0
+    written = json.loads((tmp_path / "results" / "shape_check.json").read_text())["checks"]
+    assert {name: r["family"] for name, r in written.items()} == {"tiny": "sd", "tiny-sdxl": "sdxl"}
+    assert all(r["ok"] and r["sample_shape"] == [1, 3, 32, 32] for r in written.values())

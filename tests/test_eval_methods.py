@@ -28,9 +28,9 @@ def _encode(pipe, text: str) -> torch.Tensor:
 def test_textual_inversion_embedding_loads_with_diffusers_and_changes_the_text(tmp_path):
     trainer = base_pipeline("tiny")
     config = TextualInversionConfig(steps=2, batch_size=2, num_vectors=2)
-    embeds = train_textual_inversion(trainer, _images(), "<thing>", "backpack", config)
+    (embeds,) = train_textual_inversion(trainer, _images(), "<thing>", "backpack", config)
     assert embeds.shape == (2, trainer.text_encoder.config.hidden_size)
-    path = save_learned_embeds(tmp_path, "<thing>", embeds)
+    path = save_learned_embeds(tmp_path, "<thing>", [embeds])
 
     pipe = base_pipeline("tiny")  # a fresh base model, as a user would load it
     before = _encode(pipe, "a photo of <thing>")

@@ -11,6 +11,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from model_fixtures import make_batch, synthetic_object, tiny_model
 from PIL import Image
 
+from model.base_family import Conditioning
 from model.generate import SETTINGS_FILE, fill_placeholder, generate
 from model.pipeline import ADAPTER_FILE, TamerPipeline
 from model.tamer_model import CONFIG_FILE, TamerModel
@@ -98,12 +99,17 @@ def test_guidance_scales_one_is_plain_conditional_sampling(checkpoint):
     torch.testing.assert_close(pipe.combine_guidance(eps, 1.0, 1.0), eto)
     torch.testing.assert_close(pipe.combine_guidance(eps, 0.0, 0.0), e00)
     torch.testing.assert_close(pipe.combine_guidance(eps, 0.0, 1.0), e0o)
-    text = torch.randn(2, 5, 32)
+    text = Conditioning(torch.randn(2, 5, 32), {"text_embeds": torch.randn(2, 3)})
+    uncond = Conditioning(torch.zeros(2, 5, 32), {"text_embeds": torch.zeros(2, 3)})
     objects = torch.randn(2, 4, 32)
     unguided = pipe.conditioning(text, None, objects, guided=False)
-    guided = pipe.conditioning(text, torch.zeros_like(text), objects, guided=True)
-    assert unguided.shape == (2, 9, 32) and guided.shape == (6, 9, 32)
-    assert (guided[:2, 5:] == 0).all() and torch.equal(guided[4:], unguided)
+    guided = pipe.conditioning(text, uncond, objects, guided=True)
+    assert unguided.states.shape == (2, 9, 32) and guided.states.shape == (6, 9, 32)
+    assert (guided.states[:2, 5:] == 0).all() and torch.equal(guided.states[2:4, 5:], objects)
+    assert torch.equal(guided.states[4:], unguided.states)
+    # added conditioning (SDXL) follows its branch: negative, negative, prompt
+    assert (guided.added["text_embeds"][:4] == 0).all()
+    assert torch.equal(guided.added["text_embeds"][4:], text.added["text_embeds"])
 
 
 def test_generate_writes_pngs_and_settings_deterministically(checkpoint, tmp_path):

@@ -8,7 +8,7 @@ from model_fixtures import make_batch, tiny_model
 
 from model.tamer_model import TamerModel, TamerModelConfig
 
-FROZEN = ("vae", "text_encoder", "object_encoder")
+FROZEN = ("vae", "text_encoders", "object_encoder")
 
 
 def _calls(module: torch.nn.Module) -> list[tuple[tuple, dict]]:
@@ -73,9 +73,9 @@ def test_identity_loss_costs_nothing_when_off(weight, cutoff, decodes):
 
 def test_conditioning_dropout_drops_text_and_object():
     model = tiny_model(text_dropout=1.0, object_dropout=1.0)
-    text_calls, tower_calls = _calls(model.text_encoder), _calls(model.object_encoder.tower)
+    text_calls, tower_calls = _calls(model.text_encoders[0]), _calls(model.object_encoder.tower)
     model.training_step(make_batch(model, 3), torch.Generator().manual_seed(0))
-    assert torch.equal(text_calls[0][0][0], model.empty_ids.expand(3, -1))
+    assert torch.equal(text_calls[0][0][0], model.empty_ids["input_ids"].expand(3, -1))
     assert not tower_calls  # no object row left: the encoder is skipped, tokens are exact zeros
 
 

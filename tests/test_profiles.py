@@ -150,10 +150,28 @@ def test_failed_build_leaves_no_cache(tiny_profile, monkeypatch):
 def test_check_profile_tiny_builds_and_loads_every_role(tiny_profile):
     checks = check_profile("tiny")
     assert [c.role for c in checks] == list(profiles.ROLES)
-    built = [c for c in checks if c.role != "oracle"]  # synth-only role: tiny sets none
+    unset = {"oracle", *profiles.SECOND_TEXT_TOWER}  # synth-only role, SDXL-only roles: tiny sets none
+    built = [c for c in checks if c.role not in unset]
     assert all(c.ok and not c.warning and c.reason == "built and loaded" for c in built), checks
     oracle = next(c for c in checks if c.role == "oracle")
     assert oracle.ok and oracle.id is None and "no oracle columns" in oracle.reason
+    second = next(c for c in checks if c.role == "text_encoder_2")
+    assert second.ok and second.id is None and "one text encoder" in second.reason
+
+
+def test_check_profile_tiny_sdxl_builds_and_loads_both_text_towers():
+    checks = {c.role: c for c in check_profile("tiny-sdxl")}
+    for role in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet"):
+        assert checks[role].ok and checks[role].reason == "built and loaded", checks[role]
+
+
+def test_check_profile_sdxl_needs_no_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    checks = {c.role: c for c in check_profile("sdxl")}
+    assert all(c.ok for c in checks.values()), checks
+    assert checks["text_encoder_2"].id == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert checks["text_encoder_2"].warning and "would download" in checks["text_encoder_2"].reason
 
 
 def test_check_profile_sd15_needs_no_network(tmp_path, monkeypatch):

@@ -70,7 +70,7 @@ def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler():
     from diffusers import DDIMScheduler
     from transformers import CLIPModel
 
-    from model.finetune import token_ids
+    from model.base_family import token_ids
     from model.pixel_base import build_unet, scheduler, sd_pipeline, text_encoder_from_clip
     from tasks.profile_roles import clip_config, clip_processor
 

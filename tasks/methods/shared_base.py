@@ -7,6 +7,7 @@ from typing import Any
 
 from PIL import Image
 
+from model.base_family import family_of
 from model.finetune import base_pipeline
 from tamer.model_config import MethodSettings
 from tasks.methods.base import Context, EvalMethod, State, fill, generator, set_scheduler
@@ -27,5 +28,5 @@ class OnBasePipeline(EvalMethod):
 
     def trainer(self, **swap: Any) -> Any:
         """A pipeline with the training scheduler (and any swapped components) on shared modules."""
-        return type(self.pipe)(**{**self.pipe.components, "scheduler": self.train_scheduler, **swap},
-                               requires_safety_checker=False)  # tiny/base SD has none
+        family = family_of(self.pipe)
+        return family.base_pipeline({**family.components(self.pipe), "scheduler": self.train_scheduler, **swap})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from model.textual_inversion import save_learned_embeds, train_textual_inversion
+from model.base_family import family_of
+from model.textual_inversion import (load_learned_embeds, save_learned_embeds, train_textual_inversion,
+                                     unload_learned_embeds)
 from tamer.model_config import TextualInversionConfig
 from tasks.eval_subjects import Subject
 from tasks.methods.base import State
@@ -19,12 +21,12 @@ class TextualInversion(OnBasePipeline):
     def prepare(self, subject: Subject) -> State:
         token = f"<{subject.name}>"
         # Train on private copies of the text side, so the shared pipeline stays the base model.
-        trainer = self.trainer(text_encoder=copy.deepcopy(self.pipe.text_encoder),
-                               tokenizer=copy.deepcopy(self.pipe.tokenizer))
+        trainer = self.trainer(**{name: copy.deepcopy(getattr(self.pipe, name))
+                                  for part in family_of(self.pipe).text_parts for name in part[:2]})
         embeds = train_textual_inversion(trainer, subject.images, token, subject.class_noun, self.config)
         path = save_learned_embeds(self.folder(subject), token, embeds)
         if self.loaded:
-            self.pipe.unload_textual_inversion(self.loaded)
-        self.pipe.load_textual_inversion(str(path), token=token)
+            unload_learned_embeds(self.pipe, self.loaded)
+        load_learned_embeds(self.pipe, path, token)
         self.loaded = token
         return State(subject, token, path.stat().st_size)
