@@ -62,8 +62,9 @@ class Recipe:
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 6000
+    base_steps: int = 4000
     base_batch: int = 16
+    base_text_levels: int = 2  # cross-attention at 8 and 16 px (model.pixel_base.build_unet)
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
     # their own dtype. float16 halves the folder (two 49408-token embeddings are most of it).
@@ -197,7 +198,7 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
         return pixel_base.base_job(data.pixels, captions_of(data),
                                    [class_prompt(data.identity(i), data.scenes[i]) for i in rows],
                                    pixel_base.text_encoder_from_clip(clip), clip_processor(r.size).tokenizer,
-                                   r.base_steps, r.base_batch, r.seed)
+                                   r.base_steps, r.base_batch, r.seed, r.base_text_levels)
     raise ValueError(f"unknown role {role!r} (known: {list(ROLE_ORDER)})")
 
 
