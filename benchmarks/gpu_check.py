@@ -55,7 +55,7 @@ def build_models(folder: Path, shapes: dict) -> None:
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**shapes["vae"]), unet=UNet2DConditionModel(**shapes["unet"]),
         text_encoder=CLIPTextModel(CLIPTextConfig(**shapes["text_encoder"])),
-        tokenizer=tokenizer, scheduler=DDPMScheduler(**shapes["scheduler"]),
+        tokenizer=tokenizer, scheduler=DDPMScheduler.from_config(shapes["scheduler"]),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.bfloat16).save_pretrained(folder / "sd", safe_serialization=True)
     clip = shapes["clip"]

@@ -176,13 +176,21 @@ def _base_conditioning(r: dict) -> tuple[str, str]:
         for key, g in gaps.items()), "every attribute above 0 (the word is heard)")
 
 
+def _shape_check(r: dict) -> tuple[str, str]:
+    return ("; ".join(
+        f"{name} ({c['family']}, {c['unet_parameters'] / 1e6:.0f} M UNet incl. object attention, {c['dtype']}, "
+        f"{c['resolution']} px): {'ok' if c['ok'] else 'FAILED'}, train step {c['seconds']['train_step']:.1f} s, "
+        f"sample step {c['seconds']['sample_step']:.1f} s, peak RSS {c['peak_rss_gb']:.1f} GB"
+        for name, c in r["checks"].items()), "every real architecture trains and samples (random weights)")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve,
-    "base_conditioning": _base_conditioning}
+    "base_conditioning": _base_conditioning, "shape_check": _shape_check}
 
 
 def row(path: Path, root: Path) -> str:

@@ -49,7 +49,8 @@ def build_model(shapes: dict[str, Any], dtype: torch.dtype):
         side = clip["vision"]["image_size"]
         model = TamerModel.from_components(
             UNet2DConditionModel(**shapes["unet"]), AutoencoderKL(**shapes["vae"]),
-            CLIPTextModel(CLIPTextConfig(**shapes["text_encoder"])), tokenizer, DDPMScheduler(**shapes["scheduler"]),
+            CLIPTextModel(CLIPTextConfig(**shapes["text_encoder"])), tokenizer,
+            DDPMScheduler.from_config(shapes["scheduler"]),  # as the profile loads it: DDIM-only keys ignored
             CLIPModel(CLIPConfig(text_config=clip["text"], vision_config=clip["vision"],
                                  projection_dim=clip["projection_dim"])),
             CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),

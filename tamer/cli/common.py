@@ -23,6 +23,8 @@ console = Console()
 err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ProfileOption = Annotated[Optional[str], typer.Option(
+    help="Model profile: synth (default), tiny, tiny-sdxl, sd15, sdxl, or a profile YAML path.")]
 
 GLOBAL = "Global options (before or after the command; the last one given wins)"
 RootOption = Annotated[Optional[str], typer.Option(

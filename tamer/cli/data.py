@@ -8,10 +8,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tamer.cli.common import JsonFlag, console, fail, print_ingest, print_json, print_reasons, state
+from tamer.cli.common import JsonFlag, ProfileOption, console, fail, print_ingest, print_json, print_reasons, state
 
 Executor = Annotated[Optional[str], typer.Option(help="ray (default) or local.")]
-Profile = Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")]
+Profile = ProfileOption
 
 
 def synth(

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tamer.cli.common import JsonFlag, console, fail, print_json, state
+from tamer.cli.common import JsonFlag, ProfileOption, console, fail, print_json, state
 from tamer.config import methods_help
 from tamer.model_config import METHOD_SETTINGS
 
@@ -42,7 +42,7 @@ def evaluate(
     prompts: Annotated[Optional[int], typer.Option(help="First N prompts per subject.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Images (seeds) per prompt.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Sampling steps.")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    profile: ProfileOption = None,
     as_json: JsonFlag = False,
     **recipe_steps: Optional[int],
 ) -> None:

@@ -7,20 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from tamer.cli.common import JsonFlag, console, err, fail, print_ingest, print_json, state
+from tamer.cli.common import JsonFlag, ProfileOption, console, err, fail, print_ingest, print_json, state
 from tamer.cli.inspection import stats
 
 
 def run(
     data: Annotated[Optional[str], typer.Option(
         help="Source to ingest; default: a synthesized sample dataset.")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Model profile (tiny, sd15, ...).")] = None,
+    profile: ProfileOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The main job: ingest, caption, embed/index/pairs, train, evaluate, report.
 
     On the embedded default (no arguments) it runs on a synthesized sample dataset with the
-    tiny profile; a second run with no new data redoes no stage's work.
+    synth profile (models trained here, shipped in assets/); a second run with no new data
+    redoes no stage's work.
     """
     config, overrides = state.resolve(profile=profile)
     if data is not None and not Path(data).exists():
