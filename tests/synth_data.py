@@ -12,6 +12,19 @@ from tamer.config import IngestSettings
 from tamer.synth import generate
 from tasks.ingest import ingest_source
 
+# The smallest evaluation a `tamer run` config can ask for (every method, a step or two each).
+SMALL_EVAL_YAML = """
+eval:
+  subjects: 1
+  prompts: 1
+  seeds: 1
+  steps: 2
+  bootstrap: 10
+  textual_inversion: {steps: 2}
+  dreambooth_lora: {steps: 2}
+  dreambooth: {steps: 2}
+"""
+
 
 def ingested_synth(base: Path, objects: int, views: int, size: int, seed: int) -> ShardStore:
     """`objects` x `views` renders under base/src, ingested (serially) into base/data."""

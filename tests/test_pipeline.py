@@ -8,21 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from synth_data import SMALL_EVAL_YAML
+
 TAMER = Path(sys.executable).with_name("tamer")
 
 SMALL = """
 synth: {objects: 4, views: 3, size: 32, held_out_fraction: 0.25}
 train: {steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, log_every: 2}
-eval:
-  subjects: 1
-  prompts: 1
-  seeds: 1
-  steps: 2
-  bootstrap: 10
-  textual_inversion: {steps: 2}
-  dreambooth_lora: {steps: 2}
-  dreambooth: {steps: 2}
-"""
+""" + SMALL_EVAL_YAML
 
 
 def test_tamer_run_end_to_end_then_no_op(tmp_path, ray_local):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from synth_data import SMALL_EVAL_YAML
 
 from storage.shards import ShardStore
 from storage.splits import HELD_OUT, HELD_OUT_FRACTION, assign, read_splits
@@ -27,16 +28,7 @@ SUBJECTS = ("bear_plushie", "berry_bowl", "can", "candle")
 HELD = "can"
 SMALL = """
 train: {steps: 2, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, log_every: 1}
-eval:
-  subjects: 1
-  prompts: 1
-  seeds: 1
-  steps: 2
-  bootstrap: 10
-  textual_inversion: {steps: 2}
-  dreambooth_lora: {steps: 2}
-  dreambooth: {steps: 2}
-"""
+""" + SMALL_EVAL_YAML
 
 
 def _folder(dreambench: Path, out: Path) -> dict[str, str]:
