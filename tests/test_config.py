@@ -66,7 +66,7 @@ def test_root_must_not_be_a_regular_file(tmp_path):
 
 
 def test_profile_must_name_a_known_profile_or_yaml_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"profile: no profile 'nosuch' \(known: \['sd15', 'synth', 'tiny'\]"):
+    with pytest.raises(ConfigError, match=r"profile: no profile 'nosuch' \(known: \['sd15', 'sdxl', 'synth', 'tiny', 'tiny-sdxl'\]"):
         load_config(profile="nosuch")
     mine = tmp_path / "mine.yaml"
     mine.write_text("name: mine\n")
