@@ -136,8 +136,10 @@ def test_killed_command_reads_interrupted_and_a_plain_rerun_continues(ray_local,
         command.wait()
     assert command.returncode == -signal.SIGKILL, command.stderr.read()[-3000:]
 
-    [row] = runs.list_runs(store)
-    beat = row["heartbeat_at"]  # the lease: running while fresh, interrupted after 3 silent beats
+    # The lease: running while fresh, interrupted after 3 silent beats. The beat is read once the
+    # registry stops moving: the killed driver's Ray Train workers (on the shared test cluster, not
+    # in the killed process group) can still register a checkpoint while Ray tears the job down.
+    beat = _wait(lambda: _quiet_heartbeat(store), 120, "the registry to fall silent")
     assert [runs.list_runs(store, now=beat + dt.timedelta(seconds=s))[0]["status"] for s in (2, 3.5)] \
         == [runs.RUNNING, runs.INTERRUPTED]
     killed = _wait(lambda: next((r for r in runs.list_runs(store) if r["status"] == runs.INTERRUPTED), None),
@@ -149,6 +151,14 @@ def test_killed_command_reads_interrupted_and_a_plain_rerun_continues(ray_local,
     assert report["run_id"] == killed["run_id"]
     assert (report["start_step"], report["step"]) == (killed["step"], 30)
     assert runs.get_run(store, killed["run_id"])["status"] == runs.COMPLETED
+
+
+def _quiet_heartbeat(store, quiet_s: float = 3.0):
+    """The only run's heartbeat if no row was added for `quiet_s`, else None."""
+    [first] = runs.list_runs(store)
+    time.sleep(quiet_s)
+    [again] = runs.list_runs(store)
+    return first["heartbeat_at"] if again["heartbeat_at"] == first["heartbeat_at"] else None
 
 
 def _wait(condition, timeout: float, what: str):
