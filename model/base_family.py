@@ -14,7 +14,7 @@ means SDXL. Adding a family = one class here and one line in `FAMILIES`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +36,10 @@ class Conditioning:
             kwargs["added_cond_kwargs"] = self.added
         return kwargs
 
-    def map(self, states, added=None) -> Conditioning:
-        """A new Conditioning from functions of the states and of each added tensor."""
-        return Conditioning(states(self.states),
-                            None if self.added is None else {k: (added or states)(v) for k, v in self.added.items()})
+    def map(self, function: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
+        """`function` applied to the states and to each added tensor (dtype, repeat, rows)."""
+        return Conditioning(function(self.states),
+                            None if self.added is None else {k: function(v) for k, v in self.added.items()})
 
     def with_tokens(self, tokens: torch.Tensor) -> Conditioning:
         """Extra cross-attention tokens (B, K, D) after the text's (the object tokens)."""
@@ -51,14 +51,6 @@ class Conditioning:
         added = None if parts[0].added is None else {
             key: torch.cat([p.added[key] for p in parts]) for key in parts[0].added}
         return Conditioning(torch.cat([p.states for p in parts]), added)
-
-    def where(self, keep: torch.Tensor, other: Conditioning) -> Conditioning:
-        """Row-wise choice (B,) between self (True) and `other` (one row or B rows)."""
-        def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return torch.where(keep.view(-1, *([1] * (a.ndim - 1))), a, b.expand_as(a))
-
-        added = None if self.added is None else {k: pick(v, other.added[k]) for k, v in self.added.items()}
-        return Conditioning(pick(self.states, other.states), added)
 
 
 def token_ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
