@@ -120,3 +120,25 @@ def test_dreambooth_lora_on_sdxl_saves_and_loads_with_diffusers(tmp_path, monkey
     load_lora(fresh, path, "s")
     tuned = fresh("a photo of sks backpack", generator=torch.Generator().manual_seed(0), **kwargs).images
     assert not np.allclose(base, tuned)
+
+
+def test_evaluation_runs_every_method_on_the_sdxl_family(model, dreambench, tmp_path):
+    from storage.shards import ShardStore
+    from tamer.config import load_config
+    from tasks.evaluate import new_eval_run_id, read_results, resolve_model, run_evaluation
+
+    model.save_pretrained(tmp_path / "pipeline")
+    methods = ["ours", "textual_inversion", "dreambooth_lora", "real"]
+    settings = {"data": str(dreambench), "pipeline": str(tmp_path / "pipeline"), "methods": methods,
+                "subjects": 1, "prompts": 1, "seeds": 1, "steps": 2, "bootstrap": 10,
+                "textual_inversion": {"steps": 2}, "dreambooth_lora": {"steps": 2}}
+    config = load_config(None, root=str(tmp_path / "root"), profile=PROFILE,
+                         **{f"eval.{key}": value for key, value in settings.items()})
+    store = ShardStore(config.root)
+    summary = run_evaluation(config, resolve_model(store, None, settings["pipeline"]), new_eval_run_id())
+    rows = read_results(store, summary["eval_run_id"])
+    assert sorted(row["method"] for row in rows) == sorted(methods)
+    for row in rows:
+        assert -1.0 <= row["clip_i"] <= 1.0
+        if row["method"] != "real":
+            assert row["prepare_s"] > 0 and row["subject_bytes"] > 0
