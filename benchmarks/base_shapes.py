@@ -12,9 +12,14 @@ from typing import Any
 
 from model.tiny import RECIPES
 
-_CLIP_TEXT_L14 = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                      num_hidden_layers=12, max_position_embeddings=77, hidden_act="quick_gelu",
-                      projection_dim=768, vocab_size=49408)
+
+def _clip_text(width: int, heads: int, layers: int, activation: str) -> dict[str, Any]:
+    """A published CLIP text tower's config (77 positions, 49,408 tokens, 4x MLP)."""
+    return dict(hidden_size=width, intermediate_size=4 * width, num_attention_heads=heads, num_hidden_layers=layers,
+                max_position_embeddings=77, hidden_act=activation, projection_dim=width, vocab_size=49408)
+
+
+_CLIP_TEXT_L14 = _clip_text(768, 12, 12, "quick_gelu")  # openai/clip-vit-large-patch14
 
 SD15: dict[str, Any] = {
     "resolution": 512,
@@ -41,9 +46,7 @@ SD15: dict[str, Any] = {
              "text": _CLIP_TEXT_L14, "projection_dim": 768},
 }
 
-_CLIP_TEXT_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
-                       num_hidden_layers=32, max_position_embeddings=77, hidden_act="gelu",
-                       projection_dim=1280, vocab_size=49408)
+_CLIP_TEXT_BIGG = _clip_text(1280, 20, 32, "gelu")  # OpenCLIP ViT-bigG/14, SDXL's second tower
 
 SDXL: dict[str, Any] = {
     "resolution": 1024,

@@ -33,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 
-from benchmarks.common import (clocked, interleaved, paired, print_paired,  # noqa: E402
-                               print_summaries, rates, summary, synth_workdir, timed,
-                               write_result)
+from benchmarks.common import (clocked, compare, interleaved, per_second, summaries, synth_workdir,  # noqa: E402
+                               timed, write_result)
 
 
 @contextmanager
@@ -179,20 +178,16 @@ def main() -> None:
                            "c_ceiling": tracked("c_ceiling (driver + Ray)", clocked(ceiling))},
                           repeats=args.repeats)
     n = len(rows)
-    throughput = {name: rates(values, n) for name, values in seconds.items()}
-    print(f"{n} images, batch {args.batch_size}, {actors} actors x {threads} torch threads; "
-          f"images/s over {args.repeats} interleaved rounds:")
-    print_summaries(throughput, "images/s")
-    b_vs_a = paired(throughput["b_pipeline"], throughput["a_naive"])
-    b_vs_c = paired(throughput["b_pipeline"], throughput["c_ceiling"])
-    print_paired("b / a (images/s)", b_vs_a)
-    print_paired("b / c (images/s)", b_vs_c)
+    throughput = per_second(seconds, n)
+    heading = f"{n} images, batch {args.batch_size}, {actors} actors x {threads} torch threads; images/s:"
+    vs = compare(heading, throughput, "images/s", {"b / a (images/s)": ("b_pipeline", "a_naive"),
+                                                   "b / c (images/s)": ("b_pipeline", "c_ceiling")})
     result = {
         "images": n, "batch_size": args.batch_size, "max_new_tokens": args.tokens,
         "repeats": args.repeats, "actors": actors, "torch_threads_per_actor": threads,
         "torch_threads_naive_driver": torch.get_num_threads(),
-        "images_per_s": {name: summary(values) for name, values in throughput.items()},
-        "b_vs_a": b_vs_a, "b_vs_c": b_vs_c,
+        "images_per_s": summaries(throughput),
+        "b_vs_a": vs["b / a (images/s)"], "b_vs_c": vs["b / c (images/s)"],
         "peak_rss_mib": {"baseline": baseline_mib, **peaks},
         "targets": "b >= 2x a, b >= 0.7 c",
     }

@@ -9,6 +9,7 @@ neighbours' load as much as the code.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -87,6 +88,20 @@ def rates(seconds: list[float], items: int) -> list[float]:
     return [items / s for s in seconds]
 
 
+def per_second(seconds: Mapping[str, list[float]], items: int) -> dict[str, list[float]]:
+    """`rates` of each figure, by name."""
+    return {name: rates(values, items) for name, values in seconds.items()}
+
+
+def synth_parser(doc: str, images: int, size: int) -> argparse.ArgumentParser:
+    """The options of a benchmark on `tamer synth` renders: how many, their side, and rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--size", type=int, default=size, help="render side in px")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    return parser
+
+
 def print_summaries(figures: Mapping[str, list[float]], unit: str) -> None:
     """One line per figure: median [min, max] over n repetitions."""
     for name, values in figures.items():
@@ -100,6 +115,36 @@ def print_paired(name: str, comparison: dict[str, Any]) -> None:
     print(f"  {name:36s} ratio {comparison['ratio_median']:.3f} (median of rounds); "
           f"difference {comparison['difference_mean']:.4g} "
           f"[{low:.4g}, {high:.4g}] {comparison['level']:.0%} bootstrap")
+
+
+def compare(heading: str, figures: Mapping[str, list[float]], unit: str,
+            pairs: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """Print `heading`, each figure's summary, and `paired(figures[a], figures[b])` for each named
+    (a, b); returns the comparisons by name."""
+    rounds = {len(values) for values in figures.values()}
+    print(f"{heading} median [min, max] over {'/'.join(map(str, sorted(rounds)))} interleaved rounds")
+    print_summaries(figures, unit)
+    comparisons = {name: paired(figures[a], figures[b]) for name, (a, b) in pairs.items()}
+    for name, comparison in comparisons.items():
+        print_paired(name, comparison)
+    return comparisons
+
+
+def summaries(figures: Mapping[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """`summary` of each figure, by name (what the JSON keeps)."""
+    return {name: summary(values) for name, values in figures.items()}
+
+
+def parse_quick(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any],
+                quick_help: str) -> argparse.Namespace:
+    """Add `--repeats` (interleaved rounds, default 5) and `--quick` (the test suite's seconds-long
+    run: the `quick` settings replace the parsed ones), then parse `argv`."""
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(quick)
+    return args
 
 
 def synth_workdir(name: str, images: int, size: int, workers: int = 1) -> Path:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import (interleaved, paired, print_paired,  # noqa: E402
+from benchmarks.common import (interleaved, paired, parse_quick, print_paired,  # noqa: E402
                                print_summaries, summary, write_result)
 
 DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
@@ -302,12 +302,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="second run per side for steps/s without start-up; 0: none")
     parser.add_argument("--batch", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true",
-                        help="3 steps, one round, no warm-up, no short run (the test suite's)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.short_steps, args.repeats = 3, 0, 1
+    args = parse_quick(parser, argv, dict(steps=3, short_steps=0, repeats=1),
+                       "3 steps, one round, no warm-up, no short run (the test suite's)")
     if not 0 <= args.short_steps < args.steps:
         parser.error("--short-steps must be >= 0 and below --steps")
     peer = PEERS[args.method]

@@ -19,7 +19,6 @@ sides' vectors for the same files are compared (their cosine should be 1: same w
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import subprocess
@@ -30,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (interleaved, paired, print_paired,  # noqa: E402
-                               print_summaries, rates, summary, synth_workdir, timed,
-                               write_result)
+from benchmarks.common import (compare, interleaved, per_second, summaries, synth_parser,  # noqa: E402
+                               synth_workdir, timed, write_result)
 
 BIN = Path(sys.executable).parent
 
@@ -76,12 +74,9 @@ def agreement(root: str, peer_output: Path, files: list[Path]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--size", type=int, default=256)
+    parser = synth_parser(__doc__, images=2000, size=256)
     parser.add_argument("--batch", type=int, default=64, help="both sides' model batch")
     parser.add_argument("--workers", type=int, default=2, help="clip-retrieval's readers")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     from model.profiles import load_profile, resolve
@@ -123,21 +118,18 @@ def main() -> None:
                            "clip_inference_and_index": lambda: clip_inference(True)},
                           repeats=args.repeats)
     n = len(files)
-    per_s = {name: rates(values, n) for name, values in seconds.items()}
-    print(f"{n} images at {args.size} px, whole commands, images/s over {args.repeats} "
-          f"interleaved rounds:")
-    print_summaries(per_s, "images/s")
-    vs_inference = paired(per_s["tamer_embed"], per_s["clip_inference"])
-    vs_indexed = paired(per_s["tamer_embed"], per_s["clip_inference_and_index"])
-    print_paired("tamer / clip-retrieval inference", vs_inference)
-    print_paired("tamer / inference + index", vs_indexed)
+    per_s = per_second(seconds, n)
+    vs = compare(f"{n} images at {args.size} px, whole commands, images/s:", per_s, "images/s", {
+        "tamer / clip-retrieval inference": ("tamer_embed", "clip_inference"),
+        "tamer / inference + index": ("tamer_embed", "clip_inference_and_index")})
     same = agreement(str(last["root"]), last["peer"], files)
     print(f"same vectors: {same}")
     write_result("embed_peer", {
         "images": n, "size": args.size, "batch": args.batch, "peer_workers": args.workers,
         "repeats": args.repeats, "clip_model": clip_model,
-        "images_per_s": {name: summary(values) for name, values in per_s.items()},
-        "tamer_vs_clip_inference": vs_inference, "tamer_vs_clip_inference_and_index": vs_indexed,
+        "images_per_s": summaries(per_s),
+        "tamer_vs_clip_inference": vs["tamer / clip-retrieval inference"],
+        "tamer_vs_clip_inference_and_index": vs["tamer / inference + index"],
         "agreement": same, "target": "tamer_embed >= 1.0x clip_inference (whole commands)"})
     shutil.rmtree(work, ignore_errors=True)
 

@@ -22,7 +22,6 @@ depend on weight values) behind a profile that points at its local folder.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -30,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (clocked, interleaved, paired, print_paired,  # noqa: E402
-                               print_summaries, rates, summary, synth_workdir, timed,
-                               write_result)
+from benchmarks.common import (clocked, compare, interleaved, per_second, print_summaries,  # noqa: E402
+                               summaries, summary, synth_parser, synth_workdir, timed, write_result)
 
 
 def vit_b_32_profile(folder: Path) -> Path:
@@ -57,14 +55,11 @@ def vit_b_32_profile(folder: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=8000)
-    parser.add_argument("--size", type=int, default=64)
+    parser = synth_parser(__doc__, images=8000, size=64)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--clip", choices=["tiny", "vit-b-32"], default="tiny")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     import ray
@@ -123,28 +118,25 @@ def main() -> None:
     steady = steady[1:] if len(steady) == args.repeats + 1 else []  # all rounds had one, or none
 
     n = len(images)
-    per_s = {name: rates(values, n) for name, values in seconds.items()}
+    per_s = per_second(seconds, n)
     # each actor runs the model at most as fast as one copy here: the ceiling scales by actors
     per_s["ceiling_model_only"] = [settings.actors * r for r in per_s["ceiling_model_only"]]
     if not steady:
         raise SystemExit("the pipeline reported progress once per run: give it more images "
                          "(--images) than one batch per actor, to see a steady state")
     per_s["pipeline_steady"] = steady
-    print(f"{n} images, CLIP {args.clip}, {settings.actors} actors x {settings.torch_threads} "
-          f"threads, images/s over {args.repeats} interleaved rounds:")
-    print_summaries(per_s, "images/s")
+    layout = f"{settings.actors} actors x {settings.torch_threads} threads"
+    vs = compare(f"{n} images, CLIP {args.clip}, {layout}, images/s:", per_s, "images/s", {
+        "steady / ceiling": ("pipeline_steady", "ceiling_model_only"),
+        "end to end / ceiling": ("pipeline_end_to_end", "ceiling_model_only")})
     print_summaries({"seconds_to_first_batch": first_batch}, "s")
-    steady_vs = paired(per_s["pipeline_steady"], per_s["ceiling_model_only"])
-    end_to_end_vs = paired(per_s["pipeline_end_to_end"], per_s["ceiling_model_only"])
-    print_paired("steady / ceiling", steady_vs)
-    print_paired("end to end / ceiling", end_to_end_vs)
     result = {
         "clip": args.clip, "images": n, "size": args.size, "batch_size": args.batch,
         "ray_cpus": args.cpus, "actors": settings.actors, "repeats": args.repeats,
         "torch_threads_per_actor": settings.torch_threads,
-        "images_per_s": {name: summary(values) for name, values in per_s.items()},
+        "images_per_s": summaries(per_s),
         "seconds_to_first_batch": summary(first_batch),
-        "steady_vs_ceiling": steady_vs, "end_to_end_vs_ceiling": end_to_end_vs,
+        "steady_vs_ceiling": vs["steady / ceiling"], "end_to_end_vs_ceiling": vs["end to end / ceiling"],
         "target": ">= 0.7 of the model-only ceiling (steady state)",
     }
     write_result("embed_throughput" + ("" if args.clip == "tiny" else f"_{args.clip}")

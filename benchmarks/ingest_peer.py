@@ -17,7 +17,6 @@ rejects, and whether it finishes.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import (interleaved, paired, print_paired,  # noqa: E402
-                               print_summaries, rates, summary, synth_workdir, timed,
-                               write_result)
+from benchmarks.common import (interleaved, paired, per_second, print_paired, print_summaries,  # noqa: E402
+                               summary, synth_parser, synth_workdir, timed, write_result)
 
 RAY_DATA = """
 import sys
@@ -81,11 +79,8 @@ def hostile_outcomes(work: Path, tamer: list[str], ray_data: list[str], cpus: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4000)
-    parser.add_argument("--size", type=int, default=512)
+    parser = synth_parser(__doc__, images=4000, size=512)
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     work = synth_workdir("ingest-peer", args.images, args.size, workers=args.cpus)
@@ -113,7 +108,7 @@ def main() -> None:
     seconds = interleaved({"tamer_ingest": tamer_ingest, "ray_data": ray_read_write},
                           repeats=args.repeats)
     n = len(views)
-    per_s = {name: rates(values, n) for name, values in seconds.items()}
+    per_s = per_second(seconds, n)
     print(f"{n} views at {args.size} px (+ masks), {args.cpus} CPUs, whole commands, images/s "
           f"over {args.repeats} interleaved rounds:")
     print_summaries(per_s, "images/s")

@@ -24,7 +24,6 @@ more than the decode itself, and the ratio measures that fixed cost instead.
 
 from __future__ import annotations
 
-import argparse
 import io
 import shutil
 import sys
@@ -35,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import (clocked, interleaved, paired, print_paired,  # noqa: E402
-                               print_summaries, rates, summary, synth_workdir, timed,
-                               write_result)
+from benchmarks.common import (clocked, compare, interleaved, per_second, print_summaries,  # noqa: E402
+                               summaries, summary, synth_parser, synth_workdir, timed, write_result)
 
 
 def decode_file(path: str) -> int:
@@ -55,11 +53,8 @@ def decode_many(paths: list[str]) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4000)
-    parser.add_argument("--size", type=int, default=512)
+    parser = synth_parser(__doc__, images=4000, size=512)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     import ray
@@ -106,20 +101,17 @@ def main() -> None:
     n = counts[0]  # images per second; each image also has its mask decoded
     assert set(counts) == {n}, counts
     rerun_s = seconds.pop("d_rerun")
-    throughput = {name: rates(values, n) for name, values in seconds.items()}
-    print(f"{n} images ({args.size} px) + masks, {args.workers} workers, images/s over "
-          f"{args.repeats} interleaved rounds:")
-    print_summaries(throughput, "images/s")
+    throughput = per_second(seconds, n)
+    vs = compare(f"{n} images ({args.size} px) + masks, {args.workers} workers, images/s:", throughput,
+                 "images/s", {"ingest / parallel ceiling": ("c_ingest", "b_ceiling_parallel"),
+                              "ingest / serial ceiling": ("c_ingest", "a_ceiling_serial")})
     print_summaries({"d_rerun": rerun_s}, "s")
-    vs_parallel = paired(throughput["c_ingest"], throughput["b_ceiling_parallel"])
-    vs_serial = paired(throughput["c_ingest"], throughput["a_ceiling_serial"])
-    print_paired("ingest / parallel ceiling", vs_parallel)
-    print_paired("ingest / serial ceiling", vs_serial)
     result = {
         "images": n, "size": args.size, "workers": args.workers, "repeats": args.repeats,
-        "images_per_s": {name: summary(values) for name, values in throughput.items()},
+        "images_per_s": summaries(throughput),
         "rerun_seconds": summary(rerun_s),
-        "ingest_vs_parallel_ceiling": vs_parallel, "ingest_vs_serial_ceiling": vs_serial,
+        "ingest_vs_parallel_ceiling": vs["ingest / parallel ceiling"],
+        "ingest_vs_serial_ceiling": vs["ingest / serial ceiling"],
         "target": ">= 0.8 of the parallel ceiling",
     }
     write_result("ingest_throughput" + ("" if args.size == 512 else f"_{args.size}px"), result)

@@ -39,7 +39,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks import stats_queries  # noqa: E402
-from benchmarks.common import (interleaved, print_summaries, summary, timed,  # noqa: E402
+from benchmarks.common import (interleaved, parse_quick, print_summaries, summary, timed,  # noqa: E402
                                write_result)
 
 PROFILE = "tiny"
@@ -259,13 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new", type=int, default=100, help="new images left to do")
     parser.add_argument("--rows-per-file", type=int, default=10_000)
     parser.add_argument("--versions", type=int, default=1_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true",
-                        help="seconds: sizes 100 and 400, files of 100 rows, 10 versions, 1 round")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.sizes, args.new, args.rows_per_file, args.versions, args.repeats = (
-            [100, 400], 10, 100, 10, 1)
+    args = parse_quick(parser, argv, dict(sizes=[100, 400], new=10, rows_per_file=100, versions=10, repeats=1),
+                       "seconds: sizes 100 and 400, files of 100 rows, 10 versions, 1 round")
 
     seconds: dict[str, dict[str, list[float]]] = {}
     for size in args.sizes:

@@ -35,26 +35,28 @@ def ratio(p: dict[str, Any]) -> str:
     return f"{p['ratio_median']:.3g} (difference {p['difference_mean']:.3g} [{low:.3g}, {high:.3g}])"
 
 
+def rates(values: dict[str, Any], names: dict[str, str], unit: str = "") -> str:
+    """`name median [min, max]` for each key of `names`, in its order."""
+    return ", ".join(f"{name} {spread(values[key], unit)}" for key, name in names.items())
+
+
 def _caption(r: dict) -> tuple[str, str]:
-    ips = r["images_per_s"]
-    return (f"images/s: pipeline {spread(ips['b_pipeline'])}, naive {spread(ips['a_naive'])}, "
-            f"ceiling ({r['actors']} actors x {r['torch_threads_per_actor']} thread) "
-            f"{spread(ips['c_ceiling'])}; pipeline / naive {ratio(r['b_vs_a'])}; "
-            f"pipeline / ceiling {ratio(r['b_vs_c'])}", r["targets"])
+    ceiling = f"ceiling ({r['actors']} actors x {r['torch_threads_per_actor']} thread)"
+    shown = rates(r["images_per_s"], {"b_pipeline": "pipeline", "a_naive": "naive", "c_ceiling": ceiling})
+    return (f"images/s: {shown}; pipeline / naive {ratio(r['b_vs_a'])}; pipeline / ceiling {ratio(r['b_vs_c'])}",
+            r["targets"])
 
 
 def _ingest(r: dict) -> tuple[str, str]:
-    ips = r["images_per_s"]
-    return (f"{r['images']} images at {r['size']} px, {r['workers']} workers, images/s: ingest "
-            f"{spread(ips['c_ingest'])}, parallel ceiling {spread(ips['b_ceiling_parallel'])}; "
+    shown = rates(r["images_per_s"], {"c_ingest": "ingest", "b_ceiling_parallel": "parallel ceiling"})
+    return (f"{r['images']} images at {r['size']} px, {r['workers']} workers, images/s: {shown}; "
             f"ratio {ratio(r['ingest_vs_parallel_ceiling'])}", r["target"])
 
 
 def _knn(r: dict) -> tuple[str, str]:
-    p50 = r["p50_ms"]
-    return (f"{r['vectors']:,} vectors, p50 ms: `tamer search` call {spread(p50['search_embedding'])}, "
-            f"back alone {spread(p50['back_alone'])}, faiss {spread(p50['direct_faiss'])}, "
-            f"CLI process {spread(p50['cli_text'])}", "reported")
+    shown = rates(r["p50_ms"], {"search_embedding": "`tamer search` call", "back_alone": "back alone",
+                                "direct_faiss": "faiss", "cli_text": "CLI process"})
+    return f"{r['vectors']:,} vectors, p50 ms: {shown}", "reported"
 
 
 def _stats(r: dict) -> tuple[str, str]:
@@ -88,26 +90,24 @@ def _gpu(r: dict) -> tuple[str, str]:
 
 
 def _embed(r: dict) -> tuple[str, str]:
-    ips = r["images_per_s"]
-    return (f"CLIP {r['clip']}, {r['images']} images, images/s: pipeline steady "
-            f"{spread(ips['pipeline_steady'])}, end to end {spread(ips['pipeline_end_to_end'])}, "
-            f"ceiling {spread(ips['ceiling_model_only'])}; steady / ceiling "
+    shown = rates(r["images_per_s"], {"pipeline_steady": "pipeline steady", "pipeline_end_to_end": "end to end",
+                                      "ceiling_model_only": "ceiling"})
+    return (f"CLIP {r['clip']}, {r['images']} images, images/s: {shown}; steady / ceiling "
             f"{ratio(r['steady_vs_ceiling'])}", r["target"])
 
 
 def _embed_peer(r: dict) -> tuple[str, str]:
     ips = r["images_per_s"]
-    return (f"{r['images']} images, whole commands, images/s: `tamer embed` "
-            f"{spread(ips['tamer_embed'])}, `clip-retrieval inference` "
-            f"{spread(ips['clip_inference'])} (+ index {spread(ips['clip_inference_and_index'])});"
-            f" ratio {ratio(r['tamer_vs_clip_inference'])}, with index "
-            f"{ratio(r['tamer_vs_clip_inference_and_index'])}", r["target"])
+    shown = rates(ips, {"tamer_embed": "`tamer embed`", "clip_inference": "`clip-retrieval inference`"})
+    return (f"{r['images']} images, whole commands, images/s: {shown} (+ index "
+            f"{spread(ips['clip_inference_and_index'])}); ratio {ratio(r['tamer_vs_clip_inference'])}, "
+            f"with index {ratio(r['tamer_vs_clip_inference_and_index'])}", r["target"])
 
 
 def _ingest_peer(r: dict) -> tuple[str, str]:
-    ips, h = r["images_per_s"], r["hostile"]
-    return (f"{r['images']} images at {r['size']} px, whole commands, images/s: `tamer ingest` "
-            f"{spread(ips['tamer_ingest'])}, Ray Data read/write {spread(ips['ray_data'])}; ratio "
+    h = r["hostile"]
+    shown = rates(r["images_per_s"], {"tamer_ingest": "`tamer ingest`", "ray_data": "Ray Data read/write"})
+    return (f"{r['images']} images at {r['size']} px, whole commands, images/s: {shown}; ratio "
             f"{ratio(r['tamer_vs_ray_data'])}; hostile folder ({h['entries']} entries): tamer "
             f"exit {h['tamer']['exit']}, {h['tamer'].get('quarantined')} quarantined; Ray Data "
             f"exit {h['ray_data']['exit']}", r["target"])

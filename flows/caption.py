@@ -8,7 +8,8 @@ from typing import Any
 from prefect import flow, task
 
 from flows.ingest import refresh_catalog
-from model.profiles import load_profile, preflight
+from model.profile_check import preflight
+from model.profiles import load_profile
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, load_config
 from tamer.progress import stage_progress

@@ -32,49 +32,48 @@ STAMP = "tamer_recipe.json"
 # How many builds this process ran, per component: lets tests prove the cache is reused.
 BUILD_COUNT: Counter[str] = Counter()
 
+
+def _vit(hidden: int, heads: int) -> dict[str, Any]:
+    """A two-layer ViT on the tiny images (4 px patches)."""
+    return dict(image_size=RESOLUTION, patch_size=4, hidden_size=hidden, intermediate_size=2 * hidden,
+                num_hidden_layers=2, num_attention_heads=heads)
+
+
+def _text(heads: int, positions: int = 77, **extra: Any) -> dict[str, Any]:
+    """A two-layer, 32-wide text transformer; 77 positions: the context length of OpenAI's
+    clip.tokenize."""
+    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=heads,
+                max_position_embeddings=positions, **extra)
+
+
+# two blocks = one downsample: 32x32 images <-> 16x16 latents
+_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION, block_out_channels=[16, 32],
+            layers_per_block=1, norm_num_groups=8, down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2)
+# Stable Diffusion 1.5's training noise schedule
+_SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                    prediction_type="epsilon", clip_sample=False, steps_offset=1)
+
 # Small configs, kept as plain data so that they define the recipe hash.
 RECIPES: dict[str, dict[str, Any]] = {
-    "captioner": {
-        "vision": dict(image_size=RESOLUTION, patch_size=4, hidden_size=32, intermediate_size=64,
-                       num_hidden_layers=2, num_attention_heads=2),
-        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=2, max_position_embeddings=64),
-        "projection_dim": 32,
-    },
-    "clip": {
-        "vision": dict(image_size=RESOLUTION, patch_size=4, hidden_size=48, intermediate_size=96,
-                       num_hidden_layers=2, num_attention_heads=4),
-        # 77 positions: the context length of OpenAI's clip.tokenize
-        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=77),
-        "projection_dim": 32,
-    },
+    "captioner": {"vision": _vit(32, 2), "text": _text(2, positions=64), "projection_dim": 32},
+    "clip": {"vision": _vit(48, 4), "text": _text(4), "projection_dim": 32},
     "sd": {
-        "text_encoder": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, max_position_embeddings=77),
+        "text_encoder": _text(4),
         "unet": dict(sample_size=RESOLUTION // 2, in_channels=4, out_channels=4,
                      block_out_channels=[32, 64], layers_per_block=1, cross_attention_dim=32,
                      down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
                      up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
                      attention_head_dim=8, norm_num_groups=16),
-        # two blocks = one downsample: 32x32 images <-> 16x16 latents
-        "vae": dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION,
-                    block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8,
-                    down_block_types=["DownEncoderBlock2D"] * 2,
-                    up_block_types=["UpDecoderBlock2D"] * 2),
-        # Stable Diffusion 1.5's training noise schedule
-        "scheduler": dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                          beta_schedule="scaled_linear", prediction_type="epsilon",
-                          clip_sample=False, steps_offset=1),
+        "vae": _VAE,
+        "scheduler": _SD_SCHEDULE,
     },
     # SDXL's layout at the same sizes: two text towers (the second with a projection, whose
     # pooled embedding and six time ids enter the timestep embedding), a list of transformer
     # depths per block and linear projections, as stabilityai/stable-diffusion-xl-base-1.0 has.
     "sdxl": {
-        "text_encoder": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, max_position_embeddings=77),
-        "text_encoder_2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, max_position_embeddings=77, projection_dim=32),
+        "text_encoder": _text(4),
+        "text_encoder_2": _text(4, projection_dim=32),
         "unet": dict(sample_size=RESOLUTION // 2, in_channels=4, out_channels=4,
                      block_out_channels=[32, 64], layers_per_block=1, cross_attention_dim=64,
                      down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
@@ -83,16 +82,10 @@ RECIPES: dict[str, dict[str, Any]] = {
                      use_linear_projection=True, addition_embed_type="text_time",
                      addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
                      norm_num_groups=16),
-        "vae": dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION,
-                    block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8,
-                    down_block_types=["DownEncoderBlock2D"] * 2,
-                    up_block_types=["UpDecoderBlock2D"] * 2, scaling_factor=0.13025),
-        "scheduler": dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                          beta_schedule="scaled_linear", prediction_type="epsilon",
-                          clip_sample=False, steps_offset=1, timestep_spacing="leading"),
+        "vae": dict(_VAE, scaling_factor=0.13025),
+        "scheduler": dict(_SD_SCHEDULE, timestep_spacing="leading"),
     },
-    "dino": dict(image_size=RESOLUTION, patch_size=4, hidden_size=32, intermediate_size=64,
-                 num_hidden_layers=2, num_attention_heads=2),
+    "dino": _vit(32, 2),
     "segmentation": dict(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
                          hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2],
                          num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=32,

@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from model import tiny
 from model.attributes import Scores, Vocabulary, accuracy, load_vocabulary, top, truth_from_meta
 from model.compose import CaptionTemplate, check_template, compose, named_attributes, object_class
-from model.profiles import TINY_SCHEME, Profile, load_profile, preflight
+from model.profile_check import preflight
+from model.profiles import TINY_SCHEME, Profile, load_profile
 from storage.queries import CAPTIONED, images_left, latest_captions, record_mark
 from storage.schemas import CAPTIONS
 from storage.shards import ShardStore

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -93,19 +95,30 @@ def prefect_api(tmp_path):
         server.wait(timeout=60)
 
 
-def test_new_data_triggers_retrain_and_nothing_new_triggers_nothing(tmp_path, prefect_api):
-    api, env = prefect_api
+@contextmanager
+def served(tmp_path: Path, config_text: str, env: dict, deployments: list[str]) -> Iterator[tuple[list[str], Path]]:
+    """`tamer serve --only` each of `deployments` on a fresh root with `config_text`; yields the
+    `tamer` command line for that root and config, and the serve log. Stopped on exit."""
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-    root, src = str(tmp_path / "data"), tmp_path / "incoming"
-    tamer = [str(BIN / "tamer"), "--root", root, "--config", str(config)]
-    subprocess.run([*tamer, "synth", "--out", str(src), "--json"], env=env, check=True,
-                   capture_output=True)
+    config.write_text(config_text)
+    tamer = [str(BIN / "tamer"), "--root", str(tmp_path / "data"), "--config", str(config)]
     log = tmp_path / "serve.log"
-    serve = subprocess.Popen([*tamer, "serve", "--only", "refresh-on-commit", "--only",
-                              "retrain"], env=env, start_new_session=True,
+    only = [arg for name in deployments for arg in ("--only", name)]
+    serve = subprocess.Popen([*tamer, "serve", *only], env=env, start_new_session=True,
                              stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
+        yield tamer, log
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=60)
+
+
+def test_new_data_triggers_retrain_and_nothing_new_triggers_nothing(tmp_path, prefect_api):
+    api, env = prefect_api
+    src = tmp_path / "incoming"
+    with served(tmp_path, CONFIG, env, ["refresh-on-commit", "retrain"]) as (tamer, log):
+        subprocess.run([*tamer, "synth", "--out", str(src), "--json"], env=env, check=True,
+                       capture_output=True)
         refresh = wait_for(lambda: api.deployment_id("refresh", "refresh-on-commit"), 120,
                            "the refresh deployment")
         retrain = wait_for(lambda: api.deployment_id("train", "retrain"), 60,
@@ -127,9 +140,6 @@ def test_new_data_triggers_retrain_and_nothing_new_triggers_nothing(tmp_path, pr
         assert '"ingested": 0' in again.stdout
         time.sleep(20)  # long enough for a trigger to fire, had an event been emitted
         assert (len(api.runs_of(refresh)), len(api.runs_of(retrain))) == before
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=60)
 
 
 def test_a_burst_of_commits_is_deferred_to_one_retrain_on_all_of_them(tmp_path, prefect_api):
@@ -144,14 +154,8 @@ def test_a_burst_of_commits_is_deferred_to_one_retrain_on_all_of_them(tmp_path, 
     from tasks.retrain_policy import DEFERRED
 
     api, env = prefect_api
-    config = tmp_path / "config.yaml"
-    config.write_text(BURST_CONFIG)
-    root = str(tmp_path / "data")
-    tamer = [str(BIN / "tamer"), "--root", root, "--config", str(config)]
-    log = tmp_path / "serve.log"
-    serve = subprocess.Popen([*tamer, "serve", "--only", "retrain-gate", "--only", "retrain"], env=env,
-                             start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
+    root, config = str(tmp_path / "data"), str(tmp_path / "config.yaml")
+    with served(tmp_path, BURST_CONFIG, env, ["retrain-gate", "retrain"]) as (_, log):
         gate = wait_for(lambda: api.deployment_id("retrain-gate", "retrain-gate"), 120, "the gate deployment")
         retrain = wait_for(lambda: api.deployment_id("train", "retrain"), 60, "the retrain deployment")
         time.sleep(10)  # the server's trigger service loads new automations periodically
@@ -161,7 +165,7 @@ def test_a_burst_of_commits_is_deferred_to_one_retrain_on_all_of_them(tmp_path, 
             for seed in range(3):  # three commits in a burst, the gate judging after each
                 generate(tmp_path / f"src{seed}", n_objects=1, views=2, size=32, seed=seed)
                 ingest_source(str(tmp_path / f"src{seed}"), store, IngestSettings(executor="local"))
-                decisions.append(retrain_gate_flow(root=root, config_file=str(config)))
+                decisions.append(retrain_gate_flow(root=root, config_file=config))
         assert not any(d["retrain"] for d in decisions)
         ends = sorted(d["defer_until"] for d in decisions)
         assert (ends[-1] - ends[0]).total_seconds() < 1, "every commit joined one re-evaluation"
@@ -178,6 +182,3 @@ def test_a_burst_of_commits_is_deferred_to_one_retrain_on_all_of_them(tmp_path, 
         reasons = [r["reason"] for r in store.read("retrain_decisions").to_pylist()]
         assert [r.startswith(DEFERRED) for r in reasons] == [True, True, True, False]
         assert [r["retrain"] for r in store.read("retrain_decisions").to_pylist()][-1]
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=60)

@@ -16,7 +16,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from model import profiles, tiny
-from model.profiles import ModelLoadError, check_profile, load_profile, load_role, preflight, resolve
+from model.profile_check import check_profile, preflight
+from model.profiles import ModelLoadError, load_profile, load_role, resolve
 
 SENTENCES = ["a photo of a red dog", "a cat sitting on a wooden table", "two sks toys, 3d render!"]
 

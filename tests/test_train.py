@@ -86,6 +86,22 @@ def test_two_workers_disjoint_data_survive_a_worker_killed_after_a_checkpoint(ra
     assert [row["step"] for row in runs.read_metrics(store, "ddp")] == [1, 2, 3, 4]
 
 
+def test_ray_train_runs_the_sdxl_family_from_the_second_token_column(ray_local, root):
+    from tasks.train import load_checkpoint_model, run_training
+    from tasks.train_data import build_datasets, build_plan
+
+    config = load_config(None, root=root, profile="tiny-sdxl", **SMALL, **{
+        "train.steps": 1, "train.checkpoint_every": 1, "train.num_workers": 1})
+    store = ShardStore(root)
+    datasets = build_datasets(store, build_plan(store), config.profile, config.train.data_cpus)
+    assert "input_ids_2" in datasets["domain"].columns()  # SDXL's second tokenizer's ids
+    result = run_training(config, "sdxl", store.fingerprint(), datasets)
+    assert result.step == 1
+    model, resolved, _ = load_checkpoint_model(_checkpoints(root, "sdxl")[-1])
+    assert resolved.profile == "tiny-sdxl" and len(model.text_encoders) == 2
+    assert [row["step"] for row in runs.read_metrics(store, "sdxl")] == [1]
+
+
 def test_flow_resumes_an_interrupted_run_and_exports_a_pipeline(ray_local, prefect_server, root, tmp_path):
     from ray.train import TrainingFailedError
 

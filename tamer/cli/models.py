@@ -21,7 +21,7 @@ def check(
     as_json: JsonFlag = False,
 ) -> None:
     """Dry-run a profile without downloading: ids, classes, local cache (tiny: build + load)."""
-    from model.profiles import check_profile
+    from model.profile_check import check_profile
 
     checks = [check.model_dump() for check in check_profile(profile)]
     if as_json:
