@@ -136,7 +136,7 @@ def _customization_peer(r: dict) -> tuple[str, str]:
 
 
 def _train(r: dict) -> tuple[str, str]:
-    parts = [f"{device} ({f['mixed_precision']}): Ray {spread(f['samples_per_s']['ray'])} vs bare "
+    parts = [f"{device} ({'fp32' if f['mixed_precision'] == 'no' else f['mixed_precision']}): Ray {spread(f['samples_per_s']['ray'])} vs bare "
              f"{spread(f['samples_per_s']['bare'])} samples/s, ratio {ratio(f['ray_vs_bare'])}"
              for device, f in r["figures"].items()]
     return "; ".join(parts), ">= 0.85"
