@@ -111,6 +111,15 @@ def test_configuration_is_a_leaf_that_imports_no_project_code():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+def test_the_synth_world_is_a_leaf_that_tasks_may_import():
+    """tasks/ renders synth data through tamer.synth*; those modules must pull in no stage,
+    flow, storage, model or CLI code, or the layering would have an upward edge."""
+    done = run_tamer_process("-c", "import sys, tamer.synth, tamer.synth_world; print(sorted(m for m in "
+                             "sys.modules if m.split('.')[0] in ('model', 'storage', 'tasks', 'flows') "
+                             "or m.startswith(('tamer.cli', 'tamer.app'))))")
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def one_line_failure(result, code: int, *needles: str) -> str:
     """The command failed with `code` and said so in one line naming every needle."""
     text = result.output.strip()
