@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import interleaved, paired, print_paired, print_summaries, summary, write_result
+from benchmarks.common import compare, interleaved, summaries, write_result
 from model.dreambooth_lora import DreamBoothLoraConfig
 from model.profiles import load_profile
 from model.tamer_model import TamerModel, TamerModelConfig
@@ -39,6 +39,9 @@ def prepare_seconds(method, subject: Subject) -> tuple[float, int]:
     start = time.perf_counter()
     state = method.prepare(subject)
     return time.perf_counter() - start, state.bytes_stored
+
+
+MIN_MEASURED_STEPS = 20  # the extrapolation's N-step run (see baseline_cost)
 
 
 def baseline_cost(make, config_cls, subject: Subject, measure_steps: int | None) -> dict:
@@ -66,6 +69,9 @@ def main() -> None:
                         help="train the baselines this many steps and extrapolate")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
+    if args.measure_steps is not None and args.measure_steps < MIN_MEASURED_STEPS:
+        parser.error(f"--measure-steps must be at least {MIN_MEASURED_STEPS}: below that the 1-step run's "
+                     "noise can exceed the difference and the extrapolated time comes out negative")
 
     profile = load_profile(args.profile)
     work = Path(tempfile.mkdtemp(prefix="customization-cost-"))
@@ -97,14 +103,12 @@ def main() -> None:
             Context(profile, sampling, work), c), TextualInversionConfig),
         "dreambooth_lora": baseline("dreambooth_lora", lambda c: DreamBoothLora(
             Context(profile, sampling, work), c), DreamBoothLoraConfig)}, repeats=args.repeats)
-    ti_ratio = paired(seconds["textual_inversion"], seconds["ours"])
-    lora_ratio = paired(seconds["dreambooth_lora"], seconds["ours"])
     how = f", baselines extrapolated from {args.measure_steps} steps" if args.measure_steps else ""
-    print(f"seconds to customize one object over {args.repeats} interleaved rounds{how}:")
-    print_summaries(seconds, "s")
+    vs = compare(f"seconds to customize one object{how}:", seconds, "s", {
+        "Textual Inversion / ours": ("textual_inversion", "ours"),
+        "DreamBooth-LoRA / ours": ("dreambooth_lora", "ours")})
+    ti_ratio, lora_ratio = vs["Textual Inversion / ours"], vs["DreamBooth-LoRA / ours"]
     print(f"bytes per object: {bytes_stored}")
-    print_paired("Textual Inversion / ours", ti_ratio)
-    print_paired("DreamBooth-LoRA / ours", lora_ratio)
     met = ti_ratio["ratio_median"] >= 1000
     print(f"target >= 1000x vs Textual Inversion: {'met' if met else 'NOT met'}")
     write_result("customization_cost", {
@@ -113,7 +117,7 @@ def main() -> None:
         "steps": {"textual_inversion": TextualInversionConfig().steps,
                   "dreambooth_lora": DreamBoothLoraConfig().steps},
         "measured_steps": args.measure_steps,
-        "seconds": {name: summary(values) for name, values in seconds.items()},
+        "seconds": summaries(seconds),
         "bytes": bytes_stored, "ti_over_ours": ti_ratio, "lora_over_ours": lora_ratio,
         "target_met": met})
 

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import (interleaved, paired, per_second, print_paired, print_summaries,  # noqa: E402
-                               summary, synth_parser, synth_workdir, timed, write_result)
+from benchmarks.common import (compare, interleaved, per_second, summaries, synth_parser,  # noqa: E402
+                               synth_workdir, timed, write_result)
 
 RAY_DATA = """
 import sys
@@ -109,16 +109,13 @@ def main() -> None:
                           repeats=args.repeats)
     n = len(views)
     per_s = per_second(seconds, n)
-    print(f"{n} views at {args.size} px (+ masks), {args.cpus} CPUs, whole commands, images/s "
-          f"over {args.repeats} interleaved rounds:")
-    print_summaries(per_s, "images/s")
-    ratio = paired(per_s["tamer_ingest"], per_s["ray_data"])
-    print_paired("tamer / Ray Data", ratio)
+    ratio = compare(f"{n} views at {args.size} px (+ masks), {args.cpus} CPUs, whole commands, images/s:",
+                    per_s, "images/s", {"tamer / Ray Data": ("tamer_ingest", "ray_data")})["tamer / Ray Data"]
     rejects = hostile_outcomes(work, tamer, ray_data, args.cpus)
     print(f"hostile folder: {rejects}")
     write_result("ingest_peer" + ("" if args.size == 512 else f"_{args.size}px"), {
         "images": n, "size": args.size, "cpus": args.cpus, "repeats": args.repeats,
-        "images_per_s": {name: summary(values) for name, values in per_s.items()},
+        "images_per_s": summaries(per_s),
         "tamer_vs_ray_data": ratio, "hostile": rejects,
         "target": "tamer_ingest >= 1.0x ray_data (whole commands)"})
     shutil.rmtree(work, ignore_errors=True)

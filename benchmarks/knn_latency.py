@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from benchmarks.common import (interleaved, paired, print_summaries, summary,  # noqa: E402
-                               timed, write_result)
+from benchmarks.common import (interleaved, paired, print_summaries, summaries, timed,  # noqa: E402
+                               write_result)
 
 
 def synthetic_store(root: Path, count: int, dim: int, model: str, image_hash: str):
@@ -137,7 +137,7 @@ def main() -> None:
         "cli_queries_per_round": args.cli_queries, "repeats": args.repeats,
         "index_build_seconds": build_s, "index_key": _index_key(record["index_path"]),
         "self_recall_at_1": float(recall),
-        "p50_ms": {name: summary(values) for name, values in ms.items()},
+        "p50_ms": summaries(ms),
         "search_vs_back": paired(ms["search_embedding"], ms["back_alone"]),
     }
     write_result("knn_latency", result)

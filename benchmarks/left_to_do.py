@@ -39,8 +39,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks import stats_queries  # noqa: E402
-from benchmarks.common import (interleaved, parse_quick, print_summaries, summary, timed,  # noqa: E402
-                               write_result)
+from benchmarks.common import (interleaved, parse_quick, print_summaries, summaries, summary,  # noqa: E402
+                               timed, write_result)
 
 PROFILE = "tiny"
 DIM = 8  # vector width: the scans read ids and keys, never vectors
@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     write_result("left_to_do", {
         "sizes": args.sizes, "new": args.new, "rows_per_file": args.rows_per_file,
         "versions": args.versions, "repeats": args.repeats, "quick": args.quick,
-        "seconds": {size: {name: summary(values) for name, values in figures.items()}
+        "seconds": {size: summaries(figures)
                     for size, figures in seconds.items()},
-        "commit_seconds": {name: summary(values) for name, values in commits.items()},
+        "commit_seconds": summaries(commits),
         "growth": growth, "before_and_after_agree": True}, quick_out)
 
 

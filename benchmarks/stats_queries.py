@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from benchmarks.common import (clocked, interleaved, print_summaries, summary,  # noqa: E402
+from benchmarks.common import (clocked, interleaved, print_summaries, summaries, summary,  # noqa: E402
                                timed, write_result)
 
 ATTRIBUTES = {"color": ["red", "blue", "green", "black", "white", "yellow"],
@@ -195,7 +195,7 @@ def main() -> None:
     print(f"slowest (median): {slowest} {medians[slowest]:.3f} s (target: each < 1 s)")
     write_result("stats_queries", {
         "rows": counts, "shards": args.shards, "repeats": args.repeats,
-        "seconds": {name: summary(values) for name, values in seconds.items()},
+        "seconds": summaries(seconds),
         "slowest": slowest, "all_under_1s": all(m < 1 for m in medians.values())})
     shutil.rmtree(folder, ignore_errors=True)
 
