@@ -110,6 +110,26 @@ def test_latest_caption_is_each_images_newest_with_text(store):
     assert latest.schema.field("image_id").type == pa.string()
 
 
+def test_stats_count_the_words_and_lengths_of_each_images_latest_caption_only(store):
+    from storage.catalog import connect
+    from tamer import stats
+
+    def raw(image_id: str, minutes: int, text: str) -> pa.Table:
+        rows = caption_rows([image_id], minutes).to_pylist()
+        return pa.Table.from_pylist([{**rows[0], "raw_caption": text}], CAPTIONS)
+
+    store.write("captions", raw("id00000", 1, "Zebra zebra zebra zebra zebra"))  # superseded below
+    store.write("captions", raw("id00000", 2, "A dog's bone,\tnear THE wall-side 42x cafe"))
+    store.write("captions", raw("id00001", 1, "  dogs:dog!! the wall  "))
+    with connect(store) as con:
+        result = stats.collect(store, con)
+    # words are the runs of a-z in the lower-cased text, longer than 2 letters, stop words out
+    assert {r["word"]: r["uses"] for r in result["caption_words"]} == {
+        "dog": 2, "bone": 1, "near": 1, "wall": 2, "side": 1, "cafe": 1, "dogs": 1}
+    lengths = {r["kind"]: (r["captions"], r["min"], r["max"]) for r in result["caption_lengths"]}
+    assert lengths == {"raw": (2, 3, 7), "composed": (2, 2, 2)}  # space-separated, as written
+
+
 def test_texts_left_hash_each_latest_caption_and_skip_those_embedded(any_store):
     store = any_store
     store.write("captions", caption_rows(["id00000", "id00001", "id00002"], 1, "old"))
