@@ -93,6 +93,26 @@ def per_second(seconds: Mapping[str, list[float]], items: int) -> dict[str, list
     return {name: rates(values, items) for name, values in seconds.items()}
 
 
+def marginal_rate(extra_items: int, long: list[float], short: list[float]) -> list[float]:
+    """Items/s of each round's extra items: the long run minus the short one, same round,
+    cancels what every run pays once (imports, start-up, model loads, the final commit)."""
+    gaps = [a - b for a, b in zip(long, short)]
+    if min(gaps) <= 0:
+        raise ValueError(f"a long run was not slower than its short run ({gaps}): give it more work")
+    return [extra_items / gap for gap in gaps]
+
+
+def measured_marginal_rate(label: str, extra_items: int, long: list[float], short: list[float]
+                           ) -> list[float] | None:
+    """`marginal_rate`, or None, printed as not measured, when a round's noise outweighed the
+    extra work (the whole-run figures still stand)."""
+    try:
+        return marginal_rate(extra_items, long, short)
+    except ValueError as exc:
+        print(f"  {label}: not measured: {exc}")
+        return None
+
+
 def synth_parser(doc: str, images: int, size: int) -> argparse.ArgumentParser:
     """The options of a benchmark on `tamer synth` renders: how many, their side, and rounds."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import (interleaved, paired, parse_quick, print_paired,  # noqa: E402
+from benchmarks.common import (interleaved, measured_marginal_rate, paired, parse_quick, print_paired,  # noqa: E402
                                print_summaries, summary, write_result)
 
 DREAMBENCH = Path(os.environ.get("TAMER_DREAMBENCH")
@@ -122,14 +122,6 @@ def measured(command: list[str], log: Path, cwd: Path) -> tuple[float, int]:
         raise RuntimeError(f"{' '.join(command[:3])} ... exited {child.returncode}:\n"
                            f"{log.read_text()[-3000:]}")
     return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
-
-
-def startup_free(extra_steps: int, long: list[float], short: list[float]) -> list[float]:
-    """Steps/s of each round's extra steps: long minus short run cancels start-up and saving."""
-    gaps = [a - b for a, b in zip(long, short)]
-    if min(gaps) <= 0:
-        raise ValueError(f"a long run was not slower than its short run ({gaps}): raise --steps")
-    return [extra_steps / gap for gap in gaps]
 
 
 def project_command(method: str, data: Path, work: Path, s: Settings) -> list[str]:
@@ -226,11 +218,9 @@ def compare(sides: list[str], steps: int, short_steps: int, seconds: dict[str, l
             rss: dict[str, list[int]]) -> dict:
     """Each side's figures per round, printed, and project / peer where both ran."""
     whole = {side: [steps / t for t in seconds[side]] for side in sides}
-    try:
-        steady = {side: startup_free(steps - short_steps, seconds[side], seconds[f"{side}_short"])
-                  for side in sides} if short_steps else {}
-    except ValueError as exc:  # noise beyond the extra steps: the whole-command figures stand
-        print(f"  without start-up: not measured: {exc}")
+    steady = {side: measured_marginal_rate(f"{side} without start-up", steps - short_steps, seconds[side],
+                                           seconds[f"{side}_short"]) for side in sides} if short_steps else {}
+    if None in steady.values():  # both sides or neither
         steady = {}
     mib = {side: [b / 2**20 for b in rss[side]] for side in sides}
     print_summaries({f"{side} whole command": v for side, v in whole.items()}, "steps/s")

@@ -36,15 +36,17 @@ def ratio(p: dict[str, Any]) -> str:
 
 
 def rates(values: dict[str, Any], names: dict[str, str], unit: str = "") -> str:
-    """`name median [min, max]` for each key of `names`, in its order."""
-    return ", ".join(f"{name} {spread(values[key], unit)}" for key, name in names.items())
+    """`name median [min, max]` for each key of `names` the file has, in its order."""
+    return ", ".join(f"{name} {spread(values[key], unit)}" for key, name in names.items() if key in values)
 
 
 def _caption(r: dict) -> tuple[str, str]:
     ceiling = f"ceiling ({r['actors']} actors x {r['torch_threads_per_actor']} thread)"
-    shown = rates(r["images_per_s"], {"b_pipeline": "pipeline", "a_naive": "naive", "c_ceiling": ceiling})
-    return (f"images/s: {shown}; pipeline / naive {ratio(r['b_vs_a'])}; pipeline / ceiling {ratio(r['b_vs_c'])}",
-            r["targets"])
+    shown = rates(r["images_per_s"], {"b_pipeline": "pipeline", "b_steady": "pipeline steady", "a_naive": "naive",
+                                      "c_ceiling": ceiling})
+    steady = f"; steady / ceiling {ratio(r['b_steady_vs_c'])}" if "b_steady_vs_c" in r else ""
+    return (f"images/s: {shown}; pipeline / naive {ratio(r['b_vs_a'])}; pipeline / ceiling {ratio(r['b_vs_c'])}"
+            f"{steady}", r["targets"])
 
 
 def _ingest(r: dict) -> tuple[str, str]:
@@ -92,8 +94,9 @@ def _gpu(r: dict) -> tuple[str, str]:
 def _embed(r: dict) -> tuple[str, str]:
     shown = rates(r["images_per_s"], {"pipeline_steady": "pipeline steady", "pipeline_end_to_end": "end to end",
                                       "ceiling_model_only": "ceiling"})
-    return (f"CLIP {r['clip']}, {r['images']} images, images/s: {shown}; steady / ceiling "
-            f"{ratio(r['steady_vs_ceiling'])}", r["target"])
+    vs = (f"steady / ceiling {ratio(r['steady_vs_ceiling'])}" if "steady_vs_ceiling" in r
+          else f"end to end / ceiling {ratio(r['end_to_end_vs_ceiling'])}")
+    return f"CLIP {r['clip']}, {r['images']} images, images/s: {shown}; {vs}", r["target"]
 
 
 def _embed_peer(r: dict) -> tuple[str, str]:

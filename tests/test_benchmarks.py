@@ -288,14 +288,14 @@ def test_customization_peer_quick_against_the_diffusers_script(tmp_path, dreambe
     assert result["peer_script"]["file"] == script
 
 
-def test_customization_peer_steps_per_second_leave_start_up_out():
-    from benchmarks.customization_peer import startup_free
+def test_marginal_rates_leave_what_every_run_pays_once_out():
+    from benchmarks.common import marginal_rate
 
     # 150 extra steps; start-up (10 s, then 30 s on a loaded round) cancels within each round
-    assert startup_free(150, [10 + 20.0, 30 + 15.0], [10 + 5.0, 30 + 3.75]) == pytest.approx(
+    assert marginal_rate(150, [10 + 20.0, 30 + 15.0], [10 + 5.0, 30 + 3.75]) == pytest.approx(
         [10.0, 150 / 11.25])
-    with pytest.raises(ValueError, match="raise --steps"):
-        startup_free(10, [5.0, 4.0], [3.0, 4.5])  # noise larger than the extra steps
+    with pytest.raises(ValueError, match="more work"):
+        marginal_rate(10, [5.0, 4.0], [3.0, 4.5])  # noise larger than the extra steps
 
 
 def test_customization_peer_figures_and_their_readme_row(tmp_path):
