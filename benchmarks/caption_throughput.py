@@ -16,9 +16,10 @@ Same tiny captioner + CLIP attribute scorer, same synth images (64 px, ingested 
     with its torch threads (one CPU each on a CPU machine), each holding one model copy and
     its share of the batches already decoded and pre-processed; timed from the first call to
     the last actor's return: batched generate + CLIP scores only.
-Each figure: median [min, max] of `--repeats` interleaved rounds (a, b, c, a, b, c, ...) after
-a warm-up round. Targets: (b) >= 2x (a), (b) >= 0.7 (c) (whole run; steady state reported). Peak memory (first round): RSS of this
-process and its children (Ray's processes included for every contender, so compare increases).
+Each figure: median [min, max] of `--repeats` interleaved rounds (a, b half, b, c, a, ...) after
+a warm-up round. Targets: (b) >= 2x (a), (b) >= 0.7 (c) (whole run; steady state reported).
+Peak memory (first round): RSS of this process and its children (Ray's processes included for
+every contender, so compare increases).
 """
 
 from __future__ import annotations
