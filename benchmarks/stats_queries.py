@@ -27,6 +27,7 @@ import pyarrow as pa  # noqa: E402
 
 from benchmarks.common import (clocked, interleaved, print_summaries, summaries, summary,  # noqa: E402
                                timed, write_result)
+from tamer.stats import word_count  # noqa: E402
 
 ATTRIBUTES = {"color": ["red", "blue", "green", "black", "white", "yellow"],
               "material": ["metal", "plastic", "wood", "fabric", "glass"],
@@ -100,12 +101,14 @@ def captions(start: int, rows: int, rng: np.random.Generator) -> pa.Table:
             [pa.array(names), pa.array(values), pa.array(probability), pa.array(probability > 0.5)],
             ["attribute", "value", "probability", "named"]))
     raw = _sentences(rows, rng, 4, 16)
+    composed = [f"a photo of a red thing. {r}" for r in raw]
     config = rng.choice(["cfg-old", "cfg-new"], rows)  # two caption configs; the newest is read
     return pa.table({
         "image_id": _ids(start, rows), "captioner_id": ["tiny:captioner"] * rows,
         "clip_id": ["tiny:clip"] * rows, "config_hash": config,
         "class_name": [f"class{s % 200:03d}" for s in rng.integers(0, 20_000, rows)],
-        "raw_caption": raw, "composed_caption": [f"a photo of a red thing. {r}" for r in raw],
+        "raw_caption": raw, "composed_caption": composed,
+        "raw_words": [word_count(r) for r in raw], "composed_words": [word_count(c) for c in composed],
         "object_caption": [f"a photo of <obj>. {r}" for r in raw], "attributes": attributes,
         "scores": ["{}"] * rows,
         "created_at": _times(rows, rng)}).cast(_schema("captions"))

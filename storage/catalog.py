@@ -152,17 +152,22 @@ def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str,
     paths = store.shard_paths(table) if paths is None else paths
     con.execute(f"DROP VIEW IF EXISTS {table}")
     con.execute(f"DROP TABLE IF EXISTS {table}")
+    schema = TABLES[table]
     if paths:
-        con.execute(f"CREATE VIEW {table} AS {duck.read_parquet(store.location, paths)}")
+        files = duck.read_parquet(store.location, paths)
+        stored = {name for name, *_ in con.execute(f"DESCRIBE {files}").fetchall()}
+        added = [name for name in schema.names if name not in stored]
+        # columns the schemas module added after every one of these files was written
+        select = f"SELECT *, {', '.join(_typed_nulls(con, schema, added))} FROM ({files})" if added else files
     else:
-        con.execute(f"CREATE VIEW {table} AS {_empty_select(con, TABLES[table])}")
+        select = f"SELECT {', '.join(_typed_nulls(con, schema, schema.names))}, " \
+                 "CAST(NULL AS VARCHAR) AS filename WHERE false"
+    con.execute(f"CREATE VIEW {table} AS {select}")
     return paths
 
 
-def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
-    """A typed zero-row SELECT with the table's columns (plus `filename`, like the views)."""
+def _typed_nulls(con: duckdb.DuckDBPyConnection, schema: pa.Schema, names: list[str]) -> list[str]:
+    """`CAST(NULL AS <type>) AS <name>` for the schema's columns `names`, typed as DuckDB reads them."""
     empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan below
-    columns = con.execute("DESCRIBE SELECT * FROM empty").fetchall()
-    casts = [f"CAST(NULL AS {dtype}) AS {name}" for name, dtype, *_ in columns]
-    casts.append("CAST(NULL AS VARCHAR) AS filename")
-    return f"SELECT {', '.join(casts)} WHERE false"
+    types = {name: dtype for name, dtype, *_ in con.execute("DESCRIBE SELECT * FROM empty").fetchall()}
+    return [f"CAST(NULL AS {types[name]}) AS {name}" for name in names]

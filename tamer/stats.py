@@ -53,7 +53,18 @@ SECTIONS: list[Section] = [
 
 # Captions: each image's newest caption, the one training reads (a named query, shared).
 LATEST_CAPTIONS = f"({queries.LATEST_CAPTIONS})"
-_WORDS = "len(string_split(trim({0}), ' '))"
+# The caption stage stores each caption's word count (`word_count`); rows written before those
+# columns existed are counted by the same rule in SQL. At 1M captions, splitting every string
+# was most of the length queries' time (`benchmarks/stats_queries.py`).
+WORDS_SQL = "len(string_split(trim({0}), ' '))"
+
+
+def word_count(text: str) -> int:
+    """Space-separated tokens after trimming spaces at the ends (`WORDS_SQL` in Python)."""
+    return len(text.strip(" ").split(" "))
+
+
+_WORDS = "coalesce({0}_words, " + WORDS_SQL.format("{0}_caption") + ")"
 SECTIONS += [
     Section("caption_configs", "Captions per model and config (newest first)",
             "SELECT captioner_id, clip_id, config_hash, count(*) AS captions, "
@@ -61,11 +72,11 @@ SECTIONS += [
     Section("caption_lengths", "Caption length in words (latest caption per image)",
             f"SELECT kind, count(*) AS captions, min(words) AS min, round(avg(words), 1) AS mean, "
             f"median(words) AS median, max(words) AS max FROM ("
-            f"SELECT unnest(['raw', 'composed']) AS kind, unnest([{_WORDS.format('raw_caption')}, "
-            f"{_WORDS.format('composed_caption')}]) AS words FROM {LATEST_CAPTIONS}) GROUP BY 1 ORDER BY 1"),
+            f"SELECT unnest(['raw', 'composed']) AS kind, unnest([{_WORDS.format('raw')}, "
+            f"{_WORDS.format('composed')}]) AS words FROM {LATEST_CAPTIONS}) GROUP BY 1 ORDER BY 1"),
     Section("caption_length_histogram", "Composed caption length (words)",
             f"SELECT (bucket * 5) || '-' || (bucket * 5 + 4) AS words, count(*) AS captions "
-            f"FROM (SELECT {_WORDS.format('composed_caption')} // 5 AS bucket "
+            f"FROM (SELECT {_WORDS.format('composed')} // 5 AS bucket "
             f"FROM {LATEST_CAPTIONS}) GROUP BY bucket ORDER BY bucket", chart="captions"),
     Section("caption_attributes", "Top attribute values per class (latest captions)",
             "SELECT class, attribute, value, count(*) AS images, "

@@ -31,6 +31,7 @@ from storage.queries import CAPTIONED, images_left, latest_captions, record_mark
 from storage.schemas import CAPTIONS
 from storage.shards import ShardStore
 from tamer.config import CONFIG_DIR, CaptionSettings, RaySettings, config_hash
+from tamer.stats import word_count
 from tasks.images_dataset import decode_image, iter_images_local, read_images
 from tasks.distribute import Executor, Inputs, Placement, distribute
 from tasks.stage import Quarantine, ShardWriter, with_retries
@@ -149,7 +150,7 @@ class CaptionWorker:
         captioner_id, clip_id, hash_ = self.job.key
         return [{"outcome": "captioned", "image_id": row["image_id"], "source": row["source"],
                  "captioner_id": captioner_id, "clip_id": clip_id, "config_hash": hash_,
-                 "raw_caption": raw, **self._composed(row["class_name"], raw, score)}
+                 "raw_caption": raw, "raw_words": word_count(raw), **self._composed(row["class_name"], raw, score)}
                 for row, raw, score in zip(rows, raws, scores)]
 
     def _composed(self, class_name: str | None, raw: str, scores: Scores) -> dict:
@@ -160,7 +161,7 @@ class CaptionWorker:
         attributes = [{"attribute": group, "value": value, "probability": probability,
                        "named": probability >= vocabulary.threshold_of(group)}
                       for group, (value, probability) in top(scores).items()]
-        return {"class_name": noun, "composed_caption": composed,
+        return {"class_name": noun, "composed_caption": composed, "composed_words": word_count(composed),
                 "object_caption": object_caption, "attributes": attributes,
                 "scores": json.dumps(scores, sort_keys=True)}
 

@@ -15,6 +15,7 @@ from storage.catalog import connect
 from storage.shards import ShardStore
 from tamer import stats
 from tamer.config import CaptionSettings, IngestSettings
+from tamer.stats import word_count
 from storage.queries import latest_captions
 from tasks.caption import attribute_accuracy, load_vocabulary, vocabulary_path
 from tasks.ingest import ingest_source
@@ -58,6 +59,8 @@ def test_synth_caption_rerun_and_changed_config(synth_store, tmp_path, ray_local
         shape = json.loads(images[row["image_id"]]["meta"])["identity"]["shape"]
         assert row["class_name"] == shape and shape in row["composed_caption"]
         assert f"<obj> {shape}" in row["object_caption"] and row["raw_caption"]
+        assert (row["raw_words"], row["composed_words"]) == (
+            word_count(row["raw_caption"]), word_count(row["composed_caption"]))
         assert {a["attribute"] for a in row["attributes"]} == set(VOCABULARY.groups)
         for values in json.loads(row["scores"]).values():
             assert sum(values.values()) == pytest.approx(1.0, abs=1e-4)

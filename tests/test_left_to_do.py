@@ -130,6 +130,43 @@ def test_stats_count_the_words_and_lengths_of_each_images_latest_caption_only(st
     assert lengths == {"raw": (2, 3, 7), "composed": (2, 2, 2)}  # space-separated, as written
 
 
+HOSTILE_TEXTS = ["", " ", "one", "  two  words ", "tab\tinside word", "double  space", "a\nb c",
+                 "ünïcödé wörds ✓", " lead", "trail ", "x" * 500]
+
+
+def test_stored_word_counts_follow_the_rule_stats_apply_to_older_rows():
+    from tamer.stats import WORDS_SQL, word_count
+
+    with duckdb.connect() as con:
+        by_sql = [con.execute(f"SELECT {WORDS_SQL.format('?')}", [text]).fetchone()[0] for text in HOSTILE_TEXTS]
+    assert [word_count(text) for text in HOSTILE_TEXTS] == by_sql
+
+
+def test_stats_read_stored_word_counts_and_count_rows_older_than_the_columns(store):
+    from storage import delta
+    from storage.catalog import connect
+    from tamer import stats
+
+    def captions(image_id: str, minutes: int, raw: str, composed: str, **counts) -> pa.Table:
+        rows = caption_rows([image_id], minutes, composed).to_pylist()
+        return pa.Table.from_pylist([{**rows[0], "raw_caption": raw, **counts}], CAPTIONS)
+
+    # a captions table written before the word-count columns existed: its files lack them
+    old = pa.schema([f for f in CAPTIONS if not f.name.endswith("_words")], metadata=CAPTIONS.metadata)
+    delta.commit(store.location, "captions", captions("id00000", 1, "three raw words", "two words").select(old.names)
+                 .cast(old), schema=old, metadata={}, row_group_rows=100)
+    with connect(store) as con:
+        before = stats.collect(store, con)
+    assert {r["kind"]: (r["min"], r["max"]) for r in before["caption_lengths"]} == {"raw": (3, 3), "composed": (2, 2)}
+    # newer rows carry their counts (the table widens); stats take them as stored
+    store.write("captions", captions("id00001", 2, "raw", "composed", raw_words=7, composed_words=9))
+    with connect(store) as con:
+        after = stats.collect(store, con)
+    assert {r["kind"]: (r["captions"], r["min"], r["max"]) for r in after["caption_lengths"]} == {
+        "raw": (2, 3, 7), "composed": (2, 2, 9)}
+    assert {r["words"]: r["captions"] for r in after["caption_length_histogram"]} == {"0-4": 1, "5-9": 1}
+
+
 def test_texts_left_hash_each_latest_caption_and_skip_those_embedded(any_store):
     store = any_store
     store.write("captions", caption_rows(["id00000", "id00001", "id00002"], 1, "old"))
