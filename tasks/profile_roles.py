@@ -59,12 +59,13 @@ class Recipe:
     segmentation_batch: int = 32
     dino_steps: int = 1000
     dino_batch: int = 64
-    base_objects: int = 600
-    base_views: int = 6
+    base_objects: int = 1500
+    base_views: int = 4
     held_out: int = 8
-    base_steps: int = 4000
+    base_steps: int = 8000
     base_batch: int = 16
     base_text_levels: int = 2  # cross-attention at 8 and 16 px (model.pixel_base.build_unet)
+    base_attention_heads: int = 1
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
     # their own dtype. float16 halves the folder (two 49408-token embeddings are most of it).
@@ -198,7 +199,8 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
         return pixel_base.base_job(data.pixels, captions_of(data),
                                    [class_prompt(data.identity(i), data.scenes[i]) for i in rows],
                                    pixel_base.text_encoder_from_clip(clip), clip_processor(r.size).tokenizer,
-                                   r.base_steps, r.base_batch, r.seed, r.base_text_levels)
+                                   r.base_steps, r.base_batch, r.seed, r.base_text_levels,
+                                   r.base_attention_heads)
     raise ValueError(f"unknown role {role!r} (known: {list(ROLE_ORDER)})")
 
 
