@@ -59,10 +59,10 @@ class Recipe:
     segmentation_batch: int = 32
     dino_steps: int = 1000
     dino_batch: int = 64
-    base_objects: int = 1500
-    base_views: int = 4
+    base_objects: int = 600
+    base_views: int = 6
     held_out: int = 8
-    base_steps: int = 8000
+    base_steps: int = 6000
     base_batch: int = 16
     base_text_levels: int = 2  # cross-attention at 8 and 16 px (model.pixel_base.build_unet)
     base_attention_heads: int = 1
