@@ -124,6 +124,7 @@ def caption_rows(start: int, rows: int) -> pa.Table:
         "clip_id": [k["clip_id"]] * rows, "config_hash": [k["config_hash"]] * rows,
         "class_name": ["thing"] * rows, "raw_caption": ["a thing"] * rows,
         "composed_caption": ["a photo of a thing"] * rows, "object_caption": ["<obj>"] * rows,
+        "raw_words": [2] * rows, "composed_words": [4] * rows,
         "attributes": pa.nulls(rows, CAPTIONS.field("attributes").type),
         "scores": ["{}"] * rows, "created_at": [dt.datetime.now(dt.UTC)] * rows}).cast(CAPTIONS)
 

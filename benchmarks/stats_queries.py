@@ -108,8 +108,9 @@ def captions(start: int, rows: int, rng: np.random.Generator) -> pa.Table:
         "clip_id": ["tiny:clip"] * rows, "config_hash": config,
         "class_name": [f"class{s % 200:03d}" for s in rng.integers(0, 20_000, rows)],
         "raw_caption": raw, "composed_caption": composed,
+        "object_caption": [f"a photo of <obj>. {r}" for r in raw],
         "raw_words": [word_count(r) for r in raw], "composed_words": [word_count(c) for c in composed],
-        "object_caption": [f"a photo of <obj>. {r}" for r in raw], "attributes": attributes,
+        "attributes": attributes,
         "scores": ["{}"] * rows,
         "created_at": _times(rows, rng)}).cast(_schema("captions"))
 

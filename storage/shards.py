@@ -164,7 +164,7 @@ class ShardStore:
         if run_id:
             commit_metadata["tamer.run_id"] = run_id
         rows, dropped = delta.commit(
-            self.location, table, data.select(schema.names).cast(schema), schema=schema,
+            self.location, table, _conform(data, schema), schema=schema,
             metadata=commit_metadata, row_group_rows=self.row_group_rows,
             key=UNIQUE_KEYS.get(table), stored_keys=self.stored_keys)
         return CommitInfo(rows=rows, dropped=tuple(dropped))
@@ -184,3 +184,14 @@ def files_of(snapshot: DeltaTable) -> list[ShardInfo]:
 
 def _table_name(snapshot: DeltaTable) -> str:
     return snapshot.table_uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`data` in the schema's column order and types; a nullable column it lacks (one added to
+    the schema after its writer was written) is null, a required one is refused."""
+    for field in schema:
+        if field.name not in data.column_names:
+            if not field.nullable:
+                raise KeyError(f"rows lack the required column {field.name!r}")
+            data = data.append_column(field, pa.nulls(data.num_rows, field.type))
+    return data.select(schema.names).cast(schema)

@@ -206,3 +206,9 @@ def test_a_column_added_to_a_schema_widens_the_table_and_old_rows_read_null(tmp_
     assert table.column("sharpness").to_pylist() == [None, None, 0.5, 0.25]
     with connect(store) as con:
         assert con.execute("SELECT count(*), count(sharpness) FROM images").fetchone() == (4, 2)
+    # a writer that predates the column still commits (the column null); a required one is refused
+    store.write("images", image_rows(1, start=4))
+    assert store.read("images", ["sharpness"]).column("sharpness").null_count == 3
+    with pytest.raises(KeyError, match="'width'"):
+        store.write("images", image_rows(1, start=5).drop_columns(["width"]))
+    assert store.row_count("images") == 5
