@@ -116,6 +116,7 @@ def keys() -> dict[str, str]:
 
 def caption_rows(start: int, rows: int) -> pa.Table:
     from storage.schemas import CAPTIONS
+    from tamer.stats import word_count
 
     k = keys()
     ids = stats_queries._ids(start, rows)
@@ -124,7 +125,7 @@ def caption_rows(start: int, rows: int) -> pa.Table:
         "clip_id": [k["clip_id"]] * rows, "config_hash": [k["config_hash"]] * rows,
         "class_name": ["thing"] * rows, "raw_caption": ["a thing"] * rows,
         "composed_caption": ["a photo of a thing"] * rows, "object_caption": ["<obj>"] * rows,
-        "raw_words": [2] * rows, "composed_words": [4] * rows,
+        "raw_words": [word_count("a thing")] * rows, "composed_words": [word_count("a photo of a thing")] * rows,
         "attributes": pa.nulls(rows, CAPTIONS.field("attributes").type),
         "scores": ["{}"] * rows, "created_at": [dt.datetime.now(dt.UTC)] * rows}).cast(CAPTIONS)
 

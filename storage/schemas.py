@@ -142,7 +142,7 @@ CAPTIONS = pa.schema(
         pa.field("raw_caption", pa.string(), nullable=False),  # the VLM's own words
         pa.field("composed_caption", pa.string(), nullable=False),  # names class + attributes
         pa.field("object_caption", pa.string(), nullable=False),  # with the object placeholder
-        # words in raw_caption / composed_caption (tasks.caption.word_count), counted once when
+        # words in raw_caption / composed_caption (tamer.stats.word_count), counted once when
         # written so `tamer stats` does not split a million strings; null in older rows
         pa.field("raw_words", pa.int32()),
         pa.field("composed_words", pa.int32()),

@@ -150,7 +150,8 @@ class CaptionWorker:
         captioner_id, clip_id, hash_ = self.job.key
         return [{"outcome": "captioned", "image_id": row["image_id"], "source": row["source"],
                  "captioner_id": captioner_id, "clip_id": clip_id, "config_hash": hash_,
-                 "raw_caption": raw, "raw_words": word_count(raw), **self._composed(row["class_name"], raw, score)}
+                 "raw_caption": raw, "raw_words": word_count(raw),
+                 **self._composed(row["class_name"], raw, score)}
                 for row, raw, score in zip(rows, raws, scores)]
 
     def _composed(self, class_name: str | None, raw: str, scores: Scores) -> dict:
