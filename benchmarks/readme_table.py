@@ -172,6 +172,14 @@ def _base_curve(r: dict) -> tuple[str, str]:
         ", ".join(f"{key} >= {bar}" for key, bar in r["bars"].items()))
 
 
+def _base_probe(r: dict) -> tuple[str, str]:
+    shown = ("shape", "background", "position", "scale", "rotation", "lighting")
+    setup = f"scenes {r['scenes']}, object weight {r['object_weight']:g}, {r['training_rows']} training renders"
+    return (f"{setup}; oracle reading by step: " + "; ".join(
+        f"{p['step']}: " + ", ".join(f"{key} {p['accuracy'][key]:.2f}" for key in shown) for p in r["curve"]),
+        "compared with `base_curve` at equal steps (a probe, not a bar)")
+
+
 def _base_conditioning(r: dict) -> tuple[str, str]:
     gaps = r["gaps"]["600"]
     return ("relative loss increase at t=600 with one prompt word swapped, mean [95% interval]: " + ", ".join(
@@ -193,7 +201,7 @@ FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve,
-    "base_conditioning": _base_conditioning, "shape_check": _shape_check}
+    "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check}
 
 
 def row(path: Path, root: Path) -> str:

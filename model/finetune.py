@@ -55,7 +55,8 @@ def sample_latents(pipe, posteriors: torch.Tensor, rows: torch.Tensor, generator
 
 
 def denoising_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor | Conditioning,
-                   generator: torch.Generator, snr_gamma: float | None = None) -> torch.Tensor:
+                   generator: torch.Generator, snr_gamma: float | None = None,
+                   pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Noise the latents at random timesteps and score the UNet's prediction (shared loss).
     `text`: the family's conditioning, or bare (B, L, D) states (a one-encoder base)."""
     device = latents.device
@@ -65,4 +66,4 @@ def denoising_loss(unet, scheduler, latents: torch.Tensor, text: torch.Tensor | 
     noisy = scheduler.add_noise(latents, noise, timesteps)
     conditioning = text if isinstance(text, Conditioning) else Conditioning(text)
     output = unet(noisy, timesteps, **conditioning.unet_kwargs()).sample
-    return diffusion_loss(output, noise, latents, timesteps, scheduler, snr_gamma)
+    return diffusion_loss(output, noise, latents, timesteps, scheduler, snr_gamma, pixel_weight)

@@ -22,22 +22,31 @@ def diffusion_target(noise: torch.Tensor, latents: torch.Tensor, timesteps: torc
 
 def diffusion_loss(
     model_output: torch.Tensor, noise: torch.Tensor, latents: torch.Tensor, timesteps: torch.Tensor, scheduler,
-    snr_gamma: float | None = None,
+    snr_gamma: float | None = None, pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean squared error between the UNet output and its target (float32 for stability).
 
     `snr_gamma`: Min-SNR weighting (Hang et al., 2023): each row weighted by min(SNR, gamma)
     relative to its target's own SNR scale, so nearly-clean timesteps (fine detail) stop
     dominating the gradient and the mid-noise ones, where layout and shape are decided, get it.
+    `pixel_weight`: (B, 1, h, w) weights of each row's pixels (a weighted mean per row), e.g.
+    more on the object than on the background around it.
     """
     target = diffusion_target(noise, latents, timesteps, scheduler)
-    if snr_gamma is None:
+    if snr_gamma is None and pixel_weight is None:
         return F.mse_loss(model_output.float(), target.float())
+    squared = F.mse_loss(model_output.float(), target.float(), reduction="none").mean(dim=1, keepdim=True)
+    if pixel_weight is None:
+        per_row = squared.mean(dim=(1, 2, 3))
+    else:
+        weight = pixel_weight.float()
+        per_row = (squared * weight).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3))
+    if snr_gamma is None:
+        return per_row.mean()
     alphas = scheduler.alphas_cumprod.to(device=timesteps.device)[timesteps].float()
     snr = alphas / (1 - alphas)
     scale = snr + 1 if scheduler.config.prediction_type == "v_prediction" else snr
     weight = torch.minimum(snr, torch.full_like(snr, snr_gamma)) / scale  # (B,)
-    per_row = F.mse_loss(model_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     return (per_row * weight).mean()
 
 

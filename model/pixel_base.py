@@ -86,7 +86,9 @@ def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
 
 
 def base_job(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequence[str], text_encoder,
-             tokenizer, steps: int, batch: int, seed: int, text_levels: int = 2, heads: int = 1) -> Job:
+             tokenizer, steps: int, batch: int, seed: int, text_levels: int = 2, heads: int = 1,
+             masks: torch.Tensor | None = None, object_weight: float = 1.0,
+             row_pool: Callable[[int], torch.Tensor] | None = None) -> Job:
     """Text-to-image base on `pixels` (N, 3, S, S) in [-1, 1] with their `captions` (the shared
     loss), trained jointly with (a copy of) the text encoder. SD keeps its text encoder frozen
     because CLIP arrived knowing the words; this in-domain CLIP's text tower, contrastively
@@ -96,7 +98,9 @@ def base_job(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequ
     or, for `SHORT_CAPTIONS` of rows, its short form: the class prompt that evaluation and users
     write ("a star, against a blue sky, ..."); it is dropped for `CAPTION_DROPOUT` of rows so
     classifier-free guidance has an unconditional model. Weights are averaged (warm-up EMA, as
-    in diffusers' examples): at a few thousand steps they sample visibly cleaner."""
+    in diffusers' examples): at a few thousand steps they sample visibly cleaner.
+    `masks` with `object_weight` weight the loss on object pixels; `row_pool(step)` limits the
+    rows a step draws (a curriculum); `benchmarks.base_probe` measures both."""
     torch.manual_seed(seed)
     unet = build_unet(pixels.shape[-1], text_encoder.config.hidden_size, text_levels, heads).train()
     encoder = copy.deepcopy(text_encoder).train().requires_grad_(True)
@@ -106,11 +110,16 @@ def base_job(pixels: torch.Tensor, captions: Sequence[str], short_captions: Sequ
 
     def loss(step: int) -> torch.Tensor:
         generator = step_generator(seed, step)
-        rows = torch.randint(0, len(pixels), (batch,), generator=generator)
+        if row_pool is None:
+            rows = torch.randint(0, len(pixels), (batch,), generator=generator)
+        else:  # a curriculum: the rows this step may draw from
+            pool = row_pool(step)
+            rows = pool[torch.randint(0, len(pool), (batch,), generator=generator)]
         pick = torch.rand(batch, generator=generator)
         ids = torch.where((pick < SHORT_CAPTIONS)[:, None], short[rows], full[rows])
         ids = torch.where((pick >= 1 - CAPTION_DROPOUT)[:, None], empty, ids)
-        return denoising_loss(unet, noise_schedule, pixels[rows], encoder(ids)[0], generator, SNR_GAMMA)
+        weight = None if masks is None else 1 + (object_weight - 1) * masks[rows]
+        return denoising_loss(unet, noise_schedule, pixels[rows], encoder(ids)[0], generator, SNR_GAMMA, weight)
 
     return Job({"unet": unet, "text_encoder": encoder}, loss, steps, 1e-3, schedule="warmup", clip_norm=1.0,
                ema_decay=0.999)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import torch
 
 from benchmarks import common, readme_table
 from benchmarks.stats_queries import FILLERS, tables_read
@@ -352,6 +353,21 @@ def test_base_conditioning_swaps_exactly_the_named_attribute():
             # only that attribute's words moved: the other scene phrases and the shape stay
             kept = [w for w in before.split(", ") if w in after.split(", ")]
             assert len(kept) == len(before.split(", ")) - 1, (swap, before, after)
+
+
+def test_base_probe_easy_scene_keeps_each_identity_and_only_changes_the_scene():
+    from benchmarks.base_probe import EASY, concat, easy
+    from tamer.synth_world import KEYS, SCENE_KEYS, random_subjects, render_views
+
+    data = render_views(random_subjects(3, seed=5), views=2, size=32, seed=1)
+    simple = easy(data, 32)
+    identity_columns = [KEYS.index(k) for k in KEYS if k not in SCENE_KEYS]
+    assert torch.equal(simple.labels[:, identity_columns], data.labels[:, identity_columns])
+    assert all(scene.attributes() == EASY for scene in simple.scenes)
+    assert [s.variation for s in simple.scenes] == [s.variation for s in data.scenes]
+    assert not torch.equal(simple.pixels, data.pixels) and simple.masks.sum() > 0
+    both = concat(data, simple)
+    assert len(both) == 12 and [both.identity(k) for k in range(6, 12)] == [data.identity(k) for k in range(6)]
 
 
 def test_shape_check_runs_both_families_at_the_tiny_shapes(tmp_path, monkeypatch):

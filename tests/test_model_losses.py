@@ -59,3 +59,20 @@ def test_min_snr_weighting_matches_the_epsilon_loss_at_infinite_gamma_and_caps_c
     assert torch.allclose(diffusion_loss(guess_v, noise, latents, t, v, snr_gamma=1e12), plain_eps, rtol=1e-4)
     capped = diffusion_loss(guess_v, noise, latents, t, v, snr_gamma=5.0)
     assert capped < plain_eps  # t=0 and t=10 have SNR far above 5: their weight drops
+
+
+def test_pixel_weights_average_each_rows_error_over_the_weighted_pixels():
+    """With weight only on a region, a row's loss is its error there and nowhere else; uniform
+    weights change nothing; a mixed weight lies between the region's error and the rest's."""
+    latents, noise, t = _sample()
+    scheduler = DDPMScheduler(prediction_type="epsilon")
+    output = noise.clone()
+    output[:, :, :4] += 2.0  # error 4 in the top half, 0 in the bottom half
+    region = torch.zeros(4, 1, 8, 8)
+    region[:, :, :4] = 1.0
+    assert diffusion_loss(output, noise, latents, t, scheduler, pixel_weight=region) == pytest.approx(4.0)
+    assert diffusion_loss(output, noise, latents, t, scheduler, pixel_weight=1 - region) == pytest.approx(0.0)
+    uniform = diffusion_loss(output, noise, latents, t, scheduler, pixel_weight=torch.full((4, 1, 8, 8), 3.0))
+    assert uniform == pytest.approx(diffusion_loss(output, noise, latents, t, scheduler))  # 2.0
+    assert diffusion_loss(output, noise, latents, t, scheduler, pixel_weight=1 + 4 * region) == pytest.approx(
+        4.0 * 5 / 6)
