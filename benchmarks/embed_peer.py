@@ -10,7 +10,8 @@ folder. Contenders, rounds interleaved after a warm-up round:
 - tamer_embed: `tamer --root R embed --json`: CLIP embeddings on Ray Data, the clip-retrieval
   index, near-duplicates, identity groups and pairs (everything `tamer embed` does);
 - clip_inference: `clip-retrieval inference --input_format files --enable_text False` with
-  `--clip_model hf_clip:<the tiny profile's CLIP folder>`, its own reader and batching;
+  `--clip_model hf_clip:<CLIP folder of --profile, tiny by default>`, its own reader and
+  batching (tamer's config names the same profile);
 - clip_inference_and_index: the same, then `clip-retrieval index` on its output: the peer's
   side with an index, like tamer's.
 Ratios are images/s of tamer over the peer (>= 1.0 is the target). After the rounds, the two
@@ -52,7 +53,7 @@ def flat_images(src: Path, out: Path, count: int) -> list[Path]:
     return sorted(out.glob("*.png"))
 
 
-def agreement(root: str, peer_output: Path, files: list[Path]) -> dict:
+def agreement(root: str, peer_output: Path, files: list[Path], profile: str) -> dict:
     """Cosine of tamer's and clip-retrieval's vectors for the same files (same weights: ~1)."""
     import pandas as pd
 
@@ -61,7 +62,7 @@ def agreement(root: str, peer_output: Path, files: list[Path]) -> dict:
     from storage.shards import ShardStore
     from tasks.embed import IMAGE, current_vectors
 
-    ids, vectors = current_vectors(ShardStore(root), IMAGE, model_id(load_profile("tiny")))
+    ids, vectors = current_vectors(ShardStore(root), IMAGE, model_id(load_profile(profile)))
     ours = dict(zip(ids, vectors))
     peer = np.load(next((peer_output / "img_emb").glob("*.npy"))).astype(np.float32)
     paths = pd.read_parquet(next((peer_output / "metadata").glob("*.parquet")))["image_path"]
@@ -77,16 +78,17 @@ def main() -> None:
     parser = synth_parser(__doc__, images=2000, size=256)
     parser.add_argument("--batch", type=int, default=64, help="both sides' model batch")
     parser.add_argument("--workers", type=int, default=2, help="clip-retrieval's readers")
+    parser.add_argument("--profile", default="tiny", help="whose CLIP folder both sides load")
     args = parser.parse_args()
 
     from model.profiles import load_profile, resolve
 
     work = synth_workdir("embed-peer", args.images, args.size)
     files = flat_images(work / "src", work / "flat", args.images)
-    clip_dir, subfolder = resolve(load_profile("tiny"), "clip")
+    clip_dir, subfolder = resolve(load_profile(args.profile), "clip")
     clip_model = f"hf_clip:{Path(clip_dir, subfolder or '')}"
     config = work / "bench.yaml"
-    config.write_text(f"embed: {{batch_size: {args.batch}}}\n")
+    config.write_text(f"profile: {args.profile}\nembed: {{batch_size: {args.batch}}}\n")
     tamer = [sys.executable, "-m", "tamer.cli", "--config", str(config)]
     run([*tamer, "--root", str(work / "template"), "ingest", str(work / "flat")])
     rounds = iter(range(10**6))
@@ -122,11 +124,11 @@ def main() -> None:
     vs = compare(f"{n} images at {args.size} px, whole commands, images/s:", per_s, "images/s", {
         "tamer / clip-retrieval inference": ("tamer_embed", "clip_inference"),
         "tamer / inference + index": ("tamer_embed", "clip_inference_and_index")})
-    same = agreement(str(last["root"]), last["peer"], files)
+    same = agreement(str(last["root"]), last["peer"], files, args.profile)
     print(f"same vectors: {same}")
     write_result("embed_peer", {
         "images": n, "size": args.size, "batch": args.batch, "peer_workers": args.workers,
-        "repeats": args.repeats, "clip_model": clip_model,
+        "repeats": args.repeats, "profile": args.profile, "clip_model": clip_model,
         "images_per_s": summaries(per_s),
         "tamer_vs_clip_inference": vs["tamer / clip-retrieval inference"],
         "tamer_vs_clip_inference_and_index": vs["tamer / inference + index"],

@@ -56,8 +56,10 @@ class EmbedSettings(Strict):
     """CLIP embeddings, kNN index, near-duplicates, identity groups and cross-reference pairs."""
 
     executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
-    local_below: int = Field(64, ge=0, description="fewer images to do than this run "
-                             "in-process: Ray actor start-up would cost more than it saves")
+    local_below: int | None = Field(None, ge=0, description="fewer images to do than this run "
+                                    "in-process; null (auto): in-process unless Ray adds workers (more "
+                                    "than one actor, or a cluster address): one actor on a local Ray runs "
+                                    "the same model and helper thread as this process, after Ray's start-up")
     batch_size: int = Field(64, ge=1, description="images per model call")
     actors: int = Field(1, ge=1, description="model actors, 1 CPU each; keep below the "
                         "cluster's CPUs so read tasks get one (2 on 2 CPUs stalls)")

@@ -47,11 +47,29 @@ def add_captions(store: ShardStore, captions: dict[str, str], config_hash: str) 
         for i, text in captions.items()]))
 
 
+def test_auto_runs_the_model_on_ray_only_where_ray_adds_workers(monkeypatch):
+    """One actor on a local Ray is this process's work plus start-up: in-process then; more
+    actors, a cluster address (config or RAY_ADDRESS) or an explicit `local_below` use Ray."""
+    from tamer.config import RaySettings
+    from tasks.embed import _executor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local_ray, many = RaySettings(), 100_000
+    assert _executor(EmbedSettings(), local_ray, many) == "local"
+    assert _executor(EmbedSettings(actors=2), local_ray, many) == "ray"
+    assert _executor(EmbedSettings(), RaySettings(address="10.0.0.5:6379"), many) == "ray"
+    assert _executor(EmbedSettings(executor="local", actors=4), local_ray, many) == "local"
+    assert _executor(EmbedSettings(local_below=0), local_ray, 1) == "ray"
+    assert _executor(EmbedSettings(local_below=100, actors=4), local_ray, 99) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert _executor(EmbedSettings(), local_ray, many) == "ray"
+
+
 def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_path, ray_local):
     store = ingested(synth_source, tmp_path / "ray")
     settings = EmbedSettings(executor="ray", batch_size=4, local_below=0)  # Ray, however few
     first = embed_dataset(store, "tiny", settings)
-    assert (first.images, first.texts, first.skipped) == (15, 0, 0)
+    assert (first.images, first.texts, first.skipped, first.executor) == (15, 0, 0, "ray")
     ids, vectors = current_vectors(store, IMAGE, first.model_id)
     assert sorted(store.read("images", ["image_id"])["image_id"].to_pylist()) == ids
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -60,7 +78,7 @@ def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_p
     assert store.row_count("embeddings") == 15 and again.fingerprint == first.fingerprint
 
     local = ingested(synth_source, tmp_path / "local")
-    embed_dataset(local, "tiny", EmbedSettings(executor="local", batch_size=7))
+    assert embed_dataset(local, "tiny", EmbedSettings(executor="local", batch_size=7)).executor == "local"
     local_ids, local_vectors = current_vectors(local, IMAGE, first.model_id)
     assert local_ids == ids and np.allclose(local_vectors, vectors, atol=1e-5)
 
