@@ -244,7 +244,7 @@ def _executor(settings: EmbedSettings, ray_settings: RaySettings, todo: int) -> 
     """Where the model runs: `settings.local_below` when set; else (auto) on Ray only when Ray
     adds workers. With one actor on a local Ray the actor runs the same `Encoder` (model plus a
     decoding helper thread) that this process would, after Ray's start-up and the actor's: on
-    2,000 images, 53 s on Ray vs 37 s in-process (`benchmarks/embed_peer.py`)."""
+    2,000 images on 2 CPUs, 53 s on Ray vs 37 s in-process (the README's embed figures)."""
     if settings.executor == "local":
         return "local"
     if settings.local_below is not None:

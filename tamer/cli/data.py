@@ -95,8 +95,9 @@ def embed(executor: Executor = None, profile: Profile = None, as_json: JsonFlag 
         print_json(report)
         return
     e, g, q = report["embed"], report["groups"], report["groups"]["quality"]
+    where = {"ray": " on Ray", "local": " in this process"}.get(e["executor"], "")
     console.print(f"embedded [bold]{e['images']}[/bold] images and {e['texts']} captions "
-                  f"({e['skipped']} already done) with {e['model_id']}")
+                  f"({e['skipped']} already done) with {e['model_id']}{where}")
     console.print(f"index: {report['index']['index_path']} ({report['index']['images']} images)")
     console.print(f"near-duplicates: {report['near_duplicates']['new']} new, "
                   f"{report['near_duplicates']['total']} total")
