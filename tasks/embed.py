@@ -101,6 +101,7 @@ class Encoder:
 
     def __init__(self, profile_name: str, torch_threads: int, batch_size: int,
                  retries: int) -> None:
+        self.threads_before = torch.get_num_threads()  # in-process, the caller's count comes back on close
         torch.set_num_threads(torch_threads)
         self.profile_name, self.batch_size, self.retries = profile_name, batch_size, retries
         self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
@@ -152,6 +153,7 @@ class Encoder:
 
     def close(self) -> None:
         self.preparer.shutdown()
+        torch.set_num_threads(self.threads_before)
 
 
 def _outcomes(image_ids, sources, vectors: np.ndarray, reasons: list[str],

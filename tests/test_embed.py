@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from model.embedding import ClipEmbedder, model_id
 from model.profiles import load_profile
@@ -78,7 +79,9 @@ def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_p
     assert store.row_count("embeddings") == 15 and again.fingerprint == first.fingerprint
 
     local = ingested(synth_source, tmp_path / "local")
+    torch.set_num_threads(2)  # the caller's count, e.g. `tamer run` before it evaluates in-process
     assert embed_dataset(local, "tiny", EmbedSettings(executor="local", batch_size=7)).executor == "local"
+    assert torch.get_num_threads() == 2, "the stage's one model thread leaked into its caller"
     local_ids, local_vectors = current_vectors(local, IMAGE, first.model_id)
     assert local_ids == ids and np.allclose(local_vectors, vectors, atol=1e-5)
 
