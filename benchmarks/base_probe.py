@@ -24,16 +24,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision.utils import save_image
 
 from benchmarks.common import RESULTS, write_result
-from model.oracle import AttributeOracle
 from model.fit import run
+from model.oracle import AttributeOracle
 from model.pixel_base import base_job, sd_pipeline, text_encoder_from_clip
 from tamer.synth_render import render
-from tamer.synth_world import Renders, caption, class_prompt, labels, render_views, split_subjects, to_tensor
+from tamer.synth_world import (Renders, caption, class_prompt, labels, mask_tensor, render_views,
+                               split_subjects, to_tensor)
 from tasks.profile_measures import GUIDANCE, base_prompts, sample_accuracy
 from tasks.profile_roles import Recipe, base_world
 
@@ -45,7 +45,7 @@ def easy(data: Renders, size: int) -> Renders:
     scenes = [replace(scene, **EASY) for scene in data.scenes]
     images = [render(data.identity(row), scene, size) for row, scene in enumerate(scenes)]
     pixels = torch.stack([to_tensor(image) for image, _ in images])
-    masks = torch.stack([torch.from_numpy(np.asarray(mask, dtype=np.float32)[None] / 255.0) for _, mask in images])
+    masks = torch.stack([mask_tensor(mask) for _, mask in images])
     rows = torch.tensor([labels(data.identity(row), scene) for row, scene in enumerate(scenes)])
     return Renders(pixels, masks, rows, data.subject, data.subjects, scenes)
 

@@ -100,6 +100,11 @@ def to_tensor(image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
 
 
+def mask_tensor(mask) -> torch.Tensor:
+    """PIL L mask -> (1, S, S) float in [0, 1]."""
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32)[None] / 255.0)
+
+
 def bench_scene(rng: np.random.Generator) -> Scene:
     """`tamer.synth.sample_scene` with the scale drawn from `BENCH_SCALES`."""
     scene = sample_scene(rng)
@@ -115,7 +120,7 @@ def render_views(subjects: Sequence[Subject], views: int, size: int, seed: int) 
             scene = bench_scene(rng)
             image, mask = render(subject.identity, scene, size)
             pixels.append(to_tensor(image))
-            masks.append(torch.from_numpy(np.asarray(mask, dtype=np.float32)[None] / 255.0))
+            masks.append(mask_tensor(mask))
             rows.append(labels(subject.identity, scene))
             owner.append(k)
             scenes.append(scene)
