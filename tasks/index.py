@@ -2,8 +2,9 @@
 
 1. `export_clip_retrieval` writes the current vectors in clip-retrieval's layout under
    `<root>/clip_export/` (rebuilt only when its inputs' fingerprint changed).
-2. `build_index` runs `clip_retrieval.clip_index` (autofaiss) into `<root>/indexes/<fp>/` and
-   records it in the `indexes` table; an index for the same fingerprint is never rebuilt.
+2. `build_index` builds clip-retrieval's index folder (`image.index`, `text.index`, `metadata/`)
+   with autofaiss into `<root>/indexes/<fp>/` and records it in the `indexes` table; an index
+   for the same fingerprint is never rebuilt.
 3. `serve` runs clip-retrieval's `back` on 127.0.0.1 only; `served` does it in a subprocess.
 4. `search_service` (ClipClient) and `search_direct` (faiss, no service) return `Hit`s;
    `search` picks the service when it answers, else the file.
@@ -22,6 +23,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -148,8 +150,6 @@ def _save_npy(fs, path: str, array: np.ndarray) -> None:
 def build_index(store: ShardStore, profile_name: str,
                 settings: EmbedSettings | None = None) -> dict:
     """Export if needed, then build the kNN indexes with clip-retrieval; records `indexes`."""
-    from clip_retrieval.clip_index import clip_index
-
     settings = settings or EmbedSettings()
     if not store.location.is_local:
         raise ValueError("clip-retrieval indexes need a local dataset root")
@@ -164,10 +164,7 @@ def build_index(store: ShardStore, profile_name: str,
     staging = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     os.makedirs(staging)
-    logging.getLogger("autofaiss").setLevel(logging.WARNING)  # it logs its whole plan
-    with contextlib.redirect_stdout(io.StringIO()):  # and prints progress bars
-        clip_index(export["path"], staging, max_index_memory_usage=settings.index_memory,
-                   current_memory_available="16G", nb_cores=os.cpu_count())
+    clip_index_folder(export["path"], staging, settings.index_memory)
     if os.path.exists(final):
         os.rename(final, f"{final}.old-{uuid.uuid4().hex[:8]}")
     os.rename(staging, final)
@@ -176,6 +173,26 @@ def build_index(store: ShardStore, profile_name: str,
               "seconds": time.perf_counter() - started, "built_at": dt.datetime.now(dt.UTC)}
     store.write("indexes", pa.Table.from_pylist([record]))
     return {**record, "skipped": False}
+
+
+def clip_index_folder(export_path: str, index_folder: str, max_memory: str) -> None:
+    """What `clip_retrieval.clip_index` does (an autofaiss index per modality present, then the
+    metadata copied beside them), called on autofaiss directly: importing `clip_retrieval`
+    imports its whole inference stack (sentence-transformers, open_clip, torchvision models),
+    about 5 s of a 2,000-image `tamer embed` spent on code the index never runs.
+    `tests/test_index.py` checks the folder against `clip_index`'s own."""
+    from autofaiss import build_index as autofaiss_index
+
+    logging.getLogger("autofaiss").setLevel(logging.WARNING)  # it logs its whole plan
+    for modality, folder in (("image", "img_emb"), ("text", "text_emb")):
+        vectors = f"{export_path}/{folder}"
+        if os.path.exists(vectors):
+            with contextlib.redirect_stdout(io.StringIO()):  # and prints progress bars
+                autofaiss_index(embeddings=vectors, index_path=f"{index_folder}/{modality}.index",
+                                index_infos_path=f"{index_folder}/{modality}.json",
+                                max_index_memory_usage=max_memory, current_memory_available="16G",
+                                nb_cores=os.cpu_count())
+    shutil.copytree(f"{export_path}/metadata", f"{index_folder}/metadata")
 
 
 # store URI -> (its `indexes` table version, that table's last row)

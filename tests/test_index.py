@@ -54,6 +54,31 @@ def test_index_is_recorded_once_per_fingerprint(indexed):
     assert knn.export_clip_retrieval(indexed, "tiny")["skipped"]
 
 
+def test_index_folder_is_the_one_clip_retrieval_builds(indexed, tmp_path):
+    """`build_index` calls autofaiss itself (not `clip_retrieval.clip_index`, to skip importing
+    clip-retrieval's inference stack): the folder must be the one `clip_index` writes."""
+    import faiss
+    from clip_retrieval.clip_index import clip_index
+
+    export = knn.export_clip_retrieval(indexed, "tiny")
+    peer = tmp_path / "clip_index"
+    peer.mkdir()
+    clip_index(export["path"], str(peer), max_index_memory_usage=EmbedSettings().index_memory,
+               current_memory_available="16G", nb_cores=2)
+    ours = Path(knn.latest_index(indexed)["index_path"])
+    listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert listing(ours) == listing(peer)
+    for name in ("image", "text"):
+        assert json.loads((ours / f"{name}.json").read_text())["index_key"] == \
+            json.loads((peer / f"{name}.json").read_text())["index_key"]
+        a, b = (faiss.read_index(str(root / f"{name}.index")) for root in (ours, peer))
+        assert a.ntotal == b.ntotal > 0
+        queries = np.random.default_rng(0).standard_normal((5, a.d)).astype(np.float32)
+        assert (a.search(queries, 4)[1] == b.search(queries, 4)[1]).all()
+    for part in (ours / "metadata").iterdir():
+        assert part.read_bytes() == (peer / "metadata" / part.name).read_bytes()
+
+
 def test_direct_search_returns_each_image_first(indexed):
     ids, image_vectors = vectors(indexed, IMAGE)
     for image_id, vector in zip(ids, image_vectors):
