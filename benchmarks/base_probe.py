@@ -1,19 +1,22 @@
-"""A short training probe of the synth base: recipe v4's base job (same identities, seed, batch,
-text encoder start) with one thing changed, read by the profile's oracle every `--every` steps
-on the same text-only class prompts as `benchmarks.base_curve`, so a variant is compared
-against the shipped run's own curve at equal steps without a profile run.
+"""A short training probe of the synth base: the recipe's base job (same identities, seed,
+batch, text encoder start) with one thing changed, read by the profile's oracle every `--every`
+steps on text-only class prompts as `benchmarks.base_curve` does, so a variant is compared
+against a profile run's own curve at equal steps without a profile run.
 
-    .venv/bin/python -m benchmarks.base_probe --scenes fixed --steps 1000      # shape alone
-    .venv/bin/python -m benchmarks.base_probe --object-weight 5 --steps 1000   # loss on the object
+    .venv/bin/python -m benchmarks.base_probe --scenes varied --steps 1000     # recipe v4's world
+    .venv/bin/python -m benchmarks.base_probe --scenes fixed --steps 3000      # shape alone
+    .venv/bin/python -m benchmarks.base_probe --scenes varied --object-weight 5 --steps 1000
     .venv/bin/python -m benchmarks.base_probe --scenes mixed --steps 2000      # easy scenes added
     .venv/bin/python -m benchmarks.base_probe --scenes curriculum --steps 2000 # easy scenes first
 
-`--scenes recipe` trains on the recipe's renders (the control: recipe v4's job exactly);
-`fixed` renders every view of the same identities in one easy scene (gray background, centre,
-large, upright, bright) and reads prompts in that scene; `mixed` adds `--easy-views` views per
-identity in that easy scene to the recipe's renders and reads the recipe's prompts (varied
-scenes); `curriculum` trains on the recipe's views re-rendered in the easy scene for
-`--easy-steps`, then on the recipe's renders, and reads the recipe's prompts. `--object-weight k` weights the loss k times on object pixels (the render masks).
+`--scenes recipe` trains on the recipe's renders and prompts (the studio with its eight
+backgrounds: the shipped job exactly); `varied` on recipe v4's (every scene attribute varied,
+`base_held_scene=()`). The others start from `varied`: `fixed` renders every view of the same
+identities in the studio scene (`tamer.synth_world.STUDIO`: gray background, centre, large,
+upright, bright) and reads prompts in it; `mixed` adds `--easy-views` studio views per identity
+and reads the varied prompts; `curriculum` trains on the views re-rendered in the studio for
+`--easy-steps`, then on the varied renders, and reads the varied prompts. `--object-weight k`
+weights the loss k times on object pixels (the render masks).
 Writes `base_probe_<name>.json` and samples beside it.
 """
 
@@ -32,17 +35,15 @@ from model.fit import run
 from model.oracle import AttributeOracle
 from model.pixel_base import base_job, sd_pipeline, text_encoder_from_clip
 from tamer.synth_render import render
-from tamer.synth_world import (Renders, caption, class_prompt, labels, mask_tensor, render_views,
+from tamer.synth_world import (STUDIO, Renders, caption, class_prompt, labels, mask_tensor, render_views,
                                split_subjects, to_tensor)
 from tasks.profile_measures import GUIDANCE, base_prompts, sample_accuracy
 from tasks.profile_roles import Recipe, base_world
 
-EASY = dict(background="gray", position="center", scale="large", rotation="upright", lighting="bright")
-
 
 def easy(data: Renders, size: int) -> Renders:
-    """`data`'s identities (and each view's jitter) re-rendered in the easy scene."""
-    scenes = [replace(scene, **EASY) for scene in data.scenes]
+    """`data`'s identities (and each view's jitter) re-rendered in the studio scene."""
+    scenes = [replace(scene, **STUDIO) for scene in data.scenes]
     images = [render(data.identity(row), scene, size) for row, scene in enumerate(scenes)]
     pixels = torch.stack([to_tensor(image) for image, _ in images])
     masks = torch.stack([mask_tensor(mask) for _, mask in images])
@@ -59,7 +60,7 @@ def concat(a: Renders, b: Renders) -> Renders:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", type=Path, default=Path("assets/profiles/synth"), help="its oracle and CLIP")
-    parser.add_argument("--scenes", choices=("recipe", "fixed", "mixed", "curriculum"), default="recipe")
+    parser.add_argument("--scenes", choices=("recipe", "varied", "fixed", "mixed", "curriculum"), default="recipe")
     parser.add_argument("--easy-views", type=int, default=3, help="easy-scene views per identity (mixed)")
     parser.add_argument("--easy-steps", type=int, default=1000, help="steps on the easy scene first (curriculum)")
     parser.add_argument("--object-weight", type=float, default=1.0)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     from transformers import CLIPModel, CLIPTokenizer
 
-    r = Recipe()
+    r = Recipe() if args.scenes == "recipe" else replace(Recipe(), base_held_scene=())
     data = base_world(r)
     prompts, truth = base_prompts(r)
     row_pool = None  # every row at every step, except in a curriculum

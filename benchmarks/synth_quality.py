@@ -128,8 +128,8 @@ def run(settings: Settings, profile: Path, out: Path) -> dict:
 def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokenizer, clip, processor, oracle, counted,
               models, timings):
     """Generate and score every method on every held-out object; returns rows, costs, sample grid."""
-    scenes = eval_scenes(s.prompts, recipe.seed)
-    reference_scene = eval_scenes(s.prompts + 1, recipe.seed + 7)[-1]
+    scenes = eval_scenes(s.prompts, recipe.seed, recipe.base_scene())  # what the base was trained to draw
+    reference_scene = eval_scenes(s.prompts + 1, recipe.seed + 7, recipe.base_scene())[-1]
     text_only = sd_pipeline(base, text_encoder, tokenizer)
     ti_config = TextualInversionConfig(steps=s.ti_steps, batch_size=min(4, s.batch), seed=recipe.seed)
     rows, grid = [], {}

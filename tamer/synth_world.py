@@ -13,7 +13,7 @@ no VLM caption to merge, so the benchmark uses the synth functions directly).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,6 +32,11 @@ VOCAB: dict[str, tuple[str, ...]] = {
 }
 KEYS = IDENTITY_KEYS + SCENE_KEYS
 BENCH_SCALES = ("medium", "large")
+# The studio: one value of every scene attribute but the background. A base trained in it
+# learns shape (recipe v5; `benchmarks/base_probe.py --scenes fixed`): with all five scene
+# attributes varied, 6,000 steps left shape at chance.
+STUDIO = {"background": "gray", "position": "center", "scale": "large", "rotation": "upright",
+          "lighting": "bright"}
 OBJECT_WORD = "<obj>"  # the placeholder the training recipe's object captions use (model.compose)
 
 
@@ -105,19 +110,24 @@ def mask_tensor(mask) -> torch.Tensor:
     return torch.from_numpy(np.asarray(mask, dtype=np.float32)[None] / 255.0)
 
 
-def bench_scene(rng: np.random.Generator) -> Scene:
-    """`tamer.synth.sample_scene` with the scale drawn from `BENCH_SCALES`."""
+def bench_scene(rng: np.random.Generator, held: Mapping[str, str] | None = None) -> Scene:
+    """`tamer.synth.sample_scene` with the scale drawn from `BENCH_SCALES`, then the attributes
+    in `held` set to their values (drawn first, so the jitter and the other attributes are the
+    same draws with or without `held`)."""
     scene = sample_scene(rng)
-    return replace(scene, scale=BENCH_SCALES[int(rng.integers(len(BENCH_SCALES)))])
+    scene = replace(scene, scale=BENCH_SCALES[int(rng.integers(len(BENCH_SCALES)))])
+    return replace(scene, **held) if held else scene
 
 
-def render_views(subjects: Sequence[Subject], views: int, size: int, seed: int) -> Renders:
-    """`views` fresh random scenes per subject; a pure function of the arguments."""
+def render_views(subjects: Sequence[Subject], views: int, size: int, seed: int,
+                 held: Mapping[str, str] | None = None) -> Renders:
+    """`views` fresh random scenes per subject (`held` as in `bench_scene`); a pure function
+    of the arguments."""
     rng = np.random.default_rng([seed, 0x5E])
     pixels, masks, rows, owner, scenes = [], [], [], [], []
     for k, subject in enumerate(subjects):
         for _ in range(views):
-            scene = bench_scene(rng)
+            scene = bench_scene(rng, held)
             image, mask = render(subject.identity, scene, size)
             pixels.append(to_tensor(image))
             masks.append(mask_tensor(mask))
@@ -143,7 +153,7 @@ def split_subjects(n_train: int, n_held_out: int, seed: int) -> tuple[list[Subje
     return train, held_out
 
 
-def eval_scenes(n: int, seed: int) -> list[Scene]:
+def eval_scenes(n: int, seed: int, held: Mapping[str, str] | None = None) -> list[Scene]:
     """The prompts' scenes, shared by every method and held-out object."""
     rng = np.random.default_rng([seed, 0xE7A1])
-    return [bench_scene(rng) for _ in range(n)]
+    return [bench_scene(rng, held) for _ in range(n)]

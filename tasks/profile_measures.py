@@ -195,9 +195,9 @@ def _top1_same(features: torch.Tensor, owner: torch.Tensor) -> float:
 
 def base_prompts(r: Recipe, scenes: int = Sizes.base_scenes) -> tuple[list[str], torch.Tensor]:
     """Class prompts ("a star, on green grass, ...") for the identities the base never saw, in
-    `scenes` scenes each, with their labels (N, len(KEYS))."""
+    `scenes` scenes each of the base's scene set, with their labels (N, len(KEYS))."""
     _, held_out = split_subjects(r.base_objects, r.held_out, r.seed)
-    pairs = [(s.identity, scene) for s in held_out for scene in eval_scenes(scenes, r.seed)]
+    pairs = [(s.identity, scene) for s in held_out for scene in eval_scenes(scenes, r.seed, r.base_scene())]
     return [class_prompt(i, s) for i, s in pairs], torch.tensor([labels(i, s) for i, s in pairs])
 
 

@@ -26,8 +26,8 @@ from model.role_training import captioner_job, clip_job, identity_vit_job, oracl
 from model.tiny import RECIPES as TINY_RECIPES
 from model.tiny import ensure_built
 from tamer.synth import FORMAT_VERSION
-from tamer.synth_world import (IDENTITY_KEYS, KEYS, VOCAB, Renders, caption, caption_variants, class_prompt,
-                               random_subjects, render_views, split_subjects)
+from tamer.synth_world import (IDENTITY_KEYS, KEYS, STUDIO, VOCAB, Renders, caption, caption_variants,
+                               class_prompt, random_subjects, render_views, split_subjects)
 
 ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "dino", "base")
 # The folders each role writes under the profile directory (the base writes five).
@@ -62,14 +62,21 @@ class Recipe:
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
-    base_steps: int = 6000
+    base_steps: int = 4000
     base_batch: int = 16
     base_text_levels: int = 2  # cross-attention at 8 and 16 px (model.pixel_base.build_unet)
     base_attention_heads: int = 1
+    # Scene attributes the base's renders and prompts hold at the studio's value
+    # (`tamer.synth_world.STUDIO`); the others (the background) vary.
+    base_held_scene: tuple[str, ...] = ("position", "scale", "rotation", "lighting")
     checkpoint_every: int = 500
     # Stored precision of the exported weights (checkpoints stay float32); profiles load them in
     # their own dtype. float16 halves the folder (two 49408-token embeddings are most of it).
     export_dtype: str = "float16"
+
+    def base_scene(self) -> dict[str, str]:
+        """The scene attributes every base render and base prompt holds, with their values."""
+        return {k: STUDIO[k] for k in self.base_held_scene}
 
     def fingerprint(self, role: str | None = None) -> str:
         """What decides the trained weights besides the code: the recipe (or, for one role, the
@@ -111,9 +118,10 @@ def world(r: Recipe) -> Renders:
 
 @lru_cache(maxsize=2)
 def base_world(r: Recipe) -> Renders:
-    """The training split's identities, `base_views` scenes each: what the base draws."""
+    """The training split's identities, `base_views` scenes each (in the base's scene set):
+    what the base draws."""
     train, _ = split_subjects(r.base_objects, r.held_out, r.seed)
-    return render_views(train, r.base_views, r.size, r.seed + 3)
+    return render_views(train, r.base_views, r.size, r.seed + 3, r.base_scene())
 
 
 def clip_config(size: int) -> CLIPConfig:

@@ -355,15 +355,15 @@ def test_base_conditioning_swaps_exactly_the_named_attribute():
             assert len(kept) == len(before.split(", ")) - 1, (swap, before, after)
 
 
-def test_base_probe_easy_scene_keeps_each_identity_and_only_changes_the_scene():
-    from benchmarks.base_probe import EASY, concat, easy
-    from tamer.synth_world import KEYS, SCENE_KEYS, random_subjects, render_views
+def test_base_probe_studio_scene_keeps_each_identity_and_only_changes_the_scene():
+    from benchmarks.base_probe import concat, easy
+    from tamer.synth_world import KEYS, SCENE_KEYS, STUDIO, random_subjects, render_views
 
     data = render_views(random_subjects(3, seed=5), views=2, size=32, seed=1)
     simple = easy(data, 32)
     identity_columns = [KEYS.index(k) for k in KEYS if k not in SCENE_KEYS]
     assert torch.equal(simple.labels[:, identity_columns], data.labels[:, identity_columns])
-    assert all(scene.attributes() == EASY for scene in simple.scenes)
+    assert all(scene.attributes() == STUDIO for scene in simple.scenes)
     assert [s.variation for s in simple.scenes] == [s.variation for s in data.scenes]
     assert not torch.equal(simple.pixels, data.pixels) and simple.masks.sum() > 0
     both = concat(data, simple)

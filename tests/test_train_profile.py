@@ -113,6 +113,30 @@ def test_a_role_fingerprint_covers_only_what_that_role_reads():
     assert replace(r, checkpoint_every=1).fingerprint() == r.fingerprint()
 
 
+def test_the_base_draws_in_the_studio_with_every_background():
+    """The base's renders and prompts hold position, scale, rotation and lighting at the studio's
+    values and vary the background; the rest of each draw (identity, background, jitter) is the
+    one the unheld world makes, and the held scene is the base's alone."""
+    from dataclasses import replace
+
+    from tamer.synth import BACKGROUNDS
+    from tamer.synth_world import STUDIO
+    from tasks.profile_measures import base_prompts
+    from tasks.profile_roles import base_world
+
+    r = recipe("smoke")
+    studio, varied = base_world(r), base_world(replace(r, base_held_scene=()))
+    held = {k: STUDIO[k] for k in ("position", "scale", "rotation", "lighting")}
+    assert all({k: s.attributes()[k] for k in held} == held for s in studio.scenes)
+    assert [replace(s, **held) for s in varied.scenes] == studio.scenes
+    assert len({s.position for s in varied.scenes}) > 1 and len({s.background for s in studio.scenes}) > 1
+    assert studio.scenes[0].background in BACKGROUNDS
+    prompts, truth = base_prompts(r)
+    assert all("in the center" in p and "upright" in p for p in prompts)
+    assert replace(r, base_held_scene=()).fingerprint("oracle") == r.fingerprint("oracle")
+    assert replace(r, base_held_scene=()).fingerprint("base") != r.fingerprint("base")
+
+
 def test_checkpoints_of_another_step_budget_are_not_resumed(tmp_path):
     """An interrupted role restarted with a new budget starts over: its one-cycle schedule
     depends on the budget, so resuming the old checkpoints would train neither recipe."""
