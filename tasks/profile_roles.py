@@ -74,6 +74,10 @@ class Recipe:
     # their own dtype. float16 halves the folder (two 49408-token embeddings are most of it).
     export_dtype: str = "float16"
 
+    def __post_init__(self) -> None:
+        # A recipe read back from provenance JSON carries a list; the recipe is hashed (cached renders).
+        object.__setattr__(self, "base_held_scene", tuple(self.base_held_scene))
+
     def base_scene(self) -> dict[str, str]:
         """The scene attributes every base render and base prompt holds, with their values."""
         return {k: STUDIO[k] for k in self.base_held_scene}

@@ -133,6 +133,7 @@ def test_the_base_draws_in_the_studio_with_every_background():
     assert studio.scenes[0].background in BACKGROUNDS
     prompts, truth = base_prompts(r)
     assert all("in the center" in p and "upright" in p for p in prompts)
+    assert replace(r, base_held_scene=list(r.base_held_scene)) == r  # as read back from provenance JSON
     assert replace(r, base_held_scene=()).fingerprint("oracle") == r.fingerprint("oracle")
     assert replace(r, base_held_scene=()).fingerprint("base") != r.fingerprint("base")
 
