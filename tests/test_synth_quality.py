@@ -4,7 +4,6 @@ the JSON is complete and sane."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -12,7 +11,7 @@ import pytest
 
 from benchmarks import synth_quality
 from benchmarks.synthq_measure import MEASURES
-from tasks.profile_roles import recipe
+from tasks.profile_roles import Recipe, recipe
 
 METHODS = {"real", "copy_reference", "text_only", "ours", "ours_no_crossref", "ours_no_idloss",
            "ours_adapter_only", "textual_inversion"}
@@ -36,7 +35,7 @@ def test_every_method_has_a_row_with_valid_ranges(smoke):
             assert all(math.isnan(v) or low - 1e-6 <= v <= high + 1e-6 for v in entry[f"{measure}_ci"])
     assert {"index.html", "report.md", "accuracy.png", "samples.png"} <= {p.name for p in out.iterdir()}
     assert "Targets" in (out / "index.html").read_text()
-    assert result["recipe"] == dataclasses.asdict(recipe("smoke"))  # the profile's, not a copy
+    assert Recipe(**result["recipe"]) == recipe("smoke")  # the profile's, not a copy
 
 
 def test_copying_the_reference_beats_text_only_and_ti_has_a_cost(smoke):
