@@ -26,7 +26,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from benchmarks.common import machine
 from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti
-from benchmarks.synthq_measure import readable, retrieval_accuracy, score, summarize
+from benchmarks.synthq_measure import paired_differences, readable, retrieval_accuracy, score, summarize
 from benchmarks.synthq_report import targets, write_report
 from model.oracle import AttributeOracle
 from model.pixel_base import sd_pipeline
@@ -108,7 +108,7 @@ def run(settings: Settings, profile: Path, out: Path) -> dict:
     # 6-7. per held-out object: reference, TI, every method's images
     rows, costs, grid = _evaluate(s, recipe, held_out, base, text_encoder, tokenizer, clip, processor, oracle,
                                   counted, models, timings)
-    summary = summarize(rows)
+    summary, differences = summarize(rows), paired_differences(rows)
     for method, cost in costs.items():
         summary[method].update(cost)
     timings["total"] = time.perf_counter() - start
@@ -118,7 +118,7 @@ def run(settings: Settings, profile: Path, out: Path) -> dict:
               "oracle_target_met": all(oracle_accuracy[k] >= s.oracle_target for k in counted[0] + counted[1]),
               "counted_identity_keys": counted[0], "counted_scene_keys": counted[1],
               "clip_retrieval_top1": clip_retrieval, "timings_s": timings, "summary": summary,
-              "targets": targets(summary), "rows": rows}
+              "differences": differences, "targets": targets(summary, differences), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "synth_quality.json").write_text(json.dumps(result, indent=2))
     write_report(result, grid, out)
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (OUT.with_name(OUT.name + "_smoke") if args.smoke else OUT)
     if args.report_only:
         result = json.loads((out / "synth_quality.json").read_text())
-        result["targets"] = targets(result["summary"])
+        result["differences"] = paired_differences(result["rows"])
+        result["targets"] = targets(result["summary"], result["differences"])
         (out / "synth_quality.json").write_text(json.dumps(result, indent=2))
         print(write_report(result, None, out))
         return 0

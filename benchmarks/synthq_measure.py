@@ -73,6 +73,33 @@ def summarize(rows: list[dict], resamples: int = 2000) -> dict[str, dict]:
     return summary
 
 
+def paired_differences(rows: list[dict], method: str = "ours", measures: tuple[str, ...] = ("identity_acc", "prompt_acc", "clip_i"),
+                       resamples: int = 2000) -> dict[str, dict[str, dict]]:
+    """`method` minus every other method, object by object (both sides sampled the same held-out
+    objects, prompts and seeds): per other method and measure, the mean difference and its 95%
+    bootstrap interval over objects. "Ours beats X" is read here (lower bound above 0): two
+    per-method intervals can overlap while every object's difference has one sign."""
+    means: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    by_method: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_method[row["method"]][row["object"]].append(row)
+    for name, objects in by_method.items():
+        for obj, group in objects.items():
+            means[name][obj] = {m: float(np.mean([r[m] for r in group])) for m in measures}
+    ours = means[method]
+    differences = {}
+    for other, theirs in means.items():
+        if other == method:
+            continue
+        shared = sorted(set(ours) & set(theirs))
+        differences[other] = {}
+        for m in measures:
+            per_object = np.array([ours[o][m] - theirs[o][m] for o in shared])
+            low, high = bootstrap_interval(per_object, resamples)
+            differences[other][m] = {"mean": float(per_object.mean()), "ci": [low, high], "objects": len(shared)}
+    return differences
+
+
 @torch.no_grad()
 def retrieval_accuracy(model: CLIPModel, processor: CLIPProcessor, data: Renders, n: int = 64) -> float:
     """Image -> caption top-1 among n pairs: a sanity figure that the CLIP learned the world."""

@@ -62,8 +62,9 @@ def to_images(pixels: torch.Tensor) -> list[Image.Image]:
 
 
 def per_key(predicted: torch.Tensor, truth: torch.Tensor, keys: tuple[str, ...] = KEYS) -> dict[str, float]:
-    """Per-attribute exact-match rate of (N, len(keys)) index tensors."""
-    return {key: float((predicted[:, k] == truth[:, k]).float().mean()) for k, key in enumerate(keys)}
+    """Per-attribute exact-match rate of (N, len(keys)) index tensors, in float64: in float32,
+    380 of 400 is 0.9499999881 and fell below a 0.95 bar that it meets."""
+    return {key: float((predicted[:, k] == truth[:, k]).double().mean()) for k, key in enumerate(keys)}
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from benchmarks import synth_quality
-from benchmarks.synthq_measure import MEASURES
+from benchmarks.synthq_measure import HITS, MEASURES
 from tasks.profile_roles import Recipe, recipe
 
 METHODS = {"real", "copy_reference", "text_only", "ours", "ours_no_crossref", "ours_no_idloss",
@@ -45,20 +45,48 @@ def test_copying_the_reference_beats_text_only_and_ti_has_a_cost(smoke):
     assert result["summary"]["textual_inversion"]["cost_s"] > 0
 
 
-def _entry(identity: tuple[float, float, float], prompt: float, cost_s: float) -> dict:
-    mean, low, high = identity
-    return {"identity_acc": mean, "identity_acc_ci": (low, high), "prompt_acc": prompt, "cost_s": cost_s}
+def _rows(method: str, identity: list[float], prompt: float = 0.9) -> list[dict]:
+    """Two images per held-out object for `method`, with these per-object identity accuracies."""
+    others = dict.fromkeys(MEASURES + HITS, 0.0)
+    return [{**others, "method": method, "object": k, "identity_acc": value, "prompt_acc": prompt}
+            for k, value in enumerate(identity) for _ in range(2)]
 
 
-def test_targets_are_judged_from_intervals_costs_and_prompt_ratio():
+def test_paired_differences_decide_what_overlapping_intervals_cannot():
+    """Objects differ a lot in difficulty, so the per-method intervals overlap; ours is 0.05
+    above text-only on every object, so the paired interval is above 0. Against TI the gain
+    flips sign by object, so its interval straddles 0."""
+    from benchmarks.synthq_measure import paired_differences, summarize
+
+    hard_to_easy = [0.1, 0.3, 0.5, 0.7, 0.9, 0.2, 0.6, 0.8]
+    rows = (_rows("ours", [v + 0.05 for v in hard_to_easy]) + _rows("text_only", hard_to_easy)
+            + _rows("textual_inversion", [v + (0.2 if k % 2 else -0.1) for k, v in enumerate(hard_to_easy)]))
+    summary, differences = summarize(rows), paired_differences(rows)
+    ours_low, text_high = summary["ours"]["identity_acc_ci"][0], summary["text_only"]["identity_acc_ci"][1]
+    assert ours_low < text_high  # per-method intervals overlap ...
+    low, high = differences["text_only"]["identity_acc"]["ci"]
+    assert differences["text_only"]["identity_acc"]["mean"] == pytest.approx(0.05)
+    assert 0 < low < high  # ... the paired difference does not
+    assert differences["textual_inversion"]["identity_acc"]["ci"][0] < 0 < differences["textual_inversion"]["identity_acc"]["ci"][1]
+    assert set(differences) == {"text_only", "textual_inversion"}
+
+
+def test_targets_are_judged_from_paired_differences_costs_and_prompt_ratio():
+    from benchmarks.synthq_measure import paired_differences, summarize
     from benchmarks.synthq_report import targets
 
-    text_only = _entry((0.40, 0.35, 0.45), 0.90, 0.0)
-    good = {"ours": _entry((0.70, 0.62, 0.78), 0.80, 0.1), "text_only": text_only,
-            "textual_inversion": _entry((0.80, 0.74, 0.86), 0.85, 200.0)}
-    assert [t["met"] for t in targets(good)] == [True, True, True, True]
-    bad = {**good, "ours": _entry((0.44, 0.40, 0.50), 0.60, 1.0)}  # overlaps text-only; 200x; 0.6 < 0.72
-    assert [t["met"] for t in targets(bad)] == [False, False, False, False]
+    base = [0.2, 0.4, 0.6, 0.3]
+    text_only, ti = _rows("text_only", base, 0.9), _rows("textual_inversion", [v + 0.1 for v in base], 0.9)
+
+    def judged(ours: list[dict], ti_cost: float) -> list[bool]:
+        rows = ours + text_only + ti
+        summary = summarize(rows)
+        summary["ours"]["cost_s"], summary["textual_inversion"]["cost_s"] = 0.1, ti_cost
+        return [t["met"] for t in targets(summary, paired_differences(rows))]
+
+    assert judged(_rows("ours", [v + 0.2 for v in base], 0.8), 200.0) == [True, True, True, True]
+    # above text-only but not TI; prompt 0.6 < 0.8 x 0.9; 200x cheaper only
+    assert judged(_rows("ours", [v + 0.1 for v in base], 0.6), 20.0) == [True, False, False, False]
 
 
 def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler():
