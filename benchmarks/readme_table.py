@@ -195,13 +195,30 @@ def _shape_check(r: dict) -> tuple[str, str]:
         for name, c in r["checks"].items()), "every real architecture trains and samples (random weights)")
 
 
+def _synth_quality(r: dict) -> tuple[str, str]:
+    summary, differences = r["summary"], r["differences"]
+    def cell(method: str, measure: str) -> str:
+        low, high = summary[method][f"{measure}_ci"]
+        return f"{summary[method][measure]:.3f} [{low:.2f}, {high:.2f}]"
+    def gain(other: str) -> str:
+        d = differences[other]["identity_acc"]
+        return f"ours - {other} {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+    methods = ("ours", "text_only", "textual_inversion")
+    return (f"{summary['ours']['objects']} held-out objects, mean [95% interval]: identity "
+            + ", ".join(f"{m} {cell(m, 'identity_acc')}" for m in methods) + "; prompt "
+            + ", ".join(f"{m} {cell(m, 'prompt_acc')}" for m in methods) + "; paired: "
+            + ", ".join(gain(m) for m in ("text_only", "textual_inversion")),
+            "ours - text-only and ours - TI identity intervals above 0; ours prompt >= 0.8 x text-only")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve,
-    "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check}
+    "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check,
+    "synth_quality": _synth_quality}
 
 
 def row(path: Path, root: Path) -> str:
