@@ -35,7 +35,8 @@ class IngestSettings(Strict):
     files_per_chunk: int = Field(256, ge=1, description="unit of parallel work")
     shard_rows: int = Field(4096, ge=1, description="rows per committed images shard")
     row_group_rows: int = Field(1024, ge=1, description="Parquet row group size")
-    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    executor: str = Field("ray", pattern="^(ray|local)$",
+                          description="ray (used where it adds parallel reads: > 1 chunk, or a cluster), or local")
 
 
 class RaySettings(Strict):
@@ -55,7 +56,8 @@ class SynthSettings(Strict):
 class EmbedSettings(Strict):
     """CLIP embeddings, kNN index, near-duplicates, identity groups and cross-reference pairs."""
 
-    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    executor: str = Field("ray", pattern="^(ray|local)$",
+                          description="ray (used where it adds parallel reads: > 1 chunk, or a cluster), or local")
     local_below: int | None = Field(None, ge=0, description="fewer images to do than this run "
                                     "in-process; null (auto): in-process unless Ray adds workers (more "
                                     "than one actor, or a cluster address): one actor on a local Ray runs "
@@ -81,7 +83,8 @@ class EmbedSettings(Strict):
 class CaptionSettings(Strict):
     """VLM captions + CLIP attributes composed into training captions (tasks/caption.py)."""
 
-    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
+    executor: str = Field("ray", pattern="^(ray|local)$",
+                          description="ray (used where it adds parallel reads: > 1 chunk, or a cluster), or local")
     local_below: int = Field(64, ge=0, description="fewer images to do than this run "
                              "in-process: Ray actor start-up would cost more than it saves")
     batch_size: int = Field(32, ge=1, description="images per model call (bigger: faster)")

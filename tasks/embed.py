@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
 from tasks.distribute import Executor, Inputs, Placement, distribute
 from tasks.images_dataset import decode_image, iter_images_local, read_images
+from tasks.ray_runtime import cluster_address
 from tasks.stage import Quarantine, ShardWriter, with_retries
 
 IMAGE, TEXT = "image", "text"
@@ -251,8 +251,7 @@ def _executor(settings: EmbedSettings, ray_settings: RaySettings, todo: int) -> 
         return "local"
     if settings.local_below is not None:
         return "ray" if todo >= settings.local_below else "local"
-    cluster = os.environ.get("RAY_ADDRESS") or ray_settings.address
-    return "ray" if settings.actors > 1 or cluster else "local"
+    return "ray" if settings.actors > 1 or cluster_address(ray_settings) else "local"
 
 
 def _split_failures(batch: Batch, quarantine: Quarantine) -> Batch:

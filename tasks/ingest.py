@@ -23,6 +23,7 @@ from storage.shards import CommitInfo, ShardStore
 from storage.sources import Rejected, SourceChunk, list_chunks, read_chunk
 from tamer.config import IngestSettings, RaySettings
 from tasks.distribute import Executor, Inputs, Placement, distribute
+from tasks.ray_runtime import cluster_address
 from tasks.stage import Quarantine, ShardWriter
 
 # One row per item of a chunk. `outcome` says which table (if any) it goes to.
@@ -65,6 +66,7 @@ class IngestReport:
     shards: int = 0
     fingerprint: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
+    executor: str = ""  # where the files were decoded: "local" (this process) or "ray"
 
 
 def decode_chunk(
@@ -178,14 +180,23 @@ def ingest_source(
     chunks = list_chunks(source, settings.files_per_chunk)
     known = _known_sources(store)
     limits = imaging.ImageLimits(settings.max_pixels, settings.min_side, settings.max_bytes)
-    executor = "ray" if settings.executor == "ray" and chunks else "local"
-    batches = decode_chunks(chunks, known, limits, executor, ray_settings)
+    report.executor = _executor(settings, ray_settings, len(chunks))
+    batches = decode_chunks(chunks, known, limits, report.executor, ray_settings)
     total = sum(len(chunk.paths) for chunk in chunks)
     committer = _Committer(store, settings.shard_rows, report, started, metadata or {},
                            lambda done: progress(done, total) if progress else None)
     committer.consume(batches)
     committer.finish()
     return report
+
+
+def _executor(settings: IngestSettings, ray_settings: RaySettings | None, chunks: int) -> Executor:
+    """Ray where it adds parallel reads: more than one chunk, or a cluster. One chunk is one read
+    task, so on a local Ray it ran the same decoder after Ray's start-up: a second ingest of a
+    252-file folder (12 new) took 7.8 s, 4.3 s of it starting Ray and 2.6 s in Ray Data."""
+    if settings.executor == "local" or chunks == 0:
+        return "local"
+    return "ray" if chunks > 1 or cluster_address(ray_settings) else "local"
 
 
 def _known_sources(store: ShardStore) -> dict[str, str]:

@@ -28,7 +28,7 @@ def ensure_ray(settings: RaySettings | None = None) -> None:
     if ray.is_initialized():
         return
     settings = settings or RaySettings()
-    address = os.environ.get("RAY_ADDRESS") or settings.address
+    address = cluster_address(settings)
     common = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
         # a head on loopback (`ray start --node-ip-address=127.0.0.1`) is only found as such
@@ -41,6 +41,12 @@ def ensure_ray(settings: RaySettings | None = None) -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def cluster_address(settings: RaySettings | None = None) -> str | None:
+    """The Ray cluster to join (RAY_ADDRESS, else the config's), None for a local Ray: where
+    stages decide whether Ray adds workers beyond this process."""
+    return os.environ.get("RAY_ADDRESS") or (settings or RaySettings()).address
 
 
 def _start_local(settings: RaySettings, common: dict) -> None:

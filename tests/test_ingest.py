@@ -178,6 +178,31 @@ def test_added_files_land_in_new_shards_only(tmp_path):
     assert first.fingerprint != second.fingerprint
 
 
+def test_ray_decodes_only_where_it_adds_parallel_reads(tmp_path, monkeypatch):
+    """One chunk is one read task: on a local Ray it is this process's work plus Ray's start-up,
+    so it runs here; more chunks, a cluster address (config or RAY_ADDRESS) or nothing set to
+    ray otherwise keep their executor. The in-process run still ingests everything."""
+    from tasks.ingest import _executor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local_ray, cluster = RaySettings(), RaySettings(address="10.0.0.5:6379")
+    assert _executor(IngestSettings(), local_ray, 1) == "local"
+    assert _executor(IngestSettings(), local_ray, 2) == "ray"
+    assert _executor(IngestSettings(), cluster, 1) == "ray"
+    assert _executor(IngestSettings(executor="local"), cluster, 8) == "local"
+    assert _executor(IngestSettings(), local_ray, 0) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert _executor(IngestSettings(), local_ray, 1) == "ray"
+    monkeypatch.delenv("RAY_ADDRESS")
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.png").write_bytes(hostile.png_bytes(hostile.gradient(seed=i)))
+    report = ingest_source(str(src), ShardStore(str(tmp_path / "data")), IngestSettings(), local_ray)
+    assert (report.executor, report.ingested) == ("local", 3)
+
+
 KILL_SCRIPT = """
 import sys
 from storage.shards import ShardStore

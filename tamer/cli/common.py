@@ -149,12 +149,19 @@ def cell(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def ran_where(executor: str) -> str:
+    """Where a stage's work ran, from its report's `executor` ("" when nothing ran)."""
+    return {"ray": " on Ray", "local": " in this process"}.get(executor, "")
+
+
 def print_ingest(report: dict) -> None:
     """The ingest report as `tamer ingest` and `tamer run` show it."""
+    where = ran_where(report.get("executor", ""))
+    decoded = f", decoded{where}" if where else ""
     console.print(
         f"ingested [bold]{report['ingested']}[/bold] new images "
         f"({report['unchanged']} unchanged, {report['duplicates']} duplicates skipped, "
-        f"{report['quarantined']} quarantined) in {report['shards']} shard(s); "
+        f"{report['quarantined']} quarantined) in {report['shards']} shard(s){decoded}; "
         f"dataset version {report['fingerprint']}")
     print_reasons(report["reasons"])
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tamer.cli.common import JsonFlag, ProfileOption, console, fail, print_ingest, print_json, print_reasons, state
+from tamer.cli.common import (JsonFlag, ProfileOption, console, fail, print_ingest, print_json, print_reasons,
+                              ran_where, state)
 
 Executor = Annotated[Optional[str], typer.Option(help="ray (default) or local.")]
 Profile = ProfileOption
@@ -95,9 +96,8 @@ def embed(executor: Executor = None, profile: Profile = None, as_json: JsonFlag 
         print_json(report)
         return
     e, g, q = report["embed"], report["groups"], report["groups"]["quality"]
-    where = {"ray": " on Ray", "local": " in this process"}.get(e["executor"], "")
     console.print(f"embedded [bold]{e['images']}[/bold] images and {e['texts']} captions "
-                  f"({e['skipped']} already done) with {e['model_id']}{where}")
+                  f"({e['skipped']} already done) with {e['model_id']}{ran_where(e['executor'])}")
     console.print(f"index: {report['index']['index_path']} ({report['index']['images']} images)")
     console.print(f"near-duplicates: {report['near_duplicates']['new']} new, "
                   f"{report['near_duplicates']['total']} total")
