@@ -57,13 +57,18 @@ def score(oracle: AttributeOracle, clip: CLIPModel, processor: CLIPProcessor, im
             for n in range(len(images))]
 
 
+def _by_method_and_object(rows: list[dict]) -> dict[str, dict[int, list[dict]]]:
+    """Scored rows grouped by method, then by held-out object (the bootstrap's unit)."""
+    grouped: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        grouped[row["method"]][row["object"]].append(row)
+    return grouped
+
+
 def summarize(rows: list[dict], resamples: int = 2000) -> dict[str, dict]:
     """Per method: each measure's mean over objects (of per-object means) with its interval."""
-    by_method: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        by_method[row["method"]][row["object"]].append(row)
     summary = {}
-    for method, objects in by_method.items():
+    for method, objects in _by_method_and_object(rows).items():
         entry: dict[str, object] = {"images": sum(map(len, objects.values())), "objects": len(objects)}
         for measure in MEASURES + HITS:
             per_object = np.array([np.mean([r[measure] for r in group]) for group in objects.values()])
@@ -79,13 +84,9 @@ def paired_differences(rows: list[dict], method: str = "ours", measures: tuple[s
     objects, prompts and seeds): per other method and measure, the mean difference and its 95%
     bootstrap interval over objects. "Ours beats X" is read here (lower bound above 0): two
     per-method intervals can overlap while every object's difference has one sign."""
-    means: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
-    by_method: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        by_method[row["method"]][row["object"]].append(row)
-    for name, objects in by_method.items():
-        for obj, group in objects.items():
-            means[name][obj] = {m: float(np.mean([r[m] for r in group])) for m in measures}
+    means = {name: {obj: {m: float(np.mean([r[m] for r in group])) for m in measures}
+                     for obj, group in objects.items()}
+             for name, objects in _by_method_and_object(rows).items()}
     ours = means[method]
     differences = {}
     for other, theirs in means.items():

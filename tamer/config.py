@@ -56,8 +56,7 @@ class SynthSettings(Strict):
 class EmbedSettings(Strict):
     """CLIP embeddings, kNN index, near-duplicates, identity groups and cross-reference pairs."""
 
-    executor: str = Field("ray", pattern="^(ray|local)$",
-                          description="ray (used where it adds parallel reads: > 1 chunk, or a cluster), or local")
+    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
     local_below: int | None = Field(None, ge=0, description="fewer images to do than this run "
                                     "in-process; null (auto): in-process unless Ray adds workers (more "
                                     "than one actor, or a cluster address): one actor on a local Ray runs "
@@ -83,8 +82,7 @@ class EmbedSettings(Strict):
 class CaptionSettings(Strict):
     """VLM captions + CLIP attributes composed into training captions (tasks/caption.py)."""
 
-    executor: str = Field("ray", pattern="^(ray|local)$",
-                          description="ray (used where it adds parallel reads: > 1 chunk, or a cluster), or local")
+    executor: str = Field("ray", pattern="^(ray|local)$", description="ray, or local (serial)")
     local_below: int = Field(64, ge=0, description="fewer images to do than this run "
                              "in-process: Ray actor start-up would cost more than it saves")
     batch_size: int = Field(32, ge=1, description="images per model call (bigger: faster)")
