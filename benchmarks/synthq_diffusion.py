@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict] = {
     "ours_no_crossref": {"cross_reference": False},
     "ours_no_idloss": {"identity_loss_weight": 0.0},
     "ours_adapter_only": {"trainable": "adapter"},
+    "ours_no_masking": {"masking": False},  # background patches reach the object tokens
 }
 
 

@@ -24,7 +24,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 LABELS = {"real": "real renders (oracle ceiling)", "copy_reference": "copy the reference",
           "text_only": "text only (no object)", "ours": "ours (full recipe)",
           "ours_no_crossref": "ours, no cross-reference", "ours_no_idloss": "ours, no identity loss",
-          "ours_adapter_only": "ours, adapter only", "textual_inversion": "Textual Inversion"}
+          "ours_adapter_only": "ours, adapter only",
+          "ours_no_masking": "ours, no object masking", "textual_inversion": "Textual Inversion"}
 
 
 def _cell(entry: dict, measure: str) -> str:

@@ -14,7 +14,7 @@ from benchmarks.synthq_measure import HITS, MEASURES
 from tasks.profile_roles import Recipe, recipe
 
 METHODS = {"real", "copy_reference", "text_only", "ours", "ours_no_crossref", "ours_no_idloss",
-           "ours_adapter_only", "textual_inversion"}
+           "ours_adapter_only", "ours_no_masking", "textual_inversion"}
 
 
 @pytest.fixture(scope="module")
