@@ -79,6 +79,36 @@ def test_index_folder_is_the_one_clip_retrieval_builds(indexed, tmp_path):
         assert part.read_bytes() == (peer / "metadata" / part.name).read_bytes()
 
 
+def test_building_an_index_leaves_the_processes_log_handlers_open(indexed, tmp_path):
+    """autofaiss reconfigures logging on every build, which closed every handler in the process
+    (Prefect's API handler flushed to its server each time): a handler set up before a build
+    must still be open and receive records after it."""
+    import logging
+
+    class Counting(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.closed, self.records = 0, []
+
+        def close(self) -> None:
+            self.closed += 1
+            super().close()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record.getMessage())
+
+    handler = Counting()
+    logging.getLogger().addHandler(handler)
+    try:
+        export = knn.export_clip_retrieval(indexed, "tiny")
+        knn.clip_index_folder(export["path"], str(tmp_path / "again"), EmbedSettings().index_memory)
+        logging.getLogger("tamer.after").warning("after the build")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert (tmp_path / "again" / "image.index").exists()
+    assert handler.closed == 0 and handler.records == ["after the build"]
+
+
 def test_direct_search_returns_each_image_first(indexed):
     ids, image_vectors = vectors(indexed, IMAGE)
     for image_id, vector in zip(ids, image_vectors):
