@@ -159,7 +159,8 @@ def build_index(store: ShardStore, profile_name: str,
             and os.path.exists(existing["index_path"]):
         return {**existing, "skipped": True}
     if export["rows"] == 0:
-        raise ValueError("nothing to index: the embeddings table is empty")
+        raise ValueError("nothing to index: the embeddings table is empty "
+                         "(no images ingested yet? run `tamer ingest SOURCE` first)")
     final = store.location.join(INDEX_DIR, export["fingerprint"])
     staging = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
