@@ -125,6 +125,14 @@ def run(settings: Settings, profile: Path, out: Path) -> dict:
     return result
 
 
+def sampling(s: Settings, seed: int, count: int) -> dict:
+    """Sampler arguments with fresh generators, one per prompt and seed: every method draws the
+    same noise for the same prompt (one list shared by all methods handed each the state the
+    previous one left, so TI's noise changed when a variant was added)."""
+    return dict(num_inference_steps=s.sample_steps, output_type="pt",
+                generator=[torch.Generator().manual_seed(seed * 1000 + n) for n in range(count)])
+
+
 def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokenizer, clip, processor, oracle, counted,
               models, timings):
     """Generate and score every method on every held-out object; returns rows, costs, sample grid."""
@@ -144,12 +152,11 @@ def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokeniz
         prompts = [scene for scene in scenes for _ in range(s.seeds)]
         truth = torch.tensor([labels(identity, scene) for scene in prompts])
         class_prompts = [class_prompt(identity, scene) for scene in prompts]
-        generators = [torch.Generator().manual_seed(recipe.seed * 1000 + n) for n in range(len(prompts))]
         images = {"real": torch.stack([to_tensor(render(identity, scene, recipe.size)[0]) for scene in prompts]),
                   "copy_reference": reference.expand(len(prompts), -1, -1, -1)}
         sample_start = time.perf_counter()
-        common = dict(num_inference_steps=s.sample_steps, output_type="pt", generator=generators)
-        images["text_only"] = _to_model_range(text_only(class_prompts, guidance_scale=s.guidance, **common).images)
+        images["text_only"] = _to_model_range(text_only(class_prompts, guidance_scale=s.guidance,
+                                                        **sampling(s, recipe.seed, len(prompts))).images)
         for name, model in models.items():
             model.pipe.scheduler = text_only.scheduler
             model.pipe.set_progress_bar_config(disable=True)
@@ -159,7 +166,8 @@ def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokeniz
             costs[name]["cost_bytes"] = embeds.numel() * embeds.element_size()
             images[name] = _to_model_range(model.pipe(
                 [object_prompt(identity, scene) for scene in prompts], object_embeds=embeds,
-                guidance_scale=s.guidance, object_guidance_scale=s.object_guidance, **common).images)
+                guidance_scale=s.guidance, object_guidance_scale=s.object_guidance,
+                **sampling(s, recipe.seed, len(prompts))).images)
         timings["sample"] += time.perf_counter() - sample_start
         ti_pipe, learned, seconds = train_ti(base, text_encoder, tokenizer, [ref_image], TI_TOKEN, identity.shape,
                                              ti_config)
@@ -168,7 +176,7 @@ def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokeniz
         costs["textual_inversion"]["cost_bytes"] = learned.numel() * learned.element_size()
         images["textual_inversion"] = _to_model_range(ti_pipe(
             [class_prompt(identity, scene, TI_TOKEN) for scene in prompts], guidance_scale=s.guidance,
-            **common).images)
+            **sampling(s, recipe.seed, len(prompts))).images)
         for method, batch in images.items():
             scored = score(oracle, clip, processor, batch.float().clamp(-1, 1), reference.expand_as(batch),
                            truth, class_prompts, counted)

@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from benchmarks import synth_quality
 from benchmarks.synthq_measure import HITS, MEASURES
@@ -50,6 +51,18 @@ def _rows(method: str, identity: list[float], prompt: float = 0.9) -> list[dict]
     others = dict.fromkeys(MEASURES + HITS, 0.0)
     return [{**others, "method": method, "object": k, "identity_acc": value, "prompt_acc": prompt}
             for k, value in enumerate(identity) for _ in range(2)]
+
+
+def test_every_method_samples_the_same_noise_per_prompt():
+    """Paired differences compare methods on the same prompts and seeds: each method's sampler
+    gets generators in the same state, whatever the methods before it drew."""
+    from benchmarks.synth_quality import SMOKE, sampling
+
+    first = sampling(SMOKE, 3, 2)["generator"]
+    drawn = [torch.randn(4, generator=g) for g in first]  # a method samples
+    again = [torch.randn(4, generator=g) for g in sampling(SMOKE, 3, 2)["generator"]]
+    assert all(torch.equal(a, b) for a, b in zip(drawn, again))
+    assert not torch.equal(drawn[0], drawn[1])  # prompts and seeds differ from each other
 
 
 def test_paired_differences_decide_what_overlapping_intervals_cannot():
