@@ -188,7 +188,7 @@ def clip_index_folder(export_path: str, index_folder: str, max_memory: str) -> N
     for modality, folder in (("image", "img_emb"), ("text", "text_emb")):
         vectors = f"{export_path}/{folder}"
         if os.path.exists(vectors):
-            # and prints progress bars
+            # it also prints progress bars; its process-wide logging setup is skipped
             with contextlib.redirect_stdout(io.StringIO()), _process_logging_left_alone():
                 autofaiss_index(embeddings=vectors, index_path=f"{index_folder}/{modality}.index",
                                 index_infos_path=f"{index_folder}/{modality}.json",
