@@ -70,6 +70,9 @@ class EmbedSettings(Strict):
     shard_rows: int = Field(8192, ge=1, description="rows per committed embeddings shard")
     export_rows: int = Field(100_000, ge=1, description="rows per clip-retrieval export file")
     index_memory: str = Field("4G", description="autofaiss max_index_memory_usage")
+    index_exact_below: int = Field(20_000, ge=0, description="fewer vectors than this get an exact "
+                                   "(Flat) index, faster to build and to query at this size than autofaiss's "
+                                   "pick (HNSW); 0 = always autofaiss's pick")
     near_duplicate_threshold: float | None = Field(None, gt=0.0, le=1.0, description="cosine; null = the "
                                                    "profile's (0.97; 0.995 for synth)")
     group_threshold: float = Field(0.9, gt=-1.0, le=1.0, description="cosine for an identity edge")

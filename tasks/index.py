@@ -165,7 +165,8 @@ def build_index(store: ShardStore, profile_name: str,
     staging = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     os.makedirs(staging)
-    clip_index_folder(export["path"], staging, settings.index_memory)
+    clip_index_folder(export["path"], staging, settings.index_memory,
+                      exact=export["rows"] < settings.index_exact_below)
     if os.path.exists(final):
         os.rename(final, f"{final}.old-{uuid.uuid4().hex[:8]}")
     os.rename(staging, final)
@@ -176,12 +177,16 @@ def build_index(store: ShardStore, profile_name: str,
     return {**record, "skipped": False}
 
 
-def clip_index_folder(export_path: str, index_folder: str, max_memory: str) -> None:
+def clip_index_folder(export_path: str, index_folder: str, max_memory: str, exact: bool = False) -> None:
     """What `clip_retrieval.clip_index` does (an autofaiss index per modality present, then the
     metadata copied beside them), called on autofaiss directly: importing `clip_retrieval`
     imports its whole inference stack (sentence-transformers, open_clip, torchvision models),
     about 5 s of a 2,000-image `tamer embed` spent on code the index never runs.
-    `tests/test_index.py` checks the folder against `clip_index`'s own."""
+    `tests/test_index.py` checks the folder against `clip_index`'s own.
+
+    `exact`: a Flat index (exact search) instead of autofaiss's pick, for small collections
+    (`EmbedSettings.index_exact_below`), where the pick's tuning costs seconds and its answers
+    are slower than a brute-force scan."""
     from autofaiss import build_index as autofaiss_index
 
     logging.getLogger("autofaiss").setLevel(logging.WARNING)  # it logs its whole plan
@@ -193,7 +198,7 @@ def clip_index_folder(export_path: str, index_folder: str, max_memory: str) -> N
                 autofaiss_index(embeddings=vectors, index_path=f"{index_folder}/{modality}.index",
                                 index_infos_path=f"{index_folder}/{modality}.json",
                                 max_index_memory_usage=max_memory, current_memory_available="16G",
-                                nb_cores=os.cpu_count())
+                                nb_cores=os.cpu_count(), **({"index_key": "Flat"} if exact else {}))
     shutil.copytree(f"{export_path}/metadata", f"{index_folder}/metadata")
 
 

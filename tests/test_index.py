@@ -56,7 +56,8 @@ def test_index_is_recorded_once_per_fingerprint(indexed):
 
 def test_index_folder_is_the_one_clip_retrieval_builds(indexed, tmp_path):
     """`build_index` calls autofaiss itself (not `clip_retrieval.clip_index`, to skip importing
-    clip-retrieval's inference stack): the folder must be the one `clip_index` writes."""
+    clip-retrieval's inference stack): with autofaiss's own pick (not the exact index of small
+    collections), the folder must be the one `clip_index` writes."""
     import faiss
     from clip_retrieval.clip_index import clip_index
 
@@ -65,7 +66,8 @@ def test_index_folder_is_the_one_clip_retrieval_builds(indexed, tmp_path):
     peer.mkdir()
     clip_index(export["path"], str(peer), max_index_memory_usage=EmbedSettings().index_memory,
                current_memory_available="16G", nb_cores=2)
-    ours = Path(knn.latest_index(indexed)["index_path"])
+    ours = tmp_path / "ours"
+    knn.clip_index_folder(export["path"], str(ours), EmbedSettings().index_memory, exact=False)
     listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     assert listing(ours) == listing(peer)
     for name in ("image", "text"):
@@ -77,6 +79,25 @@ def test_index_folder_is_the_one_clip_retrieval_builds(indexed, tmp_path):
         assert (a.search(queries, 4)[1] == b.search(queries, 4)[1]).all()
     for part in (ours / "metadata").iterdir():
         assert part.read_bytes() == (peer / "metadata" / part.name).read_bytes()
+
+
+def test_a_small_collection_gets_an_exact_index_that_clip_retrieval_reads_alike(indexed):
+    """Below `index_exact_below` vectors the index is Flat: its answers are the brute-force
+    cosine ranking of the stored vectors, and it sits where clip-retrieval's back reads it."""
+    import faiss
+
+    record = knn.latest_index(indexed)
+    assert record["images"] < EmbedSettings().index_exact_below
+    folder = Path(record["index_path"])
+    ids, image_vectors = vectors(indexed, IMAGE)
+    for name in ("image", "text"):
+        assert json.loads((folder / f"{name}.json").read_text())["index_key"] == "Flat"
+    index = faiss.read_index(str(folder / "image.index"))
+    query = np.random.default_rng(1).standard_normal(image_vectors.shape[1]).astype(np.float32)
+    stored = image_vectors.astype(np.float16).astype(np.float32)  # clip-retrieval's export layout
+    expected = [ids[i] for i in np.argsort(-(stored @ query))[:5]]
+    assert [h.image_id for h in knn.search_direct(indexed, query, k=5)] == expected
+    assert index.ntotal == len(ids)
 
 
 def test_building_an_index_leaves_the_processes_log_handlers_open(indexed, tmp_path):
