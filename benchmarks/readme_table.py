@@ -211,6 +211,14 @@ def _synth_quality(r: dict) -> tuple[str, str]:
             "ours - text-only and ours - TI identity intervals above 0; ours prompt >= 0.8 x text-only")
 
 
+def _vit_shape_curve(r: dict) -> tuple[str, str]:
+    return (f"held-out shape accuracy by step, shape label only, {r['training_renders']} renders, one run each "
+            f"(chance {r['chance']:.2f}): " + "; ".join(
+                f"{name}: " + ", ".join(f"{p['step']} {p['accuracy']:.2f}" for p in points)
+                + f" ({points[-1]['train_s']:.0f} s)" for name, points in r["curves"].items()),
+            "reported: the steps a ViT role needs to read shape")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
@@ -218,7 +226,7 @@ FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve,
     "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check,
-    "synth_quality": _synth_quality}
+    "synth_quality": _synth_quality, "vit_shape_curve": _vit_shape_curve}
 
 
 def row(path: Path, root: Path) -> str:

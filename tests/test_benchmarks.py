@@ -384,3 +384,20 @@ def test_shape_check_runs_both_families_at_the_tiny_shapes(tmp_path, monkeypatch
     written = json.loads((tmp_path / "results" / "shape_check.json").read_text())["checks"]
     assert {name: r["family"] for name, r in written.items()} == {"tiny": "sd", "tiny-sdxl": "sdxl"}
     assert all(r["ok"] and r["sample_shape"] == [1, 3, 32, 32] for r in written.values())
+
+
+def test_vit_shape_curve_reads_every_model_at_every_mark(tmp_path):
+    from benchmarks import vit_shape_curve
+
+    plot = tmp_path / "curve.png"
+    assert vit_shape_curve.main(["--objects", "6", "--held-out", "5", "--steps", "4", "--every", "2", "--batch", "4",
+                                 "--plot", str(plot), "--results", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "vit_shape_curve.json").read_text())
+    assert result["training_renders"] == 12 and len(result["curves"]) == 3
+    for points in result["curves"].values():
+        assert [p["step"] for p in points] == [2, 4]
+        assert all(p["accuracy"] in {k / 5 for k in range(6)} for p in points)  # a share of the 5 held-out views
+        assert 0 < points[0]["train_s"] < points[1]["train_s"]
+    assert plot.stat().st_size > 0
+    row = readme_table.row(tmp_path / "vit_shape_curve.json", tmp_path)
+    assert "unreadable" not in row and "vit, 8 px patches: 2 " in row
