@@ -20,6 +20,7 @@ from flows.caption import caption_flow
 from flows.embed import embed_flow
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
+from flows.stages import run_stage
 from flows.train import train_flow
 from storage.catalog import CATALOG_FILE
 from storage.fs import open_location
@@ -88,7 +89,8 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
 
 
 class _StageClock:
-    """Runs a stage and keeps its wall time, so every run reports where its time went."""
+    """Runs a stage flow (`run_stage`) and keeps its wall time, so every run reports where its
+    time went."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -96,6 +98,6 @@ class _StageClock:
     def __call__(self, stage: str, function, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return function(*args, **kwargs)
+            return run_stage(function, *args, **kwargs)
         finally:
             self.seconds[stage] = round(time.perf_counter() - start, 2)

@@ -23,6 +23,7 @@ from prefect.exceptions import ObjectNotFound
 from flows.caption import caption_flow
 from flows.embed import embed_flow
 from flows.events import emit_retrain_requested
+from flows.stages import run_stage
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, load_config
 from tasks.retrain_policy import judge
@@ -78,7 +79,7 @@ def refresh_flow(root: str | None = None, config_file: str | None = None,
                  overrides: dict[str, Any] | None = None) -> dict:
     """`overrides` are dotted keys, passed on to every stage."""
     config = load_config(config_file, root=root, **(overrides or {}))
-    captions = caption_flow(config.root, config_file, overrides)
-    embeddings = embed_flow(config.root, config_file, overrides)
+    captions = run_stage(caption_flow, config.root, config_file, overrides)
+    embeddings = run_stage(embed_flow, config.root, config_file, overrides)
     gate = retrain_gate(config, config_file, overrides)
     return {"caption": captions, "embed": embeddings, "retrain_gate": gate}
