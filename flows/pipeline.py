@@ -22,6 +22,7 @@ from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
 from flows.stages import run_stage
 from flows.train import train_flow
+from model.profiles import shared_roles
 from storage.catalog import CATALOG_FILE
 from storage.fs import open_location
 from storage.shards import ShardStore
@@ -55,9 +56,10 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
     root, stage = config.root, {"root": config.root, "config_file": config_file, "overrides": overrides}
     clock = _StageClock()
     source = data or synthesize_sample(root, config.synth)
-    summary: dict = {"ingest": clock("ingest", ingest_flow, source, **stage)}
-    summary["caption"] = clock("caption", caption_flow, **stage)
-    summary["embed"] = clock("embed", embed_flow, **stage)
+    with shared_roles():  # small updates run in this process: caption's CLIP is embed's
+        summary: dict = {"ingest": clock("ingest", ingest_flow, source, **stage)}
+        summary["caption"] = clock("caption", caption_flow, **stage)
+        summary["embed"] = clock("embed", embed_flow, **stage)
 
     run = trained_run(root)
     if run is None:

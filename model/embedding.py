@@ -64,8 +64,9 @@ class ClipEmbedder:
         self.device = torch.device(device)
 
     @classmethod
-    def from_profile(cls, profile: Profile, device: str | None = None) -> ClipEmbedder:
-        model, processor = load_role(profile, "clip", device=device)
+    def from_profile(cls, profile: Profile, device: str | None = None, shared: bool = False) -> ClipEmbedder:
+        """`shared`: the copy of an open `shared_roles()` block (see `load_role`)."""
+        model, processor = load_role(profile, "clip", device=device, shared=shared)
         return cls(model, processor, device or profile.device)
 
     @property

@@ -11,6 +11,9 @@ import importlib
 import json
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -237,14 +240,45 @@ def resolve(profile: Profile, role: str) -> tuple[str, str | None]:
     return ref.id, ref.subfolder
 
 
-def load_role(profile: Profile, role: str, *, device: str | torch.device | None = None, **kwargs: Any):
+_SHARED_ROLES: ContextVar[dict[tuple, Any] | None] = ContextVar("tamer_shared_roles", default=None)
+
+
+@contextmanager
+def shared_roles() -> Iterator[None]:
+    """Inside this block, `load_role(..., shared=True)` loads each checkpoint once per device and
+    hands every caller the same copy; the copies are dropped when it ends. The pipeline's data
+    stages run in one process when the new data is small: caption and embed both need CLIP,
+    and loading it again (and embed's image and text passes each loading it) was most of an
+    incremental run's embed stage. Only callers that never change the model may share it."""
+    token = _SHARED_ROLES.set({})
+    try:
+        yield
+    finally:
+        _SHARED_ROLES.reset(token)
+
+
+def load_role(profile: Profile, role: str, *, device: str | torch.device | None = None,
+              shared: bool = False, **kwargs: Any):
     """Load a role in eval mode with `from_pretrained`; processor roles return (model, processor).
 
     `device` overrides the profile's device; other kwargs go to the model's `from_pretrained`.
+    `shared`: inside `shared_roles()`, the block's one copy (the caller must not change it).
     Returns None for a null role (segmentation: use the saliency fallback).
     """
     if role in NULLABLE_ROLES and profile.roles.get(role) is None:  # null or absent
         return None
+    cache = _SHARED_ROLES.get() if shared and not kwargs else None
+    if cache is None:
+        return _load_role(profile, role, device, **kwargs)
+    ref = _ref(profile, role)
+    key = (role, ref.id, ref.subfolder, ref.class_name, ref.revision, str(torch_dtype(profile)),
+           str(device or _profile_device(profile)), profile.trust_remote_code)
+    if key not in cache:
+        cache[key] = _load_role(profile, role, device)
+    return cache[key]
+
+
+def _load_role(profile: Profile, role: str, device: str | torch.device | None, **kwargs: Any):
     ref, spec = _ref(profile, role), ROLES[role]
     try:
         path, subfolder = resolve(profile, role)  # inside: a failed tiny build is a load error too

@@ -145,10 +145,10 @@ def _rebuild_views(con: duckdb.DuckDBPyConnection, store: ShardStore, state: str
 
 
 def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str,
-                paths: list[str] | None = None) -> list[str]:
+                paths: list[str] | None = None, temporary: bool = False) -> list[str]:
     """(Re)create the view `table` over the files of the store's version of it, or over `paths`
     (a typed empty view over none); the `filename` column names each row's file. Returns the
-    files' paths, oldest first."""
+    files' paths, oldest first. `temporary`: the connection's own view (on a shared database)."""
     paths = store.shard_paths(table) if paths is None else paths
     con.execute(f"DROP VIEW IF EXISTS {table}")
     con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -162,7 +162,7 @@ def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str,
     else:
         select = f"SELECT {', '.join(_typed_nulls(con, schema, schema.names))}, " \
                  "CAST(NULL AS VARCHAR) AS filename WHERE false"
-    con.execute(f"CREATE VIEW {table} AS {select}")
+    con.execute(f"CREATE {'TEMP ' if temporary else ''}VIEW {table} AS {select}")
     return paths
 
 

@@ -212,12 +212,13 @@ def latest_snapshot_sql(table: str) -> str:
 @contextmanager
 def views(store: ShardStore, *tables: str, files: Mapping[str, list[str]] | None = None
           ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, list[str]]]]:
-    """An in-memory connection with a view per named table (at the store's versions, or over
-    the file names in `files`), and the paths each view reads."""
-    con = duck.connect(store.location)
+    """A cursor on the process's in-memory database with a (temporary) view per named table (at
+    the store's versions, or over the file names in `files`), and the paths each view reads."""
+    con = duck.cursor(store.location)
     try:
         yield con, {table: create_view(con, store, table, None if files is None else
-                                       [store.location.join(table, name) for name in files[table]])
+                                       [store.location.join(table, name) for name in files[table]],
+                                       temporary=True)
                     for table in tables}
     finally:
         con.close()
@@ -280,7 +281,7 @@ def _narrow_to_recaptioned(con: duckdb.DuckDBPyConnection, store: ShardStore, na
     newest = ("SELECT image_id, filename FROM every_caption "
               f"WHERE composed_caption <> '' AND image_id IN (SELECT image_id FROM ({new})) "
               "QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY created_at DESC) = 1")
-    con.execute("CREATE VIEW captions AS SELECT * FROM every_caption WHERE image_id IN ("
+    con.execute("CREATE TEMP VIEW captions AS SELECT * FROM every_caption WHERE image_id IN ("
                 f"SELECT image_id FROM ({newest}) WHERE filename IN (SELECT filename FROM ({new})))")
 
 

@@ -119,10 +119,10 @@ class CaptionWorker:
             torch.set_num_threads(job.torch_threads)
         profile = load_profile(job.profile)
         settings = job.settings
-        model, processor = load_role(profile, "captioner", device=job.device)
+        model, processor = load_role(profile, "captioner", device=job.device, shared=True)
         self.captioner = Captioner(model, processor, GenerationSettings(
             settings.max_new_tokens, settings.num_beams, settings.prompt))
-        clip, clip_processor = load_role(profile, "clip", device=job.device)
+        clip, clip_processor = load_role(profile, "clip", device=job.device, shared=True)
         self.scorer = AttributeScorer(clip, clip_processor, job.vocabulary)
         self.job, self.template, self.min_side = job, template_of(settings), profile.resolution
 

@@ -104,7 +104,7 @@ class Encoder:
         self.threads_before = torch.get_num_threads()  # in-process, the caller's count comes back on close
         torch.set_num_threads(torch_threads)
         self.profile_name, self.batch_size, self.retries = profile_name, batch_size, retries
-        self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name))
+        self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name), shared=True)
         # torch's thread count is per OS thread under OpenMP: set it in the helper too
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="prepare", initializer=torch.set_num_threads,
                                            initargs=(torch_threads,))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import glob
 import io
 import json
 import logging
@@ -187,19 +188,42 @@ def clip_index_folder(export_path: str, index_folder: str, max_memory: str, exac
     `exact`: a Flat index (exact search) instead of autofaiss's pick, for small collections
     (`EmbedSettings.index_exact_below`), where the pick's tuning costs seconds and its answers
     are slower than a brute-force scan."""
-    from autofaiss import build_index as autofaiss_index
-
-    logging.getLogger("autofaiss").setLevel(logging.WARNING)  # it logs its whole plan
     for modality, folder in (("image", "img_emb"), ("text", "text_emb")):
         vectors = f"{export_path}/{folder}"
         if os.path.exists(vectors):
-            # it also prints progress bars; its process-wide logging setup is skipped
-            with contextlib.redirect_stdout(io.StringIO()), _process_logging_left_alone():
-                autofaiss_index(embeddings=vectors, index_path=f"{index_folder}/{modality}.index",
-                                index_infos_path=f"{index_folder}/{modality}.json",
-                                max_index_memory_usage=max_memory, current_memory_available="16G",
-                                nb_cores=os.cpu_count(), **({"index_key": "Flat"} if exact else {}))
+            build = _flat_index if exact else functools.partial(_autofaiss_index, max_memory=max_memory)
+            build(vectors, f"{index_folder}/{modality}.index", f"{index_folder}/{modality}.json")
     shutil.copytree(f"{export_path}/metadata", f"{index_folder}/metadata")
+
+
+def _autofaiss_index(vectors: str, index_path: str, infos_path: str, max_memory: str) -> None:
+    """autofaiss's pick of index for the vectors, tuned to `max_memory`."""
+    from autofaiss import build_index
+
+    logging.getLogger("autofaiss").setLevel(logging.WARNING)  # it logs its whole plan
+    # it also prints progress bars; its process-wide logging setup is skipped
+    with contextlib.redirect_stdout(io.StringIO()), _process_logging_left_alone():
+        build_index(embeddings=vectors, index_path=index_path, index_infos_path=infos_path,
+                    max_index_memory_usage=max_memory, current_memory_available="16G",
+                    nb_cores=os.cpu_count())
+
+
+def _flat_index(vectors: str, index_path: str, infos_path: str) -> None:
+    """The index autofaiss builds for `index_key="Flat"` (exact inner product over the export's
+    float16 vectors, in file order), written by faiss directly with the infos fields that
+    describe it. Through autofaiss the same index took 0.3 s a modality for 250 vectors: a
+    reader thread pool per file and a search-speed test of 4,000 queries for its infos."""
+    import faiss
+
+    parts = sorted(glob.glob(f"{vectors}/*.npy"))
+    matrix = np.concatenate([np.load(part) for part in parts]).astype(np.float32)
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    index.add(matrix)
+    faiss.write_index(index, index_path)
+    with open(infos_path, "w") as handle:
+        json.dump({"index_key": "Flat", "index_param": "", "metric_type": "ip",
+                   "size in bytes": os.path.getsize(index_path), "nb vectors": int(index.ntotal),
+                   "vectors dimension": int(index.d)}, handle)
 
 
 @contextlib.contextmanager

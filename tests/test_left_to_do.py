@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from storage import queries
+from storage import duck, queries
 from storage.pinned import PinnedStore
 from storage.schemas import CAPTIONS, EMBEDDINGS
 from storage.shards import ShardStore
@@ -335,3 +335,22 @@ def test_after_a_text_mark_only_images_captioned_since_are_candidates(store):
     left = queries.texts_left(store, text_hash, "m")
     assert left.reading.since == done.reading.at
     assert left.rows == [{"image_id": "id00001", "text": "new", "config_hash": "t-b"}]
+
+
+def test_views_opened_at_once_in_threads_each_read_their_own_files(store):
+    """`views` hands out cursors on one in-memory database per process: the views a caller
+    creates are its cursor's own, so callers in other threads with the same table names over
+    other files never see them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [p.rsplit("/", 1)[-1] for p in store.shard_paths("images")]
+
+    def count(files: list[str]) -> tuple[int, int]:
+        with queries.views(store, "images", files={"images": files}) as (con, _):
+            return len(files), con.execute("SELECT count(*) FROM images").fetchone()[0]
+
+    subsets = [names[:n] for n in (1, 2, 3)] * 20
+    with ThreadPoolExecutor(4) as pool:
+        assert [rows for _, rows in pool.map(count, subsets)] == [3 * len(files) for files in subsets]
+    with duck.cursor(store.location) as con:  # the views ended with their cursors
+        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'images'").fetchone() == (0,)
