@@ -1,8 +1,8 @@
 """The DuckDB catalog: one view per table, over exactly the files of its current version.
 
 Local roots keep `catalog.duckdb` in the dataset root, so any DuckDB client can open it;
-remote roots (s3://) get an in-memory catalog reading through fsspec. Views are rebuilt
-whenever a table's version or the root's location changed since the catalog was last written.
+remote roots (s3://) get an in-memory catalog reading through fsspec. A table's view is rebuilt
+whenever its version or the root's location changed since the catalog was last written.
 With `versions` ({table: version}, e.g. a training run's pins) the views cover those versions'
 files instead, in an in-memory catalog: the shared file keeps describing the current tables.
 
@@ -102,8 +102,9 @@ def _connect_current(store: ShardStore) -> duckdb.DuckDBPyConnection:
             con = duck.connect(location)
     else:
         con = duck.connect(location)
-    if _stored_state(con) != state:
-        _rebuild_views(con, store, state)
+    stored = _stored_state(con)
+    if stored != state:
+        _rebuild_views(con, store, state, stored)
     return con
 
 
@@ -120,28 +121,31 @@ def _confine(con: duckdb.DuckDBPyConnection, store: ShardStore) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def _tables_state(store: ShardStore) -> str:
-    """The root in use and every table's version: views are rebuilt when either changed, so
-    a copied or moved root (catalog file included) reads its own files, never the original's."""
-    digest = hashlib.sha256(store.location.url(store.location.root).encode())
-    for table in sorted(TABLES):
-        digest.update(f"\n{table}:{store.version(table)}".encode())
-    return digest.hexdigest()
+def _tables_state(store: ShardStore) -> dict[str, str]:
+    """Per table, the root in use and its version: a view is rebuilt when either changed, so a
+    copied or moved root (catalog file included) reads its own files, never the original's,
+    and a stage that committed to two tables rebuilds those two views, not all of them."""
+    root = store.location.url(store.location.root)
+    return {table: hashlib.sha256(f"{root}\n{table}:{store.version(table)}".encode()).hexdigest()
+            for table in sorted(TABLES)}
 
 
-def _stored_state(con: duckdb.DuckDBPyConnection) -> str | None:
+def _stored_state(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """What the views were built for; empty for a new catalog or one written before views
+    were tracked per table (all its views are rebuilt)."""
     try:
-        row = con.execute(f"SELECT state FROM {STATE_TABLE}").fetchone()
-    except duckdb.CatalogException:
-        return None
-    return row[0] if row else None
+        return dict(con.execute(f"SELECT table_name, state FROM {STATE_TABLE}").fetchall())
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return {}
 
 
-def _rebuild_views(con: duckdb.DuckDBPyConnection, store: ShardStore, state: str) -> None:
+def _rebuild_views(con: duckdb.DuckDBPyConnection, store: ShardStore, state: dict[str, str],
+                   stored: dict[str, str]) -> None:
     for table in TABLES:
-        create_view(con, store, table)
-    con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (state VARCHAR)")
-    con.execute(f"INSERT INTO {STATE_TABLE} VALUES (?)", [state])
+        if stored.get(table) != state[table]:
+            create_view(con, store, table)
+    con.execute(f"CREATE OR REPLACE TABLE {STATE_TABLE} (table_name VARCHAR, state VARCHAR)")
+    con.executemany(f"INSERT INTO {STATE_TABLE} VALUES (?, ?)", list(state.items()))
 
 
 def create_view(con: duckdb.DuckDBPyConnection, store: ShardStore, table: str,
