@@ -55,13 +55,14 @@ def cnn(data: Renders, steps: int, batch: int, seed: int) -> Contender:
     return Contender(job, lambda pixels: job.modules["model"].predict(pixels)[:, 0])
 
 
-def vit(data: Renders, steps: int, batch: int, seed: int, patch: int) -> Contender:
-    """The `dino` role's ViT and trainer (`identity_vit_job`), at `patch` px patches."""
+def vit(data: Renders, steps: int, batch: int, seed: int, patch: int, masks: bool = False) -> Contender:
+    """The `dino` role's ViT and trainer (`identity_vit_job`), at `patch` px patches; `masks`:
+    each patch token also predicts its patch of the render's mask."""
     config = dino_config(data.pixels.shape[-1])
     config.patch_size = patch
     processor = dino_processor(data.pixels.shape[-1])
     job = identity_vit_job(config, processor, data.pixels, data.labels[:, [SHAPE]], [len(VOCAB["shape"])], steps,
-                           batch, seed)
+                           batch, seed, masks=data.masks if masks else None)
 
     def predict(pixels: torch.Tensor) -> torch.Tensor:
         cls = job.modules["model"](pixel_values=processor_pixels(pixels, processor)).last_hidden_state[:, 0]
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.seed + FRESH_SEED)
     builders = {"cnn (oracle)": lambda: cnn(data, args.steps, args.batch, args.seed),
                 "vit, 4 px patches (dino, CLIP)": lambda: vit(data, args.steps, args.batch, args.seed, 4),
+                "vit, 4 px patches + per-patch masks": lambda: vit(data, args.steps, args.batch, args.seed, 4, True),
                 "vit, 8 px patches": lambda: vit(data, args.steps, args.batch, args.seed, 8)}
     curves = {}
     for name, build in builders.items():

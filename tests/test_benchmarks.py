@@ -393,7 +393,7 @@ def test_vit_shape_curve_reads_every_model_at_every_mark(tmp_path):
     assert vit_shape_curve.main(["--objects", "6", "--held-out", "5", "--steps", "4", "--every", "2", "--batch", "4",
                                  "--plot", str(plot), "--results", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "vit_shape_curve.json").read_text())
-    assert result["training_renders"] == 12 and len(result["curves"]) == 3
+    assert result["training_renders"] == 12 and len(result["curves"]) == 4
     for points in result["curves"].values():
         assert [p["step"] for p in points] == [2, 4]
         assert all(p["accuracy"] in {k / 5 for k in range(6)} for p in points)  # a share of the 5 held-out views

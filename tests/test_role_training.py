@@ -60,3 +60,46 @@ def test_segmentation_learns_the_render_masks():
     untrained, _ = train_segmentation(config, processor, pixels, masks, steps=0, batch=8, lr=3e-3, seed=0)
     trained, _ = train_segmentation(config, processor, pixels, masks, steps=150, batch=8, lr=3e-3, seed=0)
     assert iou(trained) > max(0.6, iou(untrained) + 0.2)
+
+
+def test_mask_supervision_reads_each_patch_in_the_vits_token_order():
+    """Token t of a ViT with P px patches sees the patch at grid row t // G, column t % G (the
+    patch embedding is a stride-P convolution, flattened row by row): each token's mask target
+    must be that patch's pixels, row by row."""
+    from transformers import ViTConfig, ViTModel
+
+    from model.role_training import _patch_masks
+
+    config = ViTConfig(image_size=8, patch_size=4, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                       num_attention_heads=1)
+    embed = ViTModel(config).embeddings.patch_embeddings
+    for row, col in [(0, 0), (1, 6), (5, 2), (7, 7)]:
+        masks = torch.zeros(1, 1, 8, 8)
+        masks[0, 0, row, col] = 1
+        targets = _patch_masks(masks, 4)  # (1, 4 tokens, 16 pixels)
+        token, pixel = divmod(int(targets.flatten().argmax()), 16)
+        assert targets.sum() == 1 and (token, pixel) == ((row // 4) * 2 + col // 4, (row % 4) * 4 + col % 4)
+        # the same pixel, seen through the ViT's own patch embedding (weights = that one pixel)
+        with torch.no_grad():
+            embed.projection.weight.zero_()
+            embed.projection.bias.zero_()
+            embed.projection.weight[0, 0, row % 4, col % 4] = 1
+            seen = embed(masks.expand(1, 3, 8, 8).clone())[0, :, 0]  # (tokens,)
+        assert int(seen.argmax()) == token and seen.sum() == 1
+
+
+def test_mask_supervision_adds_a_head_and_trains_the_tokens_on_the_outline():
+    from model.role_training import identity_vit_job
+    from model.fit import run
+    from transformers import ViTConfig, ViTImageProcessor
+
+    pixels, masks, owners, _ = _renders(6, 2)
+    config = ViTConfig(image_size=SIZE, patch_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2)
+    processor = ViTImageProcessor(size={"height": SIZE, "width": SIZE})
+    plain = identity_vit_job(config, processor, pixels, owners[:, None], [6], 2, 4, 0)
+    job = identity_vit_job(config, processor, pixels, owners[:, None], [6], 60, 8, 0, masks=masks)
+    assert len(job.modules["heads"]) == len(plain.modules["heads"]) + 1
+    first = float(job.loss(0))
+    run(job)
+    assert float(job.loss(0)) < first - 0.3  # attribute + mask loss on the same batch fell
