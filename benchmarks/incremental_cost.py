@@ -31,6 +31,7 @@ from benchmarks.common import (interleaved, paired, print_paired,  # noqa: E402
                                print_summaries, summary, timed, write_result)
 
 DATA_STAGES = ("ingest", "caption", "embed")
+TARGET = 0.15  # the second run's data stages, as a share of the first's
 # Small training and evaluation: this benchmark is about the data stages.
 CONFIG = """
 train: {steps: 60, warmup_steps: 5, checkpoint_every: 30}
@@ -105,9 +106,12 @@ def main() -> None:
                      "process wall, second (s)": walls["second"]}, "s")
     ratio = paired(data_s["second"], data_s["first"])
     wall_ratio = paired(walls["second"], walls["first"])
+    # against the target: second - 0.15 x first per round; "met" needs this interval below 0
+    against_target = paired(data_s["second"], [TARGET * seconds for seconds in data_s["first"]])
     print_paired("data stages second / first", ratio)
+    print_paired("data stages second / (0.15 x first)", against_target)
     print_paired("process wall second / first", wall_ratio)
-    print(f"target: data stages <= 0.15; images: {runs['first'][0]['ingest']['ingested']} then "
+    print(f"target: data stages <= {TARGET}; images: {runs['first'][0]['ingest']['ingested']} then "
           f"+{runs['second'][0]['ingest']['ingested']}; training policy, second run: "
           f"{runs['second'][0]['train']['policy']}")
     write_result("incremental_cost", {
@@ -116,8 +120,8 @@ def main() -> None:
         "images_added": runs["second"][0]["ingest"]["ingested"], "stages_seconds": per_stage,
         "data_stages_seconds": {w: summary(v) for w, v in data_s.items()},
         "process_wall_seconds": {w: summary(v) for w, v in walls.items()},
-        "data_stages_ratio": ratio, "process_wall_ratio": wall_ratio,
-        "training_policy": runs["second"][0]["train"]["policy"], "target": "data stages <= 0.15"})
+        "data_stages_ratio": ratio, "against_target": against_target, "process_wall_ratio": wall_ratio,
+        "training_policy": runs["second"][0]["train"]["policy"], "target": f"data stages <= {TARGET}"})
     shutil.rmtree(base, ignore_errors=True)
 
 

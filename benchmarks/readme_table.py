@@ -69,8 +69,11 @@ def _stats(r: dict) -> tuple[str, str]:
 
 def _incremental(r: dict) -> tuple[str, str]:
     data = r["data_stages_seconds"]
+    target = r.get("against_target")
+    versus = (f"; second - 0.15 x first [{target['difference_interval'][0]:.3g}, "
+              f"{target['difference_interval'][1]:.3g}] s" if target else "")
     return (f"data stages {spread(data['first'], 's')} -> {spread(data['second'], 's')}: "
-            f"{ratio(r['data_stages_ratio'])}; each run its own process", r["target"])
+            f"{ratio(r['data_stages_ratio'])}{versus}; each run its own process", r["target"])
 
 
 def _gpu(r: dict) -> tuple[str, str]:
