@@ -186,11 +186,15 @@ def machine() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def result_path(name: str, results: Path | None = None) -> Path:
+    """`<results>/<name>.json`: `results`, else $TAMER_BENCH_RESULTS, else `benchmarks/results/`."""
+    return Path(results or os.environ.get("TAMER_BENCH_RESULTS") or RESULTS) / f"{name}.json"
+
+
 def write_result(name: str, result: dict[str, Any], results: Path | None = None) -> Path:
-    """`<results>/<name>.json` (default `benchmarks/results/`), with the machine and date."""
-    folder = Path(results or os.environ.get("TAMER_BENCH_RESULTS") or RESULTS)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
+    """`result_path(name, results)`, with the machine and date."""
+    path = result_path(name, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}
     path.write_text(json.dumps(payload, indent=2, default=str))

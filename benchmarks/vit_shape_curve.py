@@ -16,6 +16,7 @@ Writes `vit_shape_curve.json` to the results folder and a plot to `--plot`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import result_path, write_result  # noqa: E402
 from model.fit import Job, run  # noqa: E402
 from model.role_training import identity_vit_job, oracle_job, processor_pixels  # noqa: E402
 from tamer.synth_world import KEYS, VOCAB, Renders, random_subjects, render_views  # noqa: E402
@@ -108,6 +109,19 @@ def plot(curves: dict[str, list[dict]], chance: float, path: Path) -> None:
     plt.close(fig)
 
 
+CURVE_SETTINGS = ("objects", "held_out", "steps", "every", "batch", "size", "seed")  # what a curve depends on
+
+
+def _reusable(results: Path | None, settings: dict[str, str]) -> dict[str, list[dict]]:
+    """The curves of an earlier run of this script with the same settings, by model."""
+    path = result_path("vit_shape_curve", results)
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    same = all(earlier.get("settings", {}).get(key) == value for key, value in settings.items())
+    return earlier["curves"] if same else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=16000, help="training identities, 2 views each")
@@ -119,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "vit_shape_curve.png")
     parser.add_argument("--results", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the curves the results file already holds for these same settings; "
+                             "train only the models it lacks (training is deterministic for a seed)")
     args = parser.parse_args(argv)
+    settings = {k: str(v) for k, v in vars(args).items() if k in CURVE_SETTINGS}
     data = render_views(random_subjects(args.objects, args.seed + 1), 2, args.size, args.seed + 1)
     held_out = render_views(random_subjects(args.held_out, args.seed + FRESH_SEED), 1, args.size,
                             args.seed + FRESH_SEED)
@@ -127,14 +145,18 @@ def main(argv: list[str] | None = None) -> int:
                 "vit, 4 px patches (dino, CLIP)": lambda: vit(data, args.steps, args.batch, args.seed, 4),
                 "vit, 4 px patches + per-patch masks": lambda: vit(data, args.steps, args.batch, args.seed, 4, True),
                 "vit, 8 px patches": lambda: vit(data, args.steps, args.batch, args.seed, 8)}
-    curves = {}
+    curves = _reusable(args.results, settings) if args.reuse else {}
     for name, build in builders.items():
+        if name in curves:
+            print(f"{name}: kept from the results file", flush=True)
+            continue
         print(name, flush=True)
         curves[name] = curve(build(), held_out, args.every)
+    curves = {name: curves[name] for name in builders}
     chance = 1 / len(VOCAB["shape"])
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     plot(curves, chance, args.plot)
-    write_result("vit_shape_curve", {"settings": {k: str(v) for k, v in vars(args).items()},
+    write_result("vit_shape_curve", {"settings": settings,
                                      "training_renders": len(data), "chance": chance, "curves": curves},
                  args.results)
     return 0

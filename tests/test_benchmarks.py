@@ -401,3 +401,27 @@ def test_vit_shape_curve_reads_every_model_at_every_mark(tmp_path):
     assert plot.stat().st_size > 0
     row = readme_table.row(tmp_path / "vit_shape_curve.json", tmp_path)
     assert "unreadable" not in row and "vit, 8 px patches: 2 " in row
+
+
+def test_vit_shape_curve_reuses_the_curves_of_the_same_settings_only(tmp_path):
+    """`--reuse` keeps an earlier run's curves for the same settings (training is deterministic)
+    and trains the models the file lacks; other settings train everything again."""
+    from benchmarks import vit_shape_curve
+
+    small = ["--objects", "6", "--held-out", "5", "--steps", "2", "--every", "2", "--batch", "4",
+             "--plot", str(tmp_path / "curve.png"), "--results", str(tmp_path)]
+    assert vit_shape_curve.main(small) == 0
+    path = tmp_path / "vit_shape_curve.json"
+    first = json.loads(path.read_text())
+    first["curves"]["cnn (oracle)"][0]["train_s"] = -1.0  # a mark: kept curves keep it
+    del first["curves"]["vit, 8 px patches"]
+    path.write_text(json.dumps(first))
+    assert vit_shape_curve.main(small + ["--reuse"]) == 0
+    reused = json.loads(path.read_text())["curves"]
+    assert list(reused) == list(first["curves"])[:3] + ["vit, 8 px patches"]  # the script's order
+    assert reused["cnn (oracle)"][0]["train_s"] == -1.0
+    assert reused["vit, 8 px patches"][0]["train_s"] > 0  # the missing model trained
+    assert small[4:6] == ["--steps", "2"]
+    assert vit_shape_curve.main([*small[:5], "3", *small[6:], "--reuse"]) == 0  # 3 steps: other settings
+    assert json.loads(path.read_text())["curves"]["cnn (oracle)"][0]["train_s"] > 0
+
