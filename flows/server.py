@@ -26,6 +26,13 @@ import httpx
 
 STATE_FILE, LOCK_FILE, LOG_FILE = "tamer-server.json", "tamer-server.lock", "tamer-server.log"
 START_TIMEOUT_S = 180.0  # a cold start on two busy cores (migrations, imports) takes a while
+# The server's task-run recorder writes each task run from its events as it arrives (batch 1).
+# A subflow's start inserts its tracking task run through the API; meeting a recorder write,
+# SQLite answers "database is locked", the API 503 and the client retries 2 s later: 11 of 12
+# back-to-back stage subflows waited so (PrefectHQ/prefect#18934). Batched, the recorder writes
+# once per flush interval (5 s) and none waited; task runs reach the UI up to 5 s later.
+# A value set in the environment wins.
+RECORDER_DEFAULTS = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500"}
 
 
 def ensure_prefect_api() -> str:
@@ -52,7 +59,8 @@ def shared_server(home: Path) -> str:
             return state["url"]
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env = {**RECORDER_DEFAULTS, **os.environ, "PREFECT_HOME": str(home),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         env.pop("PREFECT_API_URL", None)
         with open(home / LOG_FILE, "ab") as log:
             server = subprocess.Popen(

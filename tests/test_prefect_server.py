@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -64,3 +65,64 @@ def test_four_commands_at_once_share_one_server(tmp_path):
         if state:
             assert not healthy(state["url"])
         assert stop_shared_server(home) is False, "nothing left to stop"
+
+
+BACK_TO_BACK_STAGES = '''
+from prefect import flow, task
+from flows.stages import run_stage
+
+@task
+def step():
+    return 1
+
+@flow
+def stage():
+    for _ in range(7):
+        step()
+
+@flow
+def parent():
+    for _ in range(8):
+        run_stage(stage)
+
+parent()
+'''
+
+
+def test_back_to_back_stage_subflows_on_the_shared_server_are_not_retried(tmp_path):
+    """Each stage subflow inserts its tracking task run through the API. With the server's
+    task-run recorder writing every task run as its event arrives, that insert met a recorder
+    write, SQLite said "database is locked" and the client retried after 2 s (503), for 11 of
+    12 back-to-back stages. On the shared server the recorder batches (one write per flush
+    interval, which can still meet one start): at most one is retried, and every task run
+    still reaches the server."""
+    from flows.server import shared_server
+
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    previous = {k: os.environ.get(k) for k in env if k.startswith("PREFECT_")}
+    os.environ["PREFECT_HOME"] = str(home)
+    try:
+        url = shared_server(home)
+    finally:
+        for key, value in previous.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    try:
+        done = subprocess.run([sys.executable, "-c", BACK_TO_BACK_STAGES], capture_output=True, text=True,
+                              env=env | {"PREFECT_API_URL": url, "PREFECT_LOGGING_LEVEL": "DEBUG"}, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Beginning subflow run" in done.stderr + done.stdout
+        retried = (done.stderr + done.stdout).count("retryable status code")
+        assert retried <= 1, f"{retried} of 8 subflow starts were retried"  # the recorder's flush can still meet one
+        expected = 8 * 7 + 8  # the tasks, and one tracking task run per subflow
+        deadline = time.monotonic() + 60
+        while (recorded := _task_runs(url)) < expected and time.monotonic() < deadline:
+            time.sleep(1)  # the recorder writes its batch once per flush interval
+        assert recorded == expected
+    finally:
+        assert stop_shared_server(home)
+
+
+def _task_runs(url: str) -> int:
+    return httpx.post(f"{url}/task_runs/count", json={}, timeout=10).json()
