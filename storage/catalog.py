@@ -13,7 +13,6 @@ limited to the dataset root and its configuration locked.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 
@@ -126,8 +125,7 @@ def _tables_state(store: ShardStore) -> dict[str, str]:
     copied or moved root (catalog file included) reads its own files, never the original's,
     and a stage that committed to two tables rebuilds those two views, not all of them."""
     root = store.location.url(store.location.root)
-    return {table: hashlib.sha256(f"{root}\n{table}:{store.version(table)}".encode()).hexdigest()
-            for table in sorted(TABLES)}
+    return {table: f"{root}@{store.version(table)}" for table in sorted(TABLES)}
 
 
 def _stored_state(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -89,7 +89,7 @@ parent()
 '''
 
 
-def test_back_to_back_stage_subflows_on_the_shared_server_are_not_retried(tmp_path):
+def test_back_to_back_stage_subflows_on_the_shared_server_are_not_retried(tmp_path, monkeypatch):
     """Each stage subflow inserts its tracking task run through the API. With the server's
     task-run recorder writing every task run as its event arrives, that insert met a recorder
     write, SQLite said "database is locked" and the client retried after 2 s (503), for 11 of
@@ -101,13 +101,8 @@ def test_back_to_back_stage_subflows_on_the_shared_server_are_not_retried(tmp_pa
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
-    previous = {k: os.environ.get(k) for k in env if k.startswith("PREFECT_")}
-    os.environ["PREFECT_HOME"] = str(home)
-    try:
-        url = shared_server(home)
-    finally:
-        for key, value in previous.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    url = shared_server(home)
     try:
         done = subprocess.run([sys.executable, "-c", BACK_TO_BACK_STAGES], capture_output=True, text=True,
                               env=env | {"PREFECT_API_URL": url, "PREFECT_LOGGING_LEVEL": "DEBUG"}, timeout=300)
