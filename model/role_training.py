@@ -172,33 +172,55 @@ def identity_vit_job(config: ViTConfig, image_processor, pixels: torch.Tensor, l
     k taking `classes[k]` values) whatever the scene. The DINO score compares CLS tokens of a
     generation and its reference, so what it needs from the backbone is features that change
     with identity and not with background, pose or lighting; DINO learns that self-supervised
-    from a web-scale corpus, this world has the labels. The linear heads are checkpointed (so a
-    resume is exact) but not exported: the role is the bare `ViTModel`.
-
-    `masks` (N, 1, S, S): each patch token also predicts its patch of the object's mask (a
-    linear head, binary cross-entropy per pixel). Trained on the shape label alone for 8,000
-    steps, a 4 px-patch ViT read held-out shape 0.29 at 4,000 steps and 0.66 at the end, and
-    0.59 and 0.90 with this supervision (`benchmarks/vit_shape_curve.py`): the outline is
-    local, the tokens learn it first, and the CLS token then reads shape from them."""
+    from a web-scale corpus, this world has the labels. The role is the bare `ViTModel`
+    (`tower_job` for the heads and `masks`)."""
     torch.manual_seed(seed)
     model = ViTModel(config).train()  # the pooler stays untrained: exported whole, it loads without warnings
     sincos_positions_(model.embeddings.position_embeddings)
+    return tower_job(model, image_processor, pixels, labels, classes, steps, batch, seed, masks)
+
+
+def tower_job(tower: torch.nn.Module, image_processor, pixels: torch.Tensor, labels: torch.Tensor,
+              classes: Sequence[int], steps: int, batch: int, seed: int, masks: torch.Tensor | None = None) -> Job:
+    """Supervised training of a ViT image tower (`ViTModel`, CLIP's or BLIP's vision model: any
+    module whose output's `last_hidden_state` is CLS then patch tokens): linear heads on the CLS
+    token name the attributes (`labels` as in `identity_vit_job`), and with `masks` (N, 1, S, S)
+    each patch token also predicts its patch of the object's mask (BCE per pixel). The heads are
+    checkpointed (so a resume is exact) but not exported.
+
+    Why masks: trained on the shape label alone for 8,000 steps, a 4 px-patch ViT read held-out
+    shape 0.29 at 4,000 steps and 0.66 at the end, and 0.59 and 0.90 with this supervision
+    (`benchmarks/vit_shape_curve.py`): the outline is local, the tokens learn it first, and the
+    CLS token then reads shape from them. Why a tower phase at all: inside CLIP's contrastive
+    loop the same tower read primary colour 0.37 and shape 0.17 after 2,000 steps (a step there
+    also runs the text tower on a batch twice the size)."""
+    config = tower.config
     heads = torch.nn.ModuleList(torch.nn.Linear(config.hidden_size, n) for n in classes)
-    if masks is not None:
-        heads.append(torch.nn.Linear(config.hidden_size, config.patch_size ** 2))
-        patch_masks = _patch_masks(masks, config.patch_size)
+    outline = _MaskHead(config.hidden_size, masks, config.patch_size) if masks is not None else None
     inputs = processor_pixels(pixels, image_processor)
 
     def loss(step: int) -> torch.Tensor:
         rows = _rows(len(labels), batch, seed, step)
-        tokens = model(pixel_values=inputs[rows]).last_hidden_state
-        attributes = _attribute_loss(heads[:len(classes)], tokens[:, 0], labels[rows])
-        if masks is None:
-            return attributes
-        return attributes + torch.nn.functional.binary_cross_entropy_with_logits(
-            heads[-1](tokens[:, 1:]), patch_masks[rows])
+        tokens = tower(pixel_values=inputs[rows]).last_hidden_state
+        attributes = _attribute_loss(heads, tokens[:, 0], labels[rows])
+        return attributes if outline is None else attributes + outline.loss(tokens, rows)
 
-    return Job({"model": model, "heads": heads}, loss, steps, 1e-3, weight_decay=0.05)
+    modules = {"model": tower, "heads": heads} | ({"outline": outline} if outline is not None else {})
+    return Job(modules, loss, steps, 1e-3, weight_decay=0.05)
+
+
+class _MaskHead(torch.nn.Module):
+    """Per-patch mask supervision for a ViT: a linear map from each patch token to its patch's
+    mask pixels, scored by binary cross-entropy (checkpointed with the job, not exported)."""
+
+    def __init__(self, width: int, masks: torch.Tensor, patch: int):
+        super().__init__()
+        self.head = torch.nn.Linear(width, patch * patch)
+        self.register_buffer("targets", _patch_masks(masks, patch), persistent=False)
+
+    def loss(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """`tokens` (B, 1 + G*G, D), CLS first, for the renders `rows`."""
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.head(tokens[:, 1:]), self.targets[rows])
 
 
 def _patch_masks(masks: torch.Tensor, patch: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from transformers import (BlipConfig, BlipProcessor, CLIPConfig, CLIPModel, CLIP
 
 from model import pixel_base
 from model.fit import Job
-from model.role_training import captioner_job, clip_job, identity_vit_job, oracle_job, segmentation_job
+from model.role_training import captioner_job, clip_job, identity_vit_job, oracle_job, segmentation_job, tower_job
 from model.tiny import RECIPES as TINY_RECIPES
 from model.tiny import ensure_built
 from tamer.synth import FORMAT_VERSION
@@ -52,13 +52,20 @@ class Recipe:
     clip_steps: int = 800
     clip_batch: int = 128
     clip_caption_variants: int = 8
+    # A first phase that trains the image tower alone on every label and the masks
+    # (`model.role_training.tower_job`); 0 = none
+    clip_tower_steps: int = 6000
+    clip_tower_batch: int = 64
     captioner_steps: int = 600
     captioner_batch: int = 32
     captioner_width: int = 64
+    captioner_tower_steps: int = 6000  # as `clip_tower_steps`, for BLIP's vision model
+    captioner_tower_batch: int = 64
     segmentation_steps: int = 600
     segmentation_batch: int = 32
-    dino_steps: int = 1000
+    dino_steps: int = 6000
     dino_batch: int = 64
+    dino_masks: bool = True  # per-patch mask supervision beside the identity labels
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
@@ -102,9 +109,10 @@ _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("capti
 FULL = Recipe()
 # Every role runs, nothing is trained to quality: what the test suite runs (seconds per role).
 SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8, clip_steps=6, clip_batch=8,
-               clip_caption_variants=2, captioner_steps=4, captioner_batch=4, captioner_width=16,
-               segmentation_steps=4, segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8,
-               base_views=2, held_out=2, base_steps=6, base_batch=4, checkpoint_every=3)
+               clip_caption_variants=2, clip_tower_steps=4, clip_tower_batch=4, captioner_steps=4, captioner_batch=4,
+               captioner_width=16, captioner_tower_steps=4, captioner_tower_batch=4, segmentation_steps=4,
+               segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8, base_views=2, held_out=2,
+               base_steps=6, base_batch=4, checkpoint_every=3)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
 
@@ -181,6 +189,22 @@ def clip_captions(data: Renders, r: Recipe) -> list[list[str]]:
     return [caption_variants(data.identity(i), data.scenes[i], r.clip_caption_variants, rng) for i in range(len(data))]
 
 
+def role_jobs(role: str, r: Recipe, out: Path) -> list[Job]:
+    """The jobs that train `role`, run in order on one model: the image tower alone first where
+    the recipe gives it steps (`clip_tower_steps`, `captioner_tower_steps`), then `role_job`,
+    whose modules are exported."""
+    main = role_job(role, r, out)
+    steps, batch = {"clip": (r.clip_tower_steps, r.clip_tower_batch),
+                    "captioner": (r.captioner_tower_steps, r.captioner_tower_batch)}.get(role, (0, 0))
+    if not steps:
+        return [main]
+    data = world(r)
+    processor = clip_processor(r.size) if role == "clip" else captioner_processor(r.size)
+    tower = tower_job(main.modules["model"].vision_model, processor.image_processor, data.pixels, data.labels,
+                      [len(VOCAB[key]) for key in KEYS], steps, batch, r.seed, data.masks)
+    return [tower, main]
+
+
 def role_job(role: str, r: Recipe, out: Path) -> Job:
     """The job that trains `role` (the base reads `out/clip`, written before it)."""
     if role == "oracle":
@@ -203,7 +227,8 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
         data = world(r)
         columns = [KEYS.index(key) for key in IDENTITY_KEYS]
         return identity_vit_job(dino_config(r.size), dino_processor(r.size), data.pixels, data.labels[:, columns],
-                                [len(VOCAB[key]) for key in IDENTITY_KEYS], r.dino_steps, r.dino_batch, r.seed)
+                                [len(VOCAB[key]) for key in IDENTITY_KEYS], r.dino_steps, r.dino_batch, r.seed,
+                                masks=data.masks if r.dino_masks else None)
     if role == "base":
         data = base_world(r)
         clip = CLIPModel.from_pretrained(out / "clip", use_safetensors=True)

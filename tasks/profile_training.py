@@ -85,24 +85,28 @@ def roles_loop(loop: dict) -> None:
 
 
 def _train_and_export(out: Path, role: str, r: Recipe) -> None:
-    """Build the role's job, resume from its newest checkpoint, fit, export, mark done."""
+    """Build the role's jobs, resume each from its newest checkpoint, fit, export, mark done.
+    A tower phase checkpoints under `<role>/tower`, the role's own job under `<role>`."""
     import ray.train
 
     from model.fit import newest_checkpoint, run
 
-    job = profile_roles.role_job(role, r, out)
+    jobs = profile_roles.role_jobs(role, r, out)
     root = out / CHECKPOINTS / role
-    _forget_other_recipes(root, r.fingerprint(role))
-    resume = newest_checkpoint(root)
-    started = time.perf_counter()
+    roots = [root / "tower"] * (len(jobs) - 1) + [root]
+    started, seconds, resumed = time.perf_counter(), 0.0, 0
 
     def reported(done: int, folder: Path) -> None:
         ray.train.report({"role": role, "step": done, "checkpoint": str(folder)})
 
-    seconds = run(job, resume_from=resume, checkpoint_every=r.checkpoint_every, checkpoint_root=root,
-                  on_checkpoint=reported)
-    profile_roles.export_role(role, job, r, out)
-    record = {"role": role, "steps": job.steps, "resumed_from": _step_of(resume), "train_s": seconds,
+    for job, where in zip(jobs, roots):
+        _forget_other_recipes(where, r.fingerprint(role))
+        resume = newest_checkpoint(where)
+        resumed += _step_of(resume)
+        seconds += run(job, resume_from=resume, checkpoint_every=r.checkpoint_every, checkpoint_root=where,
+                       on_checkpoint=reported)
+    profile_roles.export_role(role, jobs[-1], r, out)
+    record = {"role": role, "steps": sum(job.steps for job in jobs), "resumed_from": resumed, "train_s": seconds,
               "wall_s": time.perf_counter() - started, "recipe_fingerprint": r.fingerprint(role),
               "folders": list(ROLE_FOLDERS[role])}
     (root / DONE).write_text(json.dumps(record, indent=2))

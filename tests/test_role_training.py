@@ -4,8 +4,10 @@ on real synth renders, and load back through from_pretrained."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
-from transformers import BlipForConditionalGeneration, BlipProcessor, SegformerConfig, SegformerImageProcessor
+from transformers import (BlipForConditionalGeneration, BlipProcessor, SegformerConfig, SegformerImageProcessor,
+                          ViTImageProcessor)
 
 from model.captioning import Captioner
 from model.role_training import processor_pixels, train_captioner, train_segmentation
@@ -88,18 +90,25 @@ def test_mask_supervision_reads_each_patch_in_the_vits_token_order():
         assert int(seen.argmax()) == token and seen.sum() == 1
 
 
-def test_mask_supervision_adds_a_head_and_trains_the_tokens_on_the_outline():
-    from model.role_training import identity_vit_job
+@pytest.mark.parametrize("tower", ["vit", "clip", "blip"])
+def test_a_tower_job_adds_a_mask_head_and_trains_the_tokens_on_the_outline(tower):
+    """The same supervised tower phase for the `dino` ViT and for CLIP's and BLIP's vision models."""
+    from transformers import BlipVisionConfig, BlipVisionModel, CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
+
     from model.fit import run
-    from transformers import ViTConfig, ViTImageProcessor
+    from model.role_training import tower_job
 
     pixels, masks, owners, _ = _renders(6, 2)
-    config = ViTConfig(image_size=SIZE, patch_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=2)
+    shape = dict(image_size=SIZE, patch_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2)
+    torch.manual_seed(0)
+    model = {"vit": lambda: ViTModel(ViTConfig(**shape)),
+             "clip": lambda: CLIPVisionModel(CLIPVisionConfig(**shape)).vision_model,
+             "blip": lambda: BlipVisionModel(BlipVisionConfig(**shape))}[tower]()
     processor = ViTImageProcessor(size={"height": SIZE, "width": SIZE})
-    plain = identity_vit_job(config, processor, pixels, owners[:, None], [6], 2, 4, 0)
-    job = identity_vit_job(config, processor, pixels, owners[:, None], [6], 60, 8, 0, masks=masks)
-    assert len(job.modules["heads"]) == len(plain.modules["heads"]) + 1
+    plain = tower_job(model, processor, pixels, owners[:, None], [6], 2, 4, 0)
+    job = tower_job(model, processor, pixels, owners[:, None], [6], 60, 8, 0, masks=masks)
+    assert "outline" in job.modules and "outline" not in plain.modules  # checkpointed with the job
     first = float(job.loss(0))
     run(job)
     assert float(job.loss(0)) < first - 0.3  # attribute + mask loss on the same batch fell

@@ -68,6 +68,30 @@ def test_an_interrupted_role_resumes_from_its_checkpoint_to_the_same_weights(smo
     assert all(torch.equal(original[k], resumed[k]) for k in original)
 
 
+def test_a_role_interrupted_in_its_tower_phase_resumes_there_to_the_same_weights(smoke_profile, tmp_path):
+    """CLIP trains its image tower alone first (`clip_tower_steps`, checkpoints under
+    `clip/tower`): killed there, the re-run resumes the tower phase, then trains the whole model
+    and ends with the uninterrupted run's weights."""
+    out, _ = smoke_profile
+    copy = tmp_path / "profile"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("_ray"))
+    r = recipe("smoke")
+    clip = copy / profile_training.CHECKPOINTS / "clip"
+    tower = sorted((clip / "tower").glob("step_*"))
+    assert [int(s.name.removeprefix("step_")) for s in tower] == [r.checkpoint_every, r.clip_tower_steps]
+    shutil.rmtree(tower[-1])
+    for folder in clip.glob("step_*"):
+        shutil.rmtree(folder)
+    (clip / profile_training.DONE).unlink()
+    shutil.rmtree(copy / "clip")
+    record = profile_training.train_role(copy, "clip", r, threads=1)
+    assert record["resumed_from"] == r.checkpoint_every
+    assert record["steps"] == r.clip_tower_steps + r.clip_steps
+    original, resumed = (load_file(folder / "clip" / "model.safetensors") for folder in (out, copy))
+    assert original.keys() == resumed.keys()
+    assert all(torch.equal(original[k], resumed[k]) for k in original)
+
+
 def test_a_folder_of_another_recipe_is_refused(smoke_profile):
     out, _ = smoke_profile
     with pytest.raises(profile_training.RecipeMismatch, match="another recipe"):
