@@ -47,6 +47,9 @@ class Job:
     clip_norm: float | None = None
     ema_decay: float | None = None  # diffusers' EMAModel with warm-up over every trained weight
     extra_parameters: list[torch.nn.Parameter] = field(default_factory=list)  # e.g. heads not saved
+    # Parts of `modules` this job keeps as they are (a tower an earlier job trained): `run`
+    # turns their gradients off when it starts, not before, so that earlier job still trains them.
+    frozen: tuple[torch.nn.Module, ...] = ()
 
     def parameters(self) -> list[torch.nn.Parameter]:
         owned = [p for module in self.modules.values() for p in module.parameters()]
@@ -66,6 +69,8 @@ def run(job: Job, *, on_step: Callable[[int, object], None] | None = None,
     """
     from diffusers.training_utils import EMAModel
 
+    for module in job.frozen:
+        module.requires_grad_(False)
     parameters = job.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=job.lr, weight_decay=job.weight_decay)
     if job.schedule == "one_cycle":

@@ -120,9 +120,14 @@ def train_clip(*args, **kwargs) -> tuple[CLIPModel, float]:
 
 
 def captioner_job(config: BlipConfig, processor, pixels: torch.Tensor, captions: Sequence[str], steps: int,
-                  batch: int, lr: float, seed: int) -> Job:
+                  batch: int, lr: float, seed: int, freeze_vision: bool = False) -> Job:
     """Teacher-forced captioning loss. The first token is BLIP's [DEC] (bos), as at generation
-    time (`generate` starts from it); padding is ignored by the loss."""
+    time (`generate` starts from it); padding is ignored by the loss.
+
+    `freeze_vision`: the vision model keeps the weights a tower phase gave it (`tower_job`).
+    After 6,000 tower steps, 600 captioning steps with it frozen named the primary colour in
+    0.67 of fresh captions and the shape in 0.17, against 0.42 and 0.105 with it trained on:
+    the captioning loss at this learning rate wore down what the tower had learned."""
     torch.manual_seed(seed)
     model = BlipForConditionalGeneration(config).train()
     sincos_positions_(model.vision_model.embeddings.position_embedding)
@@ -138,7 +143,7 @@ def captioner_job(config: BlipConfig, processor, pixels: torch.Tensor, captions:
         return model(pixel_values=inputs[rows], input_ids=ids[rows],
                      attention_mask=tokens.attention_mask[rows], labels=labels[rows]).loss
 
-    return Job({"model": model}, loss, steps, lr)
+    return Job({"model": model}, loss, steps, lr, frozen=(model.vision_model,) if freeze_vision else ())
 
 
 def train_captioner(*args, **kwargs) -> tuple[BlipForConditionalGeneration, float]:

@@ -61,6 +61,7 @@ class Recipe:
     captioner_width: int = 64
     captioner_tower_steps: int = 6000  # as `clip_tower_steps`, for BLIP's vision model
     captioner_tower_batch: int = 64
+    captioner_freeze_tower: bool = True  # captioning leaves the tower phase's vision model as it is
     segmentation_steps: int = 600
     segmentation_batch: int = 32
     dino_steps: int = 6000
@@ -218,7 +219,8 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
     if role == "captioner":
         data = world(r)
         return captioner_job(captioner_config(r.size, r.captioner_width), captioner_processor(r.size), data.pixels,
-                             captions_of(data), r.captioner_steps, r.captioner_batch, 3e-3, r.seed)
+                             captions_of(data), r.captioner_steps, r.captioner_batch, 3e-3, r.seed,
+                             freeze_vision=r.captioner_freeze_tower)
     if role == "segmentation":
         data = world(r)
         return segmentation_job(_segmentation_config(), _segmentation_processor(r.size), data.pixels, data.masks,

@@ -112,3 +112,30 @@ def test_a_tower_job_adds_a_mask_head_and_trains_the_tokens_on_the_outline(tower
     first = float(job.loss(0))
     run(job)
     assert float(job.loss(0)) < first - 0.3  # attribute + mask loss on the same batch fell
+
+
+def test_a_frozen_vision_model_keeps_its_tower_phase_weights_while_the_decoder_learns():
+    """`captioner_job(freeze_vision=True)` after a tower phase on the same model: the tower
+    phase trains the vision model; the captioning job leaves it exactly as that phase left it
+    and trains the text decoder."""
+    from model.fit import run
+    from model.role_training import captioner_job, tower_job
+
+    pixels, masks, owners, captions = _renders(4, 1)
+    source = ensure_built("captioner")
+    processor = BlipProcessor.from_pretrained(source)
+    config = BlipForConditionalGeneration.from_pretrained(source).config
+    job = captioner_job(config, processor, pixels, captions, steps=5, batch=4, lr=3e-3, seed=0, freeze_vision=True)
+    model = job.modules["model"]
+    tower = tower_job(model.vision_model, processor.image_processor, pixels, owners[:, None], [4], 5, 4, 0, masks)
+
+    def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {name: value.clone() for name, value in module.state_dict().items()}
+
+    initial_vision = weights(model.vision_model)
+    run(tower)
+    after_tower, decoder = weights(model.vision_model), weights(model.text_decoder)
+    assert any(not torch.equal(initial_vision[k], after_tower[k]) for k in after_tower)
+    run(job)
+    assert all(torch.equal(after_tower[k], v) for k, v in weights(model.vision_model).items())
+    assert any(not torch.equal(decoder[k], v) for k, v in weights(model.text_decoder).items())
