@@ -213,16 +213,17 @@ def test_invalid_profile_fails_naming_the_field(tmp_path, edit, field):
 
 
 def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own():
-    """The synth base is sampled at its 2.0 and its near-duplicates cut at 0.995 unless a run
-    sets them; the others keep SD's 7.5 and 0.97."""
+    """The synth base is sampled at its 2.0 and its near-duplicates cut at the cosine its
+    measures use (0.93) unless a run sets them; the others keep SD's 7.5 and 0.97."""
     from tamer.config import load_config
+    from tasks.profile_measures import NEAR_DUPLICATE
 
     assert load_config().eval.guidance_scale is None
     assert load_profile("synth").text_guidance(None) == 2.0
     assert load_profile("tiny").text_guidance(None) == 7.5
     assert load_profile("synth").text_guidance(4.0) == 4.0
     assert load_config().embed.near_duplicate_threshold is None
-    assert load_profile("synth").duplicate_threshold(None) == 0.995
+    assert load_profile("synth").duplicate_threshold(None) == NEAR_DUPLICATE != 0.97
     assert load_profile("tiny").duplicate_threshold(None) == 0.97
 
 
