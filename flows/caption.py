@@ -35,7 +35,11 @@ def caption(config: TamerConfig) -> dict:
 def caption_flow(root: str | None = None, config_file: str | None = None,
                  overrides: dict[str, Any] | None = None) -> dict:
     """`overrides` are dotted keys ({"caption.batch_size": 8, "profile": "tiny"})."""
-    config = load_config(config_file, root=root, **(overrides or {}))
+    return caption_stage(load_config(config_file, root=root, **(overrides or {})))
+
+
+def caption_stage(config: TamerConfig) -> dict:
+    """The stage's tasks, in the calling flow (`caption_flow`, or the pipeline's own run)."""
     check_models(config.profile)
     report = caption(config)
     refresh_catalog(config.root)

@@ -58,7 +58,11 @@ def pairs(c: TamerConfig) -> dict:
 def embed_flow(root: str | None = None, config_file: str | None = None,
                overrides: dict[str, Any] | None = None) -> dict:
     """`overrides` are dotted keys ({"embed.executor": "local", "profile": "tiny"})."""
-    config = load_config(config_file, root=root, **(overrides or {}))
+    return embed_stage(load_config(config_file, root=root, **(overrides or {})))
+
+
+def embed_stage(config: TamerConfig) -> dict:
+    """The stage's tasks, in the calling flow (`embed_flow`, or the pipeline's own run)."""
     report = {"embed": embed(config)}
     report["index"] = build_index(config)
     report["near_duplicates"] = near_duplicates(config)

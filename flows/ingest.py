@@ -38,11 +38,15 @@ def announce(root: str) -> dict | None:
     return announce_dataset_committed(root)
 
 
+def ingest_stage(source: str, config: TamerConfig) -> dict:
+    """The stage's tasks, in the calling flow (`ingest_flow`, or the pipeline's own run)."""
+    report = ingest(source, config)
+    refresh_catalog(config.root)
+    return report | {"announced": announce(config.root)}
+
+
 @flow(name="ingest", log_prints=True)
 def ingest_flow(source: str, root: str | None = None, config_file: str | None = None,
                 overrides: dict[str, Any] | None = None) -> dict:
     """`overrides` are dotted keys ({"ingest.executor": "local"}), as every flow takes them."""
-    config = load_config(config_file, root=root, **(overrides or {}))
-    report = ingest(source, config)
-    refresh_catalog(config.root)
-    return report | {"announced": announce(config.root)}
+    return ingest_stage(source, load_config(config_file, root=root, **(overrides or {})))

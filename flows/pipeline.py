@@ -1,9 +1,13 @@
-"""The main job, `pipeline`: every stage is its own flow, run in order, each incremental.
+"""The main job, `pipeline`: the stages in order, each incremental.
 
 1. sample data (synth) when no source is given   2. ingest   3. caption
 4. embed / index / near-duplicates / pairs       5. train (skipped when a completed run
 already trained on this dataset version)         6. evaluate + report (skipped when that
 run already has an evaluation)
+The data stages (2-4) run their tasks in the pipeline's own flow run: as subflows each paid
+about 0.3 s of Prefect (a flow run and its tracking task run through the API), which was a
+third of a small scheduled update's data time (`benchmarks/incremental_cost.py`). Training and
+evaluation, minutes long, stay flows of their own (subflows here) with their own run pages.
 Training policy on new data: a new run from the base weights on the new version (stated in
 the summary); the previous runs stay in the registry.
 """
@@ -16,10 +20,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.caption import caption_flow
-from flows.embed import embed_flow
+from flows.caption import caption_stage
+from flows.embed import embed_stage
 from flows.evaluate import evaluate_flow
-from flows.ingest import ingest_flow
+from flows.ingest import ingest_stage
 from flows.stages import run_stage
 from flows.train import train_flow
 from model.profiles import shared_roles
@@ -51,19 +55,19 @@ def evaluated_report(root: str, run_id: str) -> str | None:
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(data: str | None = None, root: str | None = None,
                   config_file: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
-    """`overrides` are dotted keys ({"profile": "tiny"}), passed on to every stage's flow."""
+    """`overrides` are dotted keys ({"profile": "tiny"}), passed on to every stage."""
     config = load_config(config_file, root=root, **(overrides or {}))
     root, stage = config.root, {"root": config.root, "config_file": config_file, "overrides": overrides}
     clock = _StageClock()
     source = data or synthesize_sample(root, config.synth)
     with shared_roles():  # small updates run in this process: caption's CLIP is embed's
-        summary: dict = {"ingest": clock("ingest", ingest_flow, source, **stage)}
-        summary["caption"] = clock("caption", caption_flow, **stage)
-        summary["embed"] = clock("embed", embed_flow, **stage)
+        summary: dict = {"ingest": clock("ingest", ingest_stage, source, config)}
+        summary["caption"] = clock("caption", caption_stage, config)
+        summary["embed"] = clock("embed", embed_stage, config)
 
     run = trained_run(root)
     if run is None:
-        report = clock("train", train_flow, **stage)
+        report = clock("train", run_stage, train_flow, **stage)
         summary["train"] = {"policy": "trained a new run on this dataset version", **report}
         run_id, pipeline_uri = report["run_id"], report["pipeline_uri"]
     else:
@@ -73,7 +77,7 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
 
     report_path = evaluated_report(root, run_id)
     if report_path is None:
-        evaluation = clock("evaluate", evaluate_flow, run_id=run_id, **stage)
+        evaluation = clock("evaluate", run_stage, evaluate_flow, run_id=run_id, **stage)
         summary["evaluate"] = {"policy": "evaluated the run", **evaluation}
         report_path = evaluation["report"]
     else:
@@ -91,8 +95,7 @@ def pipeline_flow(data: str | None = None, root: str | None = None,
 
 
 class _StageClock:
-    """Runs a stage flow (`run_stage`) and keeps its wall time, so every run reports where its
-    time went."""
+    """Runs a stage and keeps its wall time, so every run reports where its time went."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -100,6 +103,6 @@ class _StageClock:
     def __call__(self, stage: str, function, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return run_stage(function, *args, **kwargs)
+            return function(*args, **kwargs)
         finally:
             self.seconds[stage] = round(time.perf_counter() - start, 2)

@@ -20,10 +20,9 @@ from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.caption import caption_flow
-from flows.embed import embed_flow
+from flows.caption import caption_stage
+from flows.embed import embed_stage
 from flows.events import emit_retrain_requested
-from flows.stages import run_stage
 from model.profiles import shared_roles
 from storage.shards import ShardStore
 from tamer.config import TamerConfig, load_config
@@ -81,7 +80,7 @@ def refresh_flow(root: str | None = None, config_file: str | None = None,
     """`overrides` are dotted keys, passed on to every stage."""
     config = load_config(config_file, root=root, **(overrides or {}))
     with shared_roles():  # caption's CLIP is embed's when the new data is embedded in this process
-        captions = run_stage(caption_flow, config.root, config_file, overrides)
-        embeddings = run_stage(embed_flow, config.root, config_file, overrides)
+        captions = caption_stage(config)
+        embeddings = embed_stage(config)
     gate = retrain_gate(config, config_file, overrides)
     return {"caption": captions, "embed": embeddings, "retrain_gate": gate}
