@@ -63,8 +63,10 @@ def _knn(r: dict) -> tuple[str, str]:
 
 def _stats(r: dict) -> tuple[str, str]:
     rows = min(r["rows"].values())
+    whole = r["seconds"].get("whole_stats")
     return (f"{rows:,}+ rows in each of {len(r['rows'])} tables; slowest {r['slowest']} "
-            f"{spread(r['seconds'][r['slowest']], 's')}", "each < 1 s")
+            f"{spread(r['seconds'][r['slowest']], 's')}"
+            + (f"; all of `tamer stats` {spread(whole, 's')}" if whole else ""), "each < 1 s")
 
 
 def _incremental(r: dict) -> tuple[str, str]:

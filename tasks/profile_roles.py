@@ -190,6 +190,11 @@ def clip_captions(data: Renders, r: Recipe) -> list[list[str]]:
     return [caption_variants(data.identity(i), data.scenes[i], r.clip_caption_variants, rng) for i in range(len(data))]
 
 
+def _classes(keys: tuple[str, ...]) -> list[int]:
+    """How many values each label column takes (the heads' widths)."""
+    return [len(VOCAB[key]) for key in keys]
+
+
 def role_jobs(role: str, r: Recipe, out: Path) -> list[Job]:
     """The jobs that train `role`, run in order on one model: the image tower alone first where
     the recipe gives it steps (`clip_tower_steps`, `captioner_tower_steps`), then `role_job`,
@@ -202,7 +207,7 @@ def role_jobs(role: str, r: Recipe, out: Path) -> list[Job]:
     data = world(r)
     processor = clip_processor(r.size) if role == "clip" else captioner_processor(r.size)
     tower = tower_job(main.modules["model"].vision_model, processor.image_processor, data.pixels, data.labels,
-                      [len(VOCAB[key]) for key in KEYS], steps, batch, r.seed, data.masks)
+                      _classes(KEYS), steps, batch, r.seed, data.masks)
     return [tower, main]
 
 
@@ -215,7 +220,7 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
     if role == "clip":
         data = world(r)
         return clip_job(clip_config(r.size), clip_processor(r.size), data.pixels, clip_captions(data, r), data.labels,
-                        [len(VOCAB[key]) for key in KEYS], r.clip_steps, r.clip_batch, r.seed)
+                        _classes(KEYS), r.clip_steps, r.clip_batch, r.seed)
     if role == "captioner":
         data = world(r)
         return captioner_job(captioner_config(r.size, r.captioner_width), captioner_processor(r.size), data.pixels,
@@ -229,7 +234,7 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
         data = world(r)
         columns = [KEYS.index(key) for key in IDENTITY_KEYS]
         return identity_vit_job(dino_config(r.size), dino_processor(r.size), data.pixels, data.labels[:, columns],
-                                [len(VOCAB[key]) for key in IDENTITY_KEYS], r.dino_steps, r.dino_batch, r.seed,
+                                _classes(IDENTITY_KEYS), r.dino_steps, r.dino_batch, r.seed,
                                 masks=data.masks if r.dino_masks else None)
     if role == "base":
         data = base_world(r)
