@@ -51,6 +51,10 @@ class Recipe:
     oracle_width: int = 24
     clip_steps: int = 800
     clip_batch: int = 128
+    # Width of the ViT image towers (CLIP's, the captioner's, dino's). At 64 (v7) a CLIP tower
+    # phase of 6,000 steps read held-out shape 0.53, at 128 0.74, 6 layers of 64: 0.64
+    # (README, "Tower width").
+    clip_vision_width: int = 64
     clip_caption_variants: int = 8
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none
@@ -62,11 +66,13 @@ class Recipe:
     captioner_tower_steps: int = 6000  # as `clip_tower_steps`, for BLIP's vision model
     captioner_tower_batch: int = 64
     captioner_freeze_tower: bool = True  # captioning leaves the tower phase's vision model as it is
+    captioner_vision_width: int = 64  # its text keeps `captioner_width`
     segmentation_steps: int = 600
     segmentation_batch: int = 32
     dino_steps: int = 6000
     dino_batch: int = 64
     dino_masks: bool = True  # per-patch mask supervision beside the identity labels
+    dino_width: int = 64
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
@@ -94,7 +100,8 @@ class Recipe:
         """What decides the trained weights besides the code: the recipe (or, for one role, the
         fields that role reads, so a new base budget keeps the finished oracle) and the synth
         format. `checkpoint_every` never counts: a resumed run reaches the same weights."""
-        fields = {k: v for k, v in asdict(self).items() if k != "checkpoint_every"}
+        fields = {k: v for k, v in asdict(self).items()
+                  if k != "checkpoint_every" and not (k in _NEUTRAL and _NEUTRAL[k] == v)}
         if role is not None:
             fields = {k: v for k, v in fields.items() if k in _SHARED_FIELDS or k.startswith(_ROLE_FIELDS[role])}
         blob = json.dumps({"recipe": fields, "synth_format": FORMAT_VERSION}, sort_keys=True)
@@ -102,6 +109,10 @@ class Recipe:
 
 
 _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"}
+# Fields added after a profile shipped, at the value that reproduces it (what the code did
+# before the field existed): at that value they stay out of the fingerprint, so the shipped
+# profile still matches its recipe.
+_NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -137,10 +148,10 @@ def base_world(r: Recipe) -> Renders:
     return render_views(train, r.base_views, r.size, r.seed + 3, r.base_scene())
 
 
-def clip_config(size: int) -> CLIPConfig:
+def clip_config(size: int, vision_width: int = 64) -> CLIPConfig:
     """Small enough for minutes of CPU training; the text width is also the UNet's
     cross-attention width, since the base's text encoder starts from this text tower."""
-    vision = dict(image_size=size, patch_size=4, hidden_size=64, intermediate_size=128,
+    vision = dict(image_size=size, patch_size=4, hidden_size=vision_width, intermediate_size=2 * vision_width,
                   num_hidden_layers=3, num_attention_heads=4)
     text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                 max_position_embeddings=77)
@@ -155,19 +166,24 @@ def clip_processor(size: int) -> CLIPProcessor:
     return processor
 
 
-def captioner_config(size: int, width: int) -> BlipConfig:
-    """BLIP with the tiny captioner's tokenizer (BERT WordPiece + [DEC]) at `width`: the tiny
-    width of 32 learned the language and the background in 600 steps but not the object."""
+def captioner_config(size: int, width: int, vision_width: int | None = None) -> BlipConfig:
+    """BLIP with the tiny captioner's tokenizer (BERT WordPiece + [DEC]) at `width` (the
+    vision model at `vision_width`, default the same): the tiny width of 32 learned the
+    language and the background in 600 steps but not the object."""
     text = BlipConfig.from_pretrained(ensure_built("captioner")).text_config.to_dict()
-    shape = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3, num_attention_heads=4)
-    return BlipConfig(text_config={**text, **shape}, vision_config=dict(image_size=size, patch_size=4, **shape),
+
+    def shape(hidden: int) -> dict:
+        return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3, num_attention_heads=4)
+
+    return BlipConfig(text_config={**text, **shape(width)},
+                      vision_config=dict(image_size=size, patch_size=4, **shape(vision_width or width)),
                       projection_dim=width)
 
 
-def dino_config(size: int) -> ViTConfig:
-    """ViT-S/16's shape scaled to 32 px renders: 4 px patches, 4 layers of width 64."""
-    return ViTConfig(image_size=size, patch_size=4, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                     num_attention_heads=4)
+def dino_config(size: int, width: int = 64) -> ViTConfig:
+    """ViT-S/16's shape scaled to 32 px renders: 4 px patches, 4 layers of `width`."""
+    return ViTConfig(image_size=size, patch_size=4, hidden_size=width, intermediate_size=2 * width,
+                     num_hidden_layers=4, num_attention_heads=4)
 
 
 def captioner_processor(size: int) -> BlipProcessor:
@@ -219,13 +235,13 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
                           r.oracle_batch, r.seed, r.oracle_width)
     if role == "clip":
         data = world(r)
-        return clip_job(clip_config(r.size), clip_processor(r.size), data.pixels, clip_captions(data, r), data.labels,
-                        _classes(KEYS), r.clip_steps, r.clip_batch, r.seed)
+        return clip_job(clip_config(r.size, r.clip_vision_width), clip_processor(r.size), data.pixels,
+                        clip_captions(data, r), data.labels, _classes(KEYS), r.clip_steps, r.clip_batch, r.seed)
     if role == "captioner":
         data = world(r)
-        return captioner_job(captioner_config(r.size, r.captioner_width), captioner_processor(r.size), data.pixels,
-                             captions_of(data), r.captioner_steps, r.captioner_batch, 3e-3, r.seed,
-                             freeze_vision=r.captioner_freeze_tower)
+        return captioner_job(captioner_config(r.size, r.captioner_width, r.captioner_vision_width),
+                             captioner_processor(r.size), data.pixels, captions_of(data), r.captioner_steps,
+                             r.captioner_batch, 3e-3, r.seed, freeze_vision=r.captioner_freeze_tower)
     if role == "segmentation":
         data = world(r)
         return segmentation_job(_segmentation_config(), _segmentation_processor(r.size), data.pixels, data.masks,
@@ -233,8 +249,8 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
     if role == "dino":
         data = world(r)
         columns = [KEYS.index(key) for key in IDENTITY_KEYS]
-        return identity_vit_job(dino_config(r.size), dino_processor(r.size), data.pixels, data.labels[:, columns],
-                                _classes(IDENTITY_KEYS), r.dino_steps, r.dino_batch, r.seed,
+        return identity_vit_job(dino_config(r.size, r.dino_width), dino_processor(r.size), data.pixels,
+                                data.labels[:, columns], _classes(IDENTITY_KEYS), r.dino_steps, r.dino_batch, r.seed,
                                 masks=data.masks if r.dino_masks else None)
     if role == "base":
         data = base_world(r)

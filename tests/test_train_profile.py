@@ -135,6 +135,30 @@ def test_a_role_fingerprint_covers_only_what_that_role_reads():
     assert replace(r, clip_steps=r.clip_steps + 1).fingerprint("base") != r.fingerprint("base")
     assert all(replace(r, seed=1).fingerprint(role) != r.fingerprint(role) for role in ROLE_ORDER)
     assert replace(r, checkpoint_every=1).fingerprint() == r.fingerprint()
+    wider = replace(r, clip_vision_width=32)
+    assert wider.fingerprint("clip") != r.fingerprint("clip") and wider.fingerprint("base") != r.fingerprint("base")
+    assert wider.fingerprint("dino") == r.fingerprint("dino")
+
+
+def test_tower_widths_are_recipe_fields(tmp_path):
+    """The width knobs build the towers they name (the captioner's text keeps its own width).
+    At the value the code had before they existed they stay out of the fingerprint: the shipped
+    profile's provenance test (tests/test_profiles.py) holds the full recipe to the fingerprint
+    it was trained at."""
+    from dataclasses import asdict, replace
+
+    from tasks.profile_roles import _NEUTRAL, role_job
+
+    r = replace(recipe("smoke"), clip_vision_width=32, captioner_vision_width=48, dino_width=16)
+    jobs = {role: role_job(role, r, tmp_path) for role in ("clip", "captioner", "dino")}
+    assert all(torch.isfinite(job.loss(0)) for job in jobs.values())  # the widths fit together
+    clip, captioner, dino = (job.modules["model"] for job in jobs.values())
+    assert clip.vision_model.config.hidden_size == 32 and clip.text_model.config.hidden_size == 64
+    assert captioner.vision_model.config.hidden_size == 48
+    assert captioner.text_decoder.config.hidden_size == r.captioner_width
+    assert captioner.text_decoder.config.encoder_hidden_size == 48  # cross-attention reads the wider tower
+    assert dino.config.hidden_size == 16
+    assert set(_NEUTRAL) <= set(asdict(r))
 
 
 def test_the_base_draws_in_the_studio_with_every_background():
