@@ -1,4 +1,4 @@
-"""Stage flows run inside a parent flow (the pipeline, the refresh)."""
+"""Stage flows that run inside a parent flow as subflows (the pipeline's training and evaluation)."""
 
 from __future__ import annotations
 
