@@ -66,13 +66,13 @@ class Recipe:
     captioner_tower_steps: int = 6000  # as `clip_tower_steps`, for BLIP's vision model
     captioner_tower_batch: int = 64
     captioner_freeze_tower: bool = True  # captioning leaves the tower phase's vision model as it is
-    captioner_vision_width: int = 64  # its text keeps `captioner_width`
+    captioner_vision_width: int = 128  # its text keeps `captioner_width`
     segmentation_steps: int = 600
     segmentation_batch: int = 32
     dino_steps: int = 6000
     dino_batch: int = 64
     dino_masks: bool = True  # per-patch mask supervision beside the identity labels
-    dino_width: int = 64
+    dino_width: int = 128
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
