@@ -151,11 +151,14 @@ def base_world(r: Recipe) -> Renders:
 def clip_config(size: int, vision_width: int = 64) -> CLIPConfig:
     """Small enough for minutes of CPU training; the text width is also the UNet's
     cross-attention width, since the base's text encoder starts from this text tower."""
-    vision = dict(image_size=size, patch_size=4, hidden_size=vision_width, intermediate_size=2 * vision_width,
-                  num_hidden_layers=3, num_attention_heads=4)
-    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                max_position_embeddings=77)
+    vision = dict(image_size=size, patch_size=4, **_transformer(vision_width))
+    text = dict(max_position_embeddings=77, **_transformer(64))
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def _transformer(width: int, layers: int = 3) -> dict:
+    """The shape every small transformer here shares: MLP twice the width, 4 heads."""
+    return dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4)
 
 
 def clip_processor(size: int) -> CLIPProcessor:
@@ -171,19 +174,14 @@ def captioner_config(size: int, width: int, vision_width: int | None = None) -> 
     vision model at `vision_width`, default the same): the tiny width of 32 learned the
     language and the background in 600 steps but not the object."""
     text = BlipConfig.from_pretrained(ensure_built("captioner")).text_config.to_dict()
-
-    def shape(hidden: int) -> dict:
-        return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3, num_attention_heads=4)
-
-    return BlipConfig(text_config={**text, **shape(width)},
-                      vision_config=dict(image_size=size, patch_size=4, **shape(vision_width or width)),
+    return BlipConfig(text_config={**text, **_transformer(width)},
+                      vision_config=dict(image_size=size, patch_size=4, **_transformer(vision_width or width)),
                       projection_dim=width)
 
 
 def dino_config(size: int, width: int = 64) -> ViTConfig:
     """ViT-S/16's shape scaled to 32 px renders: 4 px patches, 4 layers of `width`."""
-    return ViTConfig(image_size=size, patch_size=4, hidden_size=width, intermediate_size=2 * width,
-                     num_hidden_layers=4, num_attention_heads=4)
+    return ViTConfig(image_size=size, patch_size=4, **_transformer(width, layers=4))
 
 
 def captioner_processor(size: int) -> BlipProcessor:
