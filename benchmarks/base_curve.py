@@ -33,8 +33,9 @@ from benchmarks.common import RESULTS, machine  # noqa: E402
 from model.fit import FIT_STEP, load_checkpoint  # noqa: E402
 from model.oracle import AttributeOracle  # noqa: E402
 from model.pixel_base import sd_pipeline  # noqa: E402
+from model.sampling import SAMPLERS  # noqa: E402
 from tamer.synth_world import SCENE_KEYS  # noqa: E402
-from tasks.profile_measures import GUIDANCE, base_prompts, sample_accuracy  # noqa: E402
+from tasks.profile_measures import GUIDANCE, SAMPLER, base_prompts, sample_accuracy  # noqa: E402
 from tasks.profile_roles import Recipe, role_job  # noqa: E402
 from tasks.profile_roles import recipe as named_recipe  # noqa: E402
 from tasks.profile_training import CHECKPOINTS, PROVENANCE  # noqa: E402
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1000, help="read checkpoints at multiples of this step")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=GUIDANCE)
+    parser.add_argument("--sampler", choices=SAMPLERS, default=SAMPLER, help="model.sampling")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "base_curve")
     args = parser.parse_args(argv)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
               "recipe": recipe.__dict__, "machine": machine(), "bars": BARS, "curve": curve}
     for folder in folders:
         step = ema_weights(job, folder)
-        hits, images = sample_accuracy(sd_pipeline(unet, encoder, tokenizer), oracle, prompts, truth,
+        hits, images = sample_accuracy(sd_pipeline(unet, encoder, tokenizer, args.sampler), oracle, prompts, truth,
                                        args.sample_steps, args.guidance, recipe.seed)
         curve.append({"step": step, "accuracy": hits, "bars_met": {key: hits[key] >= bar for key, bar in BARS.items()}})
         save_image((images[:32] + 1) / 2, args.out / f"samples_{step:06d}.png", nrow=8)

@@ -37,7 +37,7 @@ from model.pixel_base import base_job, sd_pipeline, text_encoder_from_clip
 from tamer.synth_render import render
 from tamer.synth_world import (STUDIO, Renders, caption, class_prompt, labels, mask_tensor, render_views,
                                split_subjects, to_tensor)
-from tasks.profile_measures import GUIDANCE, base_prompts, sample_accuracy
+from tasks.profile_measures import GUIDANCE, SAMPLER, base_prompts, sample_accuracy
 from tasks.profile_roles import Recipe, base_world
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         parameters = job.parameters()
         ema.store(parameters)
         ema.copy_to(parameters)
-        hits, images = sample_accuracy(sd_pipeline(unet.eval(), encoder.eval(), tokenizer), oracle, prompts,
+        hits, images = sample_accuracy(sd_pipeline(unet.eval(), encoder.eval(), tokenizer, SAMPLER), oracle, prompts,
                                        truth, 25, GUIDANCE, r.seed)
         ema.restore(parameters)
         unet.train(), encoder.train()

@@ -34,7 +34,7 @@ from model.role_training import processor_pixels
 from model.textual_inversion import TextualInversionConfig
 from tamer.synth import render
 from tamer.synth_world import class_prompt, eval_scenes, labels, object_prompt, split_subjects, to_tensor
-from tasks.profile_measures import fresh_renders, load_base, per_key
+from tasks.profile_measures import SAMPLER, fresh_renders, load_base, per_key
 from tasks.profile_roles import Recipe, base_world
 from tasks.profile_training import PROVENANCE
 
@@ -57,6 +57,7 @@ class Settings:
     # backgrounds (x0 estimates pushed past the clip range); at 2 they keep them.
     guidance: float = 2.0
     object_guidance: float = 2.0
+    sampler: str = SAMPLER  # every method samples with the profile's sampler (`model.sampling`)
     # Below the diffusers example's 3000 steps, which would cost 8 x 4 min here; 400 (~33 s per
     # object, against ours' one encoder pass) keeps the budget. Raise it where the budget allows.
     ti_steps: int = 400
@@ -138,7 +139,7 @@ def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokeniz
     """Generate and score every method on every held-out object; returns rows, costs, sample grid."""
     scenes = eval_scenes(s.prompts, recipe.seed, recipe.base_scene())  # what the base was trained to draw
     reference_scene = eval_scenes(s.prompts + 1, recipe.seed + 7, recipe.base_scene())[-1]
-    text_only = sd_pipeline(base, text_encoder, tokenizer)
+    text_only = sd_pipeline(base, text_encoder, tokenizer, s.sampler)
     ti_config = TextualInversionConfig(steps=s.ti_steps, batch_size=min(4, s.batch), seed=recipe.seed)
     rows, grid = [], {}
     costs = {m: {"cost_s": 0.0, "cost_bytes": 0} for m in ("real", "copy_reference", "text_only")}
@@ -171,6 +172,7 @@ def _evaluate(s: Settings, recipe: Recipe, held_out, base, text_encoder, tokeniz
         timings["sample"] += time.perf_counter() - sample_start
         ti_pipe, learned, seconds = train_ti(base, text_encoder, tokenizer, [ref_image], TI_TOKEN, identity.shape,
                                              ti_config)
+        ti_pipe.scheduler = text_only.scheduler
         timings["ti"] += seconds
         costs["textual_inversion"]["cost_s"] += seconds / len(held_out)
         costs["textual_inversion"]["cost_bytes"] = learned.numel() * learned.element_size()

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
-from diffusers import (ConfigMixin, DDIMScheduler, DDPMScheduler, ModelMixin, StableDiffusionPipeline,
+from diffusers import (ConfigMixin, DDPMScheduler, ModelMixin, StableDiffusionPipeline,
                        UNet2DConditionModel)
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
@@ -23,6 +23,7 @@ from transformers import CLIPModel, CLIPTextModel
 from model.base_family import token_ids
 from model.finetune import denoising_loss
 from model.fit import Job, run, step_generator
+from model.sampling import use_sampler
 
 CAPTION_DROPOUT = 0.1  # the base's unconditional rows (SD: 10%)
 SHORT_CAPTIONS = 0.4  # rows captioned with the class prompt only (what evaluation asks)
@@ -147,14 +148,16 @@ def train_base(pixels: torch.Tensor, captions: Sequence[str], short_captions: Se
     return unet.eval().requires_grad_(False), encoder.eval().requires_grad_(False), seconds
 
 
-def sd_pipeline(unet, text_encoder, tokenizer) -> StableDiffusionPipeline:
-    """diffusers' text-to-image pipeline over the base model (text-only and TI sampling)."""
+def sd_pipeline(unet, text_encoder, tokenizer, sampler: str = "ddim") -> StableDiffusionPipeline:
+    """diffusers' text-to-image pipeline over the base model (text-only and TI sampling), with
+    `sampler` (`model.sampling`) on the base's own schedule."""
     pipe = StableDiffusionPipeline(vae=PassThroughVAE(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler.from_config(scheduler().config), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+                                   scheduler=scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
     # The constructor rewrites `clip_sample` to False (right for SD latents, whose range is open);
     # these are pixels in [-1, 1], and without clipping an x0 estimate can run to +-200 and
     # sample saturated noise. Assigned after construction, the clipping scheduler stays.
-    pipe.scheduler = DDIMScheduler.from_config(scheduler().config)
+    pipe.scheduler = scheduler()
+    use_sampler(pipe, sampler)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -178,9 +178,9 @@ class _EvalProtocol(Strict):
     guidance_scale: float | None = Field(None, ge=1.0, description="text CFG, every method; null = the "
                                          "profile's (7.5 for tiny and sd15, 2.0 for synth)")
     object_guidance_scale: float = Field(3.0, ge=1.0, description="object CFG (ours)")
-    # DDIM: the deterministic sampler the literature's baselines report with; the saved DDPM
-    # schedule is the training one.
-    scheduler: str = Field("ddim", pattern="^(ddim|default)$")
+    scheduler: str | None = Field(None, pattern="^(ddim|default)$", description="ddim (deterministic, "
+                                  "the literature's baselines) or default (the base's own saved scheduler); "
+                                  "null = the profile's (ddim for tiny and sd15, default for synth)")
     bootstrap: int = Field(1000, ge=10, description="resamples of subjects for 95% intervals")
 
     @field_validator("methods", mode="before")

@@ -188,10 +188,11 @@ def grids(rows: list[dict], store: ShardStore, out: str) -> list[dict]:
 
 def protocol(rows: list[dict], settings: EvalSettings) -> dict:
     """The settings a reader needs to interpret the numbers."""
+    profile = load_profile(rows[0]["profile"])
     return {"weights": weights_origin(rows[0]["profile"]), "subjects": len({row["subject"] for row in rows}),
             "prompts": len({(row["prompt_index"]) for row in rows}), "seeds": settings.seeds,
-            "steps": settings.steps, "scheduler": settings.scheduler,
-            "guidance_scale": load_profile(rows[0]["profile"]).text_guidance(settings.guidance_scale),
+            "steps": settings.steps, "scheduler": profile.sampling_scheduler(settings.scheduler),
+            "guidance_scale": profile.text_guidance(settings.guidance_scale),
             "object_guidance_scale": settings.object_guidance_scale,
             "recipe_steps": {METHODS[name].label: settings.method_settings(name).steps
                              for name in settings.methods if hasattr(settings.method_settings(name), "steps")}}

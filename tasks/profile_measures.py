@@ -31,6 +31,9 @@ from tasks.profile_roles import Recipe
 BARS = {"oracle": 0.95, "clip_zero_shot": 0.8, "captioner": 0.8, "base_shape": 0.7, "base_scene": 0.9}
 FRESH_SEED = 7919  # renders no role trained on
 GUIDANCE = 2.0  # the base's text CFG here and in the written profile (SD's 7.5 saturates a 32 px pixel base)
+# The base's sampler here and in the written profile (`model.sampling`): its own DDPM schedule,
+# ancestral; with DDIM its samples lose the held tilt and light (README, "Sampler").
+SAMPLER = "default"
 NEAR_DUPLICATE = 0.93  # the CLIP's near-duplicate cosine here and in the written profile (swept on v7: README)
 
 
@@ -203,11 +206,11 @@ def base_prompts(r: Recipe, scenes: int = Sizes.base_scenes) -> tuple[list[str],
 
 
 def base_accuracy(out: Path, oracle: AttributeOracle, r: Recipe, scenes: int = Sizes.base_scenes,
-                  steps: int = Sizes.base_steps, guidance: float = GUIDANCE) -> dict[str, float]:
+                  steps: int = Sizes.base_steps, guidance: float = GUIDANCE, sampler: str = SAMPLER) -> dict[str, float]:
     """The oracle's reading of the base's text-only samples of `base_prompts`: shape and every
     scene attribute."""
     prompts, truth = base_prompts(r, scenes)
-    hits, _ = sample_accuracy(sd_pipeline(*load_base(out)), oracle, prompts, truth, steps, guidance, r.seed)
+    hits, _ = sample_accuracy(sd_pipeline(*load_base(out), sampler), oracle, prompts, truth, steps, guidance, r.seed)
     return {key: hits[key] for key in ("shape", *SCENE_KEYS)}
 
 

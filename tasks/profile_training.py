@@ -135,7 +135,7 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
              "oracle": {"id": "./oracle"}, "dino": {"id": "./dino"}}
     profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size,
-               "guidance_scale": profile_measures.GUIDANCE,
+               "guidance_scale": profile_measures.GUIDANCE, "sampler": profile_measures.SAMPLER,
                "near_duplicate_threshold": profile_measures.NEAR_DUPLICATE, "roles": roles}
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"

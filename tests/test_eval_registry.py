@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 from model.dreambooth import train_dreambooth_full
 from model.finetune import base_pipeline
 from model.profiles import load_profile
+from model.sampling import use_sampler
 from tamer.cli import app
 from tamer.config import ConfigError, EvalSettings, load_config
 from tamer.model_config import METHOD_SETTINGS, DreamBoothConfig, MethodSettings
 from tasks.eval_report import display, summarize
 from tasks.eval_subjects import Subject
 from tasks.methods import METHODS, Context, DreamBooth, Sampling, fill
-from tasks.methods.base import generator, set_scheduler
+from tasks.methods.base import generator
 
 SAMPLING = Sampling(steps=2, guidance_scale=7.5, object_guidance_scale=3.0, scheduler="ddim")
 
@@ -113,7 +114,7 @@ def test_dreambooth_method_stores_a_whole_unet_and_generates_unlike_the_base(tmp
 
     tuned = method.generate(state, subject.prompts[0], seed=7)[0]
     base = base_pipeline(profile)
-    set_scheduler(base, SAMPLING)
+    use_sampler(base, SAMPLING.scheduler)
     plain = base(fill(subject.prompts[0], state.phrase), num_inference_steps=SAMPLING.steps,
                  guidance_scale=SAMPLING.guidance_scale, generator=generator(7)).images[0]
     again = base(fill(subject.prompts[0], state.phrase), num_inference_steps=SAMPLING.steps,

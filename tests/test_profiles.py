@@ -198,6 +198,7 @@ def _rename_role(roles: dict) -> None:
     (lambda d: d.update(device="gpu"), "device"),
     (lambda d: d.update(resolution=64), "resolution must be 32"),
     (lambda d: d.update(guidance_scale=0.5), "guidance_scale"),
+    (lambda d: d.update(sampler="euler"), "sampler"),
     (lambda d: _rename_role(d["roles"]), "captoner"),
     (lambda d: d["roles"].update(unet={"id": "tiny://sd", "subfoldr": "unet"}), "subfoldr"),
     (lambda d: d["roles"].update(unet={"id": "not a valid//id"}), "roles.unet.id"),
@@ -225,6 +226,20 @@ def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own()
     assert load_config().embed.near_duplicate_threshold is None
     assert load_profile("synth").duplicate_threshold(None) == NEAR_DUPLICATE != 0.97
     assert load_profile("tiny").duplicate_threshold(None) == 0.97
+
+
+def test_a_run_without_a_scheduler_samples_with_the_profiles_own():
+    """The synth base samples ancestrally (its DDPM schedule, what its measures use); tiny and
+    sd15 keep DDIM; a run's setting wins, and an unknown name is refused."""
+    from tamer.config import EvalSettings, load_config
+    from tasks.profile_measures import SAMPLER
+
+    assert load_config().eval.scheduler is None
+    assert load_profile("synth").sampling_scheduler(None) == SAMPLER == "default"
+    assert load_profile("tiny").sampling_scheduler(None) == "ddim"
+    assert load_profile("synth").sampling_scheduler("ddim") == "ddim"
+    with pytest.raises(ValidationError, match="scheduler"):
+        EvalSettings(scheduler="euler")
 
 
 def test_preflight_names_the_id_that_cannot_load(tiny_profile, tmp_path):

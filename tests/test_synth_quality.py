@@ -102,12 +102,14 @@ def test_targets_are_judged_from_paired_differences_costs_and_prompt_ratio():
     assert judged(_rows("ours", [v + 0.1 for v in base], 0.6), 20.0) == [True, False, False, False]
 
 
-def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler():
+@pytest.mark.parametrize("sampler", ["ddim", "default"])
+def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler(sampler):
     """StableDiffusionPipeline's constructor turns `clip_sample` off (right for latents); in pixel
     space that let x0 estimates run to +-200 and every method sampled saturated noise. The
-    benchmark's pipeline must equal a plain clipping DDIM loop over the same UNet."""
+    benchmark's pipeline must equal a plain clipping loop over the same UNet with the sampler's
+    scheduler: DDIM, or the base's own DDPM schedule drawing its step noise from the generator."""
     import torch
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler
     from transformers import CLIPModel
 
     from model.base_family import token_ids
@@ -121,13 +123,19 @@ def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler():
     prompts, start = ["a circle, on a wooden surface"] * 2, torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         states = text_encoder(token_ids(processor.tokenizer, prompts))[0]
-        ddim = DDIMScheduler.from_config(scheduler().config)
-        ddim.set_timesteps(5)
-        expected = start.clone()
-        for t in ddim.timesteps:
-            expected = ddim.step(unet(expected, t, encoder_hidden_states=states).sample, t, expected).prev_sample
-        pipe = sd_pipeline(unet, text_encoder, processor.tokenizer)
-        got = pipe(prompts, guidance_scale=1.0, num_inference_steps=5, output_type="latent", latents=start.clone()).images
-    assert pipe.scheduler.config.clip_sample
+        loop = (DDIMScheduler if sampler == "ddim" else DDPMScheduler).from_config(scheduler().config)
+        loop.set_timesteps(5)
+        expected, noise = start.clone(), torch.Generator().manual_seed(3)
+        for t in loop.timesteps:
+            output = unet(expected, t, encoder_hidden_states=states).sample
+            expected = loop.step(output, t, expected, generator=noise).prev_sample
+        pipe = sd_pipeline(unet, text_encoder, processor.tokenizer, sampler)
+        got = pipe(prompts, guidance_scale=1.0, num_inference_steps=5, output_type="latent", latents=start.clone(),
+                   generator=torch.Generator().manual_seed(3)).images
+        again = pipe(prompts, guidance_scale=1.0, num_inference_steps=5, output_type="latent", latents=start.clone(),
+                     generator=torch.Generator().manual_seed(4)).images
+    assert type(pipe.scheduler) is type(loop) and pipe.scheduler.config.clip_sample
     assert torch.allclose(got, expected, atol=1e-5)
     assert got.abs().max() <= 1.0 + 1e-5
+    # DDIM (eta 0) is deterministic given the start; the ancestral sampler draws new step noise
+    assert torch.allclose(got, again, atol=1e-5) == (sampler == "ddim")

@@ -26,7 +26,7 @@ class Sampling:
     steps: int
     guidance_scale: float
     object_guidance_scale: float
-    scheduler: str  # "ddim", or "default" (the pipeline's own)
+    scheduler: str  # `model.sampling`: "ddim", or "default" (the pipeline's own)
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,6 @@ def fill(prompt: str, phrase: str) -> str:
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)  # CPU: the same images on any device
-
-
-def set_scheduler(pipe, sampling: Sampling) -> None:
-    if sampling.scheduler == "ddim":
-        from diffusers import DDIMScheduler
-
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
 
 
 def folder_bytes(path: Path) -> int:

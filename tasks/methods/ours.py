@@ -7,9 +7,10 @@ from safetensors.torch import save_file
 
 from model.pipeline import TamerPipeline
 from model.profiles import device
+from model.sampling import use_sampler
 from tamer.model_config import OursConfig
 from tasks.eval_subjects import Subject
-from tasks.methods.base import Context, EvalMethod, State, fill, generator, set_scheduler
+from tasks.methods.base import Context, EvalMethod, State, fill, generator
 
 OBJECT_EMBEDS_FILE = "object_embeds.safetensors"
 
@@ -27,7 +28,7 @@ class Ours(EvalMethod):
                              "exported pipeline; pass a pipeline directory (eval.pipeline / --pipeline)")
         self.pipe = TamerPipeline.from_pretrained(context.pipeline_uri).to(str(device(context.profile)))
         self.pipe.set_progress_bar_config(disable=True)
-        set_scheduler(self.pipe, context.sampling)
+        use_sampler(self.pipe, context.sampling.scheduler)
 
     def prepare(self, subject: Subject) -> State:
         embeds = self.pipe.encode_object(subject.images[0])  # (1, K, D)

@@ -9,8 +9,9 @@ from PIL import Image
 
 from model.base_family import family_of
 from model.finetune import base_pipeline
+from model.sampling import use_sampler
 from tamer.model_config import MethodSettings
-from tasks.methods.base import Context, EvalMethod, State, fill, generator, set_scheduler
+from tasks.methods.base import Context, EvalMethod, State, fill, generator
 
 
 class OnBasePipeline(EvalMethod):
@@ -18,7 +19,7 @@ class OnBasePipeline(EvalMethod):
         super().__init__(context, config)
         self.pipe = base_pipeline(context.profile)
         self.train_scheduler = self.pipe.scheduler  # training noises with the profile's schedule
-        set_scheduler(self.pipe, context.sampling)
+        use_sampler(self.pipe, context.sampling.scheduler)
         self.loaded: str | None = None
 
     def generate(self, state: State, prompt: str, seed: int) -> list[Image.Image]:
