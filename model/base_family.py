@@ -85,8 +85,14 @@ class BaseFamily:
 
     def base_pipeline(self, components: dict[str, Any]):
         """The family's diffusers text-to-image pipeline over `components` (no safety checker,
-        no watermark, nothing downloaded)."""
-        return getattr(diffusers, self.pipeline_class)(**components, **self.pipeline_options)
+        no watermark, nothing downloaded), sampling with the scheduler as saved: the
+        constructor turns `clip_sample` off, right for SD's latents, whose range is open, but a
+        pixel-space base's x0 estimates then run to +-200 and sample saturated noise."""
+        saved = components["scheduler"]
+        config = dict(saved.config)  # the constructor rewrites the scheduler's config in place
+        pipe = getattr(diffusers, self.pipeline_class)(**components, **self.pipeline_options)
+        pipe.scheduler = type(saved).from_config(config)
+        return pipe
 
     def components(self, pipe) -> dict[str, Any]:
         """The components of a pipeline that its family's base pipeline takes."""

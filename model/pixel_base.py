@@ -20,7 +20,7 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from transformers import CLIPModel, CLIPTextModel
 
-from model.base_family import token_ids
+from model.base_family import FAMILIES, token_ids
 from model.finetune import denoising_loss
 from model.fit import Job, run, step_generator
 from model.sampling import use_sampler
@@ -151,13 +151,8 @@ def train_base(pixels: torch.Tensor, captions: Sequence[str], short_captions: Se
 def sd_pipeline(unet, text_encoder, tokenizer, sampler: str = "ddim") -> StableDiffusionPipeline:
     """diffusers' text-to-image pipeline over the base model (text-only and TI sampling), with
     `sampler` (`model.sampling`) on the base's own schedule."""
-    pipe = StableDiffusionPipeline(vae=PassThroughVAE(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    # The constructor rewrites `clip_sample` to False (right for SD latents, whose range is open);
-    # these are pixels in [-1, 1], and without clipping an x0 estimate can run to +-200 and
-    # sample saturated noise. Assigned after construction, the clipping scheduler stays.
-    pipe.scheduler = scheduler()
+    pipe = FAMILIES["sd"].base_pipeline(dict(vae=PassThroughVAE(), text_encoder=text_encoder, tokenizer=tokenizer,
+                                             unet=unet, scheduler=scheduler()))
     use_sampler(pipe, sampler)
     pipe.set_progress_bar_config(disable=True)
     return pipe

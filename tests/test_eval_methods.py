@@ -73,3 +73,16 @@ def test_dreambench_prompts_by_class(dreambench):
     assert "a {} wearing a red hat" not in by_name["backpack"].prompts
     assert {s.class_noun for s in subjects if "a {} in a chef outfit" in s.prompts} == set(LIVE_CLASSES)
     assert all(len(subject.images) >= 4 for subject in subjects)
+
+
+def test_the_base_pipeline_samples_with_its_scheduler_as_saved():
+    """StableDiffusionPipeline's constructor turns `clip_sample` off; the synth base draws in
+    pixel space, where that lets x0 estimates run far past [-1, 1]. TI, DreamBooth-LoRA and
+    DreamBooth sample through this pipeline, so it must keep the saved scheduler."""
+    from model.profiles import load_profile, load_role
+
+    saved = load_role(load_profile("synth"), "scheduler")
+    pipe = base_pipeline("synth")
+    assert type(pipe.scheduler) is type(saved)
+    assert saved.config.clip_sample and pipe.scheduler.config.clip_sample
+    assert not base_pipeline("tiny").scheduler.config.clip_sample  # tiny's saved latent schedule: off
