@@ -197,11 +197,14 @@ def _top1_same(features: torch.Tensor, owner: torch.Tensor) -> float:
     return float((owner[similarity.argmax(1)] == owner).float().mean())
 
 
-def base_prompts(r: Recipe, scenes: int = Sizes.base_scenes) -> tuple[list[str], torch.Tensor]:
+def base_prompts(r: Recipe, scenes: int = Sizes.base_scenes, scene_seed: int | None = None
+                 ) -> tuple[list[str], torch.Tensor]:
     """Class prompts ("a star, on green grass, ...") for the identities the base never saw, in
-    `scenes` scenes each of the base's scene set, with their labels (N, len(KEYS))."""
+    `scenes` scenes each of the base's scene set (drawn from `scene_seed`, default the recipe's),
+    object by object, with their labels (N, len(KEYS))."""
     _, held_out = split_subjects(r.base_objects, r.held_out, r.seed)
-    pairs = [(s.identity, scene) for s in held_out for scene in eval_scenes(scenes, r.seed, r.base_scene())]
+    drawn = eval_scenes(scenes, r.seed if scene_seed is None else scene_seed, r.base_scene())
+    pairs = [(s.identity, scene) for s in held_out for scene in drawn]
     return [class_prompt(i, s) for i, s in pairs], torch.tensor([labels(i, s) for i, s in pairs])
 
 

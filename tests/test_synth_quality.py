@@ -139,3 +139,21 @@ def test_text_to_image_pipeline_samples_pixels_with_a_clipping_scheduler(sampler
     assert got.abs().max() <= 1.0 + 1e-5
     # DDIM (eta 0) is deterministic given the start; the ancestral sampler draws new step noise
     assert torch.allclose(got, again, atol=1e-5) == (sampler == "ddim")
+
+
+def test_base_sampler_compares_both_samplers_on_the_same_prompts(tmp_path, smoke_profile):
+    """Both prompt sets, both samplers, every held-out object; the paired difference is the
+    difference of the two accuracies (equal samples per object), so rows carry the right labels."""
+    from benchmarks import base_sampler
+
+    assert base_sampler.main(["--profile", str(smoke_profile[0]), "--steps", "2", "--results", str(tmp_path)]) == 0
+    sets = json.loads((tmp_path / "base_sampler.json").read_text())["sets"]
+    held_out = recipe("smoke").held_out
+    for name, (scenes, _, _) in base_sampler.SETS.items():
+        entry = sets[name]
+        assert entry["samples"] == held_out * scenes
+        assert set(entry["accuracy"]) == {"ddim", "default"}
+        for key in base_sampler.READ:
+            difference = entry["default_minus_ddim"][key]
+            assert difference["objects"] == held_out
+            assert difference["mean"] == pytest.approx(entry["accuracy"]["default"][key] - entry["accuracy"]["ddim"][key])
