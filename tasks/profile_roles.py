@@ -54,7 +54,7 @@ class Recipe:
     # Width of the ViT image towers (CLIP's, the captioner's, dino's). At 64 (v7) a CLIP tower
     # phase of 6,000 steps read held-out shape 0.53, at 128 0.74, 6 layers of 64: 0.64
     # (README, "Tower width").
-    clip_vision_width: int = 64
+    clip_vision_width: int = 128
     clip_caption_variants: int = 8
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none
