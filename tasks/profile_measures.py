@@ -34,7 +34,7 @@ GUIDANCE = 2.0  # the base's text CFG here and in the written profile (SD's 7.5 
 # The base's sampler here and in the written profile (`model.sampling`): its own DDPM schedule,
 # ancestral; with DDIM its samples lose the held tilt and light (README, "Sampler").
 SAMPLER = "default"
-NEAR_DUPLICATE = 0.93  # the CLIP's near-duplicate cosine here and in the written profile (swept on v7: README)
+NEAR_DUPLICATE = 0.88  # the CLIP's near-duplicate cosine here and in the written profile (swept on v9: README)
 
 
 @dataclass(frozen=True)

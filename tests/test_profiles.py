@@ -215,7 +215,7 @@ def test_invalid_profile_fails_naming_the_field(tmp_path, edit, field):
 
 def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own():
     """The synth base is sampled at its 2.0 and its near-duplicates cut at the cosine its
-    measures use (0.93) unless a run sets them; the others keep SD's 7.5 and 0.97."""
+    measures use (NEAR_DUPLICATE) unless a run sets them; the others keep SD's 7.5 and 0.97."""
     from tamer.config import load_config
     from tasks.profile_measures import NEAR_DUPLICATE
 
