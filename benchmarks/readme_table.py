@@ -177,6 +177,17 @@ def _base_curve(r: dict) -> tuple[str, str]:
         ", ".join(f"{key} >= {bar}" for key, bar in r["bars"].items()))
 
 
+def _base_sampler(r: dict) -> tuple[str, str]:
+    def row(name: str, entry: dict) -> str:
+        return f"{name} ({entry['samples']} samples): " + ", ".join(
+            f"{key} {entry['accuracy']['ddim'][key]:.2f} -> {entry['accuracy']['default'][key]:.2f} "
+            f"({d['mean']:+.3f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}])"
+            for key, d in entry["default_minus_ddim"].items())
+    setup = f"text-only, {r['settings']['steps']} steps, guidance {r['settings']['guidance']:g}, DDIM -> the base's own DDPM"
+    return (f"{setup}; " + "; ".join(row(name, entry) for name, entry in r["sets"].items()),
+            "shape >= 0.7, every scene attribute >= 0.9 (#14)")
+
+
 def _base_probe(r: dict) -> tuple[str, str]:
     shown = ("shape", "background", "position", "scale", "rotation", "lighting")
     setup = f"scenes {r['scenes']}, object weight {r['object_weight']:g}, {r['training_rows']} training renders"
@@ -229,7 +240,7 @@ FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
     "embed_throughput": _embed, "embed_peer": _embed_peer, "ingest_peer": _ingest_peer,
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
-    "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve,
+    "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve, "base_sampler": _base_sampler,
     "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check,
     "synth_quality": _synth_quality, "vit_shape_curve": _vit_shape_curve}
 
