@@ -177,7 +177,8 @@ class _EvalProtocol(Strict):
     steps: int = Field(50, ge=1, description="sampling steps, every method")
     guidance_scale: float | None = Field(None, ge=1.0, description="text CFG, every method; null = the "
                                          "profile's (7.5 for tiny and sd15, 2.0 for synth)")
-    object_guidance_scale: float = Field(3.0, ge=1.0, description="object CFG (ours)")
+    object_guidance_scale: float | None = Field(None, ge=1.0, description="object CFG (ours); null = the "
+                                                "profile's (3.0 for tiny and sd15, 2.0 for synth)")
     scheduler: str | None = Field(None, pattern="^(ddim|default)$", description="ddim (deterministic, "
                                   "the literature's baselines) or default (the base's own saved scheduler); "
                                   "null = the profile's (ddim for tiny and sd15, default for synth)")

@@ -191,9 +191,9 @@ def protocol(rows: list[dict], settings: EvalSettings) -> dict:
     profile = load_profile(rows[0]["profile"])
     return {"weights": weights_origin(rows[0]["profile"]), "subjects": len({row["subject"] for row in rows}),
             "prompts": len({(row["prompt_index"]) for row in rows}), "seeds": settings.seeds,
-            "steps": settings.steps, "scheduler": profile.sampling_scheduler(settings.scheduler),
-            "guidance_scale": profile.text_guidance(settings.guidance_scale),
-            "object_guidance_scale": settings.object_guidance_scale,
+            "steps": settings.steps, "scheduler": profile.own("sampler", settings.scheduler),
+            "guidance_scale": profile.own("guidance_scale", settings.guidance_scale),
+            "object_guidance_scale": profile.own("object_guidance_scale", settings.object_guidance_scale),
             "recipe_steps": {METHODS[name].label: settings.method_settings(name).steps
                              for name in settings.methods if hasattr(settings.method_settings(name), "steps")}}
 

@@ -63,8 +63,8 @@ def resolve_model(store: ShardStore, run_id: str | None, pipeline: str | None) -
 def build_methods(config: TamerConfig, pipeline_uri: str | None, work_dir: Path) -> list[EvalMethod]:
     """The configured methods from the registry, each with its resolved settings."""
     s, profile = config.eval, load_profile(config.profile)
-    sampling = Sampling(s.steps, profile.text_guidance(s.guidance_scale), s.object_guidance_scale,
-                        profile.sampling_scheduler(s.scheduler))
+    sampling = Sampling(s.steps, profile.own("guidance_scale", s.guidance_scale),
+                        profile.own("object_guidance_scale", s.object_guidance_scale), profile.own("sampler", s.scheduler))
     context = Context(profile, sampling, work_dir, pipeline_uri)
     return [METHODS[name](context, s.method_settings(name)) for name in s.methods]
 

@@ -128,7 +128,7 @@ def record_near_duplicates(store: ShardStore, profile_name: str,
                            settings: EmbedSettings | None = None) -> dict:
     """Add near-duplicate pairs not recorded yet; returns new and total counts."""
     settings = settings or EmbedSettings()
-    threshold = load_profile(profile_name).duplicate_threshold(settings.near_duplicate_threshold)
+    threshold = load_profile(profile_name).own("near_duplicate_threshold", settings.near_duplicate_threshold)
     ids, vectors, image_hash = _image_vectors(store, profile_name)
     known = {(r["image_id"], r["other_id"], r["config_hash"]) for r in
              store.read("near_duplicates", ["image_id", "other_id", "config_hash"]).to_pylist()}

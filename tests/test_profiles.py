@@ -214,18 +214,21 @@ def test_invalid_profile_fails_naming_the_field(tmp_path, edit, field):
 
 
 def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own():
-    """The synth base is sampled at its 2.0 and its near-duplicates cut at the cosine its
-    measures use (NEAR_DUPLICATE) unless a run sets them; the others keep SD's 7.5 and 0.97."""
+    """The synth base is sampled at its 2.0 (ours' object CFG too) and its near-duplicates cut at the cosine its
+    measures use (NEAR_DUPLICATE) unless a run sets them; the others keep SD's 7.5, 3.0 and 0.97."""
     from tamer.config import load_config
     from tasks.profile_measures import NEAR_DUPLICATE
 
     assert load_config().eval.guidance_scale is None
-    assert load_profile("synth").text_guidance(None) == 2.0
-    assert load_profile("tiny").text_guidance(None) == 7.5
-    assert load_profile("synth").text_guidance(4.0) == 4.0
+    assert load_profile("synth").own("guidance_scale", None) == 2.0
+    assert load_profile("tiny").own("guidance_scale", None) == 7.5
+    assert load_profile("synth").own("guidance_scale", 4.0) == 4.0
     assert load_config().embed.near_duplicate_threshold is None
-    assert load_profile("synth").duplicate_threshold(None) == NEAR_DUPLICATE != 0.97
-    assert load_profile("tiny").duplicate_threshold(None) == 0.97
+    assert load_profile("synth").own("near_duplicate_threshold", None) == NEAR_DUPLICATE != 0.97
+    assert load_profile("tiny").own("near_duplicate_threshold", None) == 0.97
+    assert load_config().eval.object_guidance_scale is None
+    assert load_profile("synth").own("object_guidance_scale", None) == 2.0
+    assert load_profile("tiny").own("object_guidance_scale", None) == 3.0
 
 
 def test_a_run_without_a_scheduler_samples_with_the_profiles_own():
@@ -235,9 +238,9 @@ def test_a_run_without_a_scheduler_samples_with_the_profiles_own():
     from tasks.profile_measures import SAMPLER
 
     assert load_config().eval.scheduler is None
-    assert load_profile("synth").sampling_scheduler(None) == SAMPLER == "default"
-    assert load_profile("tiny").sampling_scheduler(None) == "ddim"
-    assert load_profile("synth").sampling_scheduler("ddim") == "ddim"
+    assert load_profile("synth").own("sampler", None) == SAMPLER == "default"
+    assert load_profile("tiny").own("sampler", None) == "ddim"
+    assert load_profile("synth").own("sampler", "ddim") == "ddim"
     with pytest.raises(ValidationError, match="scheduler"):
         EvalSettings(scheduler="euler")
 

@@ -123,6 +123,12 @@ def test_flow_resumes_an_interrupted_run_and_exports_a_pipeline(ray_local, prefe
     row = runs.get_run(store, failed["run_id"])
     assert row["status"] == runs.COMPLETED and row["dataset_fingerprint"] == store.fingerprint()
     assert row["code_version"] and json.loads(row["final_metrics"])["loss"] > 0
+    from safetensors import safe_open
+
+    from tasks.train import WEIGHTS
+    with safe_open(Path(row["checkpoint_uri"]) / WEIGHTS, "pt") as saved:  # the embedded default:
+        trained = list(saved.keys())                                        # the adapter alone
+    assert trained and all(key.startswith("adapter.") for key in trained)
     reference = next(Path(root).parent.glob("src/*/00.png"))
     images = generate(report["pipeline_uri"], reference, "a {} on the beach", n=1, seed=7,
                       out_dir=tmp_path / "out", steps=2)
