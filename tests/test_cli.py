@@ -304,3 +304,26 @@ def test_a_stage_off_a_terminal_prints_one_line_when_it_ends(monkeypatch):
         update(10, 10)
     lines = progress.console.file.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("caption: 10/10 done in ")
+
+
+def test_generate_fills_the_noun_and_takes_guidance_from_the_profile_unless_given(tmp_path):
+    """Without flags the scales are the configured profile's (tiny: 7.5 text, 3.0 object), the
+    placeholder reads "object"; flags win. settings.json records what sampled the images."""
+    from model.tamer_model import TamerModel, TamerModelConfig
+
+    folder = tmp_path / "pipeline"
+    TamerModel.from_profile("tiny", TamerModelConfig()).save_pretrained(folder)
+    image = tmp_path / "ref.png"
+    image.write_bytes(png_bytes(gradient()))
+    common = ["generate", "--checkpoint", str(folder), "--image", str(image), "--prompt", "a {} on grass",
+              "--n", "1", "--steps", "2", "--root", str(tmp_path)]
+    plain = invoke(*common, "--out", str(tmp_path / "plain"))
+    given = invoke(*common, "--out", str(tmp_path / "given"), "--noun", "square", "--guidance", "4",
+                   "--object-guidance", "1.5")
+    assert plain.exit_code == 0 and given.exit_code == 0, plain.output + given.output
+    plain_settings = json.loads((tmp_path / "plain" / "settings.json").read_text())
+    given_settings = json.loads((tmp_path / "given" / "settings.json").read_text())
+    assert (plain_settings["guidance_scale"], plain_settings["object_guidance_scale"]) == (7.5, 3.0)
+    assert plain_settings["resolved_prompt"] == "a object on grass"
+    assert (given_settings["guidance_scale"], given_settings["object_guidance_scale"]) == (4.0, 1.5)
+    assert given_settings["resolved_prompt"] == "a square on grass"

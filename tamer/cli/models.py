@@ -77,16 +77,28 @@ def generate(
     n: Annotated[int, typer.Option(help="Images to generate.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
+    noun: Annotated[str | None, typer.Option(help='Class noun that fills "{}", e.g. "square" '
+                                              '(default "object").')] = None,
+    guidance: Annotated[float | None, typer.Option(min=1.0, help="Text guidance; default: the "
+                                                   "profile's (synth 2.0, tiny and sd15 7.5).")] = None,
+    object_guidance: Annotated[float | None, typer.Option(min=1.0, help="Object guidance; default: the "
+                                                          "profile's (synth 2.0, others 3.0).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Images of the reference's object for a prompt, in one pass (no fine-tuning)."""
+    """Images of the reference's object for a prompt, in one pass (no fine-tuning). The guidance
+    defaults are the configured profile's (--config, TAMER_PROFILE), the one the run trained on."""
     _check_pipeline_dir(checkpoint)
     _check_reference(image)
     from model.generate import generate as generate_images
     from model.pipeline import PickleWeightsRefused
+    from model.profiles import load_profile
 
+    profile = load_profile(state.config().profile)
     try:
-        paths = generate_images(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps)
+        paths = generate_images(checkpoint, image, prompt, n=n, seed=seed, out_dir=out, steps=steps,
+                                guidance_scale=profile.own("guidance_scale", guidance),
+                                object_guidance_scale=profile.own("object_guidance_scale", object_guidance),
+                                class_noun=noun)
     except PickleWeightsRefused as exc:
         fail(str(exc), 2)
     if as_json:
