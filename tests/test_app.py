@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -143,6 +144,15 @@ def test_uploads_are_kept_upright_and_rgb(ctx, tmp_path):
 def test_runs_to_choose_are_completed_newest_first(ctx):
     assert [value for _, value in customize.run_choices(ctx)] == ["train-new", "train-old"]
     assert "(tiny, step 20)" in customize.run_choices(ctx)[0][0]
+
+
+def test_guidance_sliders_start_at_the_configured_profiles_scales(ctx):
+    from model.profiles import load_profile
+
+    assert ctx.config.profile == "tiny" and customize.guidance_defaults(ctx) == (7.5, 3.0)
+    synth = load_profile("synth")
+    assert customize.guidance_defaults(replace(ctx, config=ctx.config.model_copy(update={"profile": "synth"}))) \
+        == (synth.guidance_scale, synth.object_guidance_scale) == (2.0, 2.0)
 
 
 def test_same_inputs_give_the_same_images(ctx):

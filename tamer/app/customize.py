@@ -61,6 +61,15 @@ def class_of(ctx: AppContext, image_id: str) -> str | None:
     return found[0]["class_name"] if found else None
 
 
+def guidance_defaults(ctx: AppContext) -> tuple[float, float]:
+    """(text, object) guidance the sliders start at: the configured profile's, as in `tamer eval`
+    and `tamer generate` (the synth base draws dark fields at SD's scales)."""
+    from model.profiles import load_profile
+
+    profile = load_profile(ctx.config.profile)
+    return profile.guidance_scale, profile.object_guidance_scale
+
+
 def customize(ctx: AppContext, run_id: str | None, reference: Path | str | None, prompt: str,
               text_guidance: float, object_guidance: float, seed: int, n: int, steps: int,
               class_noun: str | None = None) -> Result:
@@ -120,9 +129,10 @@ def build(ctx: AppContext, demo) -> None:
                                   elem_id="noun")
             run = gr.Dropdown(label="Training run (completed, newest first)", choices=[],
                               elem_id="run")
+            text_default, object_default = guidance_defaults(ctx)
             with gr.Row():
-                text_guidance = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Text guidance")
-                object_guidance = gr.Slider(0.0, 10.0, value=2.0, step=0.5,
+                text_guidance = gr.Slider(1.0, 15.0, value=text_default, step=0.5, label="Text guidance")
+                object_guidance = gr.Slider(0.0, 10.0, value=object_default, step=0.5,
                                             label="Object guidance")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
