@@ -64,7 +64,8 @@ def build_methods(config: TamerConfig, pipeline_uri: str | None, work_dir: Path)
     """The configured methods from the registry, each with its resolved settings."""
     s, profile = config.eval, load_profile(config.profile)
     sampling = Sampling(s.steps, profile.own("guidance_scale", s.guidance_scale),
-                        profile.own("object_guidance_scale", s.object_guidance_scale), profile.own("sampler", s.scheduler))
+                        profile.own("object_guidance_scale", s.object_guidance_scale),
+                        profile.own("sampler", s.scheduler))
     context = Context(profile, sampling, work_dir, pipeline_uri)
     return [METHODS[name](context, s.method_settings(name)) for name in s.methods]
 
