@@ -327,3 +327,5 @@ def test_generate_fills_the_noun_and_takes_guidance_from_the_profile_unless_give
     assert plain_settings["resolved_prompt"] == "a object on grass"
     assert (given_settings["guidance_scale"], given_settings["object_guidance_scale"]) == (4.0, 1.5)
     assert given_settings["resolved_prompt"] == "a square on grass"
+    refused = invoke(*common, "--out", str(tmp_path / "refused"), "--guidance", "0")
+    assert refused.exit_code == 2 and "--guidance" in refused.output and not (tmp_path / "refused").exists()
