@@ -1,26 +1,28 @@
 """The `train-profile` flow: train every role of the `synth` profile from scratch on synth
 renders (tasks/profile_roles.py says what each role learns), under Ray Train with
-checkpoints, then write the profile YAML and its provenance. Run again after a kill, it skips
+checkpoints, two chains of roles side by side (`ROLE_CHAINS`, the CPUs shared between them),
+then write the profile YAML and its provenance. Run again after a kill, it skips
 finished roles and resumes the interrupted one from its newest checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import flow, task
 
 from tasks import profile_measures, profile_training
-from tasks.profile_roles import ROLE_ORDER, recipe as named_recipe
+from tasks.profile_roles import ROLE_CHAINS, ROLE_ORDER, recipe as named_recipe
 from tasks.ray_runtime import ensure_ray
 from tamer.config import load_config
 
 
 @task
-def train_roles(out: str, recipe: str, seed: int, threads: int) -> list[dict]:
-    """Every role to completion, in order (finished ones skipped, an interrupted one resumed
-    from its checkpoint); their done-records."""
-    return profile_training.train_roles(Path(out), ROLE_ORDER, named_recipe(recipe, seed), threads)
+def train_chain(out: str, roles: tuple[str, ...], recipe: str, seed: int, threads: int) -> list[dict]:
+    """The chain's roles to completion, in order (finished ones skipped, an interrupted one
+    resumed from its checkpoint); their done-records."""
+    return profile_training.train_roles(Path(out), roles, named_recipe(recipe, seed), threads)
 
 
 @task
@@ -36,11 +38,17 @@ def write_profile(out: str, recipe: str, seed: int, name: str, records: list[dic
 
 @flow(name="train-profile", log_prints=True)
 def train_profile_flow(out: str, recipe: str = "full", seed: int = 0, name: str = "synth", threads: int = 0,
-                       root: str | None = None, config_file: str | None = None) -> dict:
-    """Returns {"profile": yaml path, "roles": done-records, "metrics": ...}."""
+                       side_by_side: bool = True, root: str | None = None,
+                       config_file: str | None = None) -> dict:
+    """Returns {"profile": yaml path, "roles": done-records in `ROLE_ORDER`, "metrics": ...}.
+    `threads` are torch threads per role; 0 shares the CPUs between the chains."""
     ensure_ray(load_config(config_file, root=root).ray)
     Path(out).mkdir(parents=True, exist_ok=True)
-    records = train_roles(out, recipe, seed, threads)
+    chains = ROLE_CHAINS if side_by_side else (ROLE_ORDER,)
+    threads = threads or max(1, (os.cpu_count() or 1) // len(chains))
+    futures = [train_chain.submit(out, chain, recipe, seed, threads) for chain in chains]
+    done = {record["role"]: record for future in futures for record in future.result()}
+    records = [done[role] for role in ROLE_ORDER]
     metrics = measure(out, recipe, seed)
     path = write_profile(out, recipe, seed, name, records, metrics)
     return {"profile": path, "roles": records, "metrics": metrics}

@@ -46,9 +46,10 @@ def role_done(out: Path, role: str, r: Recipe) -> dict | None:
 
 def train_roles(out: Path, roles: Sequence[str], r: Recipe, threads: int = 0, max_failures: int = 2) -> list[dict]:
     """Train `roles` in order to completion (resuming an interrupted one) under one Ray Train
-    run with one worker, and return their done-records. One run for all roles, not one per
-    role: each `TorchTrainer` start cost about 40 s (worker process, imports, process group)
-    against 2-4 s of smoke training per role. Ray must already be initialised
+    run with one worker (one CPU), and return their done-records. One run per chain of roles,
+    not one per role: each `TorchTrainer` start cost about 40 s (worker process, imports,
+    process group) against 2-4 s of smoke training per role; runs named after their first role,
+    so chains can train side by side. Ray must already be initialised
     (`tasks.ray_runtime.ensure_ray`)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -59,7 +60,7 @@ def train_roles(out: Path, roles: Sequence[str], r: Recipe, threads: int = 0, ma
         trainer = TorchTrainer(
             roles_loop, train_loop_config={"out": str(out), "roles": todo, "recipe": r, "threads": cpus},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=str((out / CHECKPOINTS / "_ray").resolve()), name="roles",
+            run_config=RunConfig(storage_path=str((out / CHECKPOINTS / "_ray").resolve()), name=f"roles-{todo[0]}",
                                  failure_config=FailureConfig(max_failures=max_failures)))
         trainer.fit()
     records = [role_done(out, role, r) for role in roles]
@@ -94,7 +95,7 @@ def _train_and_export(out: Path, role: str, r: Recipe) -> None:
     jobs = profile_roles.role_jobs(role, r, out)
     root = out / CHECKPOINTS / role
     roots = [root / "tower"] * (len(jobs) - 1) + [root]
-    started, seconds, resumed = time.perf_counter(), 0.0, 0
+    started, began, seconds, resumed = time.perf_counter(), _now(), 0.0, 0
 
     def reported(done: int, folder: Path) -> None:
         ray.train.report({"role": role, "step": done, "checkpoint": str(folder)})
@@ -107,9 +108,14 @@ def _train_and_export(out: Path, role: str, r: Recipe) -> None:
                        on_checkpoint=reported)
     profile_roles.export_role(role, jobs[-1], r, out)
     record = {"role": role, "steps": sum(job.steps for job in jobs), "resumed_from": resumed, "train_s": seconds,
-              "wall_s": time.perf_counter() - started, "recipe_fingerprint": r.fingerprint(role),
+              "wall_s": time.perf_counter() - started, "started": began, "finished": _now(),
+              "recipe_fingerprint": r.fingerprint(role),
               "folders": list(ROLE_FOLDERS[role])}
     (root / DONE).write_text(json.dumps(record, indent=2))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _forget_other_recipes(root: Path, fingerprint: str) -> None:
@@ -140,7 +146,7 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"
                     + yaml.safe_dump(profile, sort_keys=False))
-    provenance = {"profile": name, "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    provenance = {"profile": name, "written": _now(),
                   "code_commit": _commit(), "seed": r.seed, "recipe": r.__dict__,
                   "recipe_fingerprint": r.fingerprint(), "roles": records, "metrics": metrics}
     (out / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))

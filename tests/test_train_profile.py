@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from model.profiles import ROLES, SECOND_TEXT_TOWER, load_profile, load_role
 from tasks import profile_training
-from tasks.profile_roles import ROLE_ORDER, recipe
+from tasks.profile_roles import ROLE_CHAINS, ROLE_ORDER, recipe
 
 
 def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
@@ -36,6 +36,19 @@ def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
     assert 0.0 <= provenance["metrics"]["segmentation_iou"] <= 1.0
     assert set(provenance["metrics"]["same_object_top1"]) == {"dino", "clip"}
     assert {"shape", "background"} <= set(provenance["metrics"]["base_text_only"])
+
+
+def test_the_two_chains_of_roles_train_side_by_side(smoke_profile):
+    """CLIP then the base in one chain, the other four roles in the other, at once: some role
+    of one chain trains while one of the other does (one after the other, a role starts no
+    earlier than the one before it finished), and the base starts after the CLIP it reads."""
+    _, report = smoke_profile
+    role = {record["role"]: record for record in report["roles"]}
+    first, second = ROLE_CHAINS
+    assert first == ("clip", "base") and set(first + second) == set(ROLE_ORDER)
+    assert any(role[a]["started"] < role[b]["finished"] and role[b]["started"] < role[a]["finished"]
+               for a in first for b in second)
+    assert role["base"]["started"] >= role["clip"]["finished"]
 
 
 def test_the_trained_profile_builds_our_model(smoke_profile):

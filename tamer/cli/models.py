@@ -43,7 +43,11 @@ def train_profile(
                       ] = "full",
     seed: Annotated[int, typer.Option(help="Seed of the renders and every role's training.")] = 0,
     name: Annotated[str, typer.Option(help="Profile name written in the YAML.")] = "synth",
-    threads: Annotated[int, typer.Option(help="Torch threads per role (0: every CPU).")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads per role (0: the CPUs shared between the chains).")
+                       ] = 0,
+    side_by_side: Annotated[bool, typer.Option(
+        "--side-by-side/--one-after-another",
+        help="Train the two chains of roles (CLIP then the base; the rest) at once, or every role in turn.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Train the synth profile's roles from scratch on synth renders (Ray Train, checkpoints);
@@ -57,6 +61,7 @@ def train_profile(
 
     try:
         report = train_profile_flow(out=str(out), recipe=recipe, seed=seed, name=name, threads=threads,
+                                    side_by_side=side_by_side,
                                     root=state.root, config_file=state.config_path())
     except RecipeMismatch as exc:
         fail(str(exc), 2)
