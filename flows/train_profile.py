@@ -32,8 +32,9 @@ def measure(out: str, recipe: str, seed: int) -> dict:
 
 
 @task
-def write_profile(out: str, recipe: str, seed: int, name: str, records: list[dict], metrics: dict) -> str:
-    return str(profile_training.write_profile(Path(out), named_recipe(recipe, seed), name, records, metrics))
+def write_profile(out: str, recipe: str, seed: int, name: str, records: list[dict], metrics: dict,
+                  commit: str | None) -> str:
+    return str(profile_training.write_profile(Path(out), named_recipe(recipe, seed), name, records, metrics, commit))
 
 
 @flow(name="train-profile", log_prints=True)
@@ -44,11 +45,12 @@ def train_profile_flow(out: str, recipe: str = "full", seed: int = 0, name: str 
     `threads` are torch threads per role; 0 shares the CPUs between the chains."""
     ensure_ray(load_config(config_file, root=root).ray)
     Path(out).mkdir(parents=True, exist_ok=True)
+    commit = profile_training.code_commit()
     chains = ROLE_CHAINS if side_by_side else (ROLE_ORDER,)
     threads = threads or max(1, (os.cpu_count() or 1) // len(chains))
     futures = [train_chain.submit(out, chain, recipe, seed, threads) for chain in chains]
     done = {record["role"]: record for future in futures for record in future.result()}
     records = [done[role] for role in ROLE_ORDER]
     metrics = measure(out, recipe, seed)
-    path = write_profile(out, recipe, seed, name, records, metrics)
+    path = write_profile(out, recipe, seed, name, records, metrics, commit)
     return {"profile": path, "roles": records, "metrics": metrics}

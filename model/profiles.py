@@ -127,6 +127,10 @@ class Profile(BaseModel):
     # the synth base at 3.0 ours' samples lost their prompted backgrounds to dark fields (main-job
     # report); at 2.0, ours samples 2 v(text, object) - v(nothing), like text CFG at 2.
     object_guidance_scale: float = Field(3.0, ge=1.0)
+    # A prompt in the form its base learned ("{}" for the object), where a user starts (the web
+    # app's prompt box): the synth base learned one caption form and draws a dark field for
+    # "a photo of a {} on the beach".
+    example_prompt: str = "a photo of a {} on the beach"
 
     def own(self, name: str, configured: Any) -> Any:
         """`configured` (a run's setting) if set, else this profile's own value of field `name`."""

@@ -35,6 +35,9 @@ GUIDANCE = 2.0  # the base's text CFG here and in the written profile (SD's 7.5 
 # ancestral; with DDIM its samples lose the held tilt and light (README, "Sampler").
 SAMPLER = "default"
 NEAR_DUPLICATE = 0.88  # the CLIP's near-duplicate cosine here and in the written profile (swept on v9: README)
+# Ours' object CFG in the written profile: at 3.0 the main job's samples lost their prompted
+# backgrounds to dark fields (README, "Quickstart").
+OBJECT_GUIDANCE = 2.0
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from model.tiny import RECIPES as TINY_RECIPES
 from model.tiny import ensure_built
 from tamer.synth import FORMAT_VERSION
 from tamer.synth_world import (IDENTITY_KEYS, KEYS, STUDIO, VOCAB, Renders, caption, caption_variants,
-                               class_prompt, random_subjects, render_views, split_subjects)
+                               class_prompt, random_subjects, render_views, scene_phrase, split_subjects)
 
 ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "dino", "base")
 # Chains of roles that can train side by side, one after the other within a chain: only the base
@@ -99,6 +99,10 @@ class Recipe:
     def base_scene(self) -> dict[str, str]:
         """The scene attributes every base render and base prompt holds, with their values."""
         return {k: STUDIO[k] for k in self.base_held_scene}
+
+    def example_prompt(self) -> str:
+        """A prompt in the form the base learned, "{}" for the object (the written profile's)."""
+        return "a {}, " + scene_phrase({**self.base_scene(), "background": "grass"})
 
     def fingerprint(self, role: str | None = None) -> str:
         """What decides the trained weights besides the code: the recipe (or, for one role, the

@@ -133,27 +133,31 @@ def _step_of(folder: Path | None) -> int:
     return int(folder.name.removeprefix("step_")) if folder is not None else 0
 
 
-def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics: dict) -> Path:
-    """The profile YAML (local ids relative to it, so the folder can move) and provenance."""
+def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics: dict,
+                  commit: str | None = None) -> Path:
+    """The profile YAML (local ids relative to it, so the folder can move) and provenance.
+    `commit`: the code's commit when training started (`code_commit()`); the checkout may have
+    moved on during a two-hour run."""
     roles = {"captioner": {"id": "./captioner"}, "clip": {"id": "./clip"},
              "text_encoder": {"id": "./text_encoder"}, "tokenizer": {"id": "./tokenizer"},
              "unet": {"id": "./unet"}, "vae": {"id": "./vae", "class_name": "model.pixel_base.PassThroughVAE"},
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
              "oracle": {"id": "./oracle"}, "dino": {"id": "./dino"}}
     profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size,
-               "guidance_scale": profile_measures.GUIDANCE, "sampler": profile_measures.SAMPLER,
-               "near_duplicate_threshold": profile_measures.NEAR_DUPLICATE, "roles": roles}
+               "guidance_scale": profile_measures.GUIDANCE, "object_guidance_scale": profile_measures.OBJECT_GUIDANCE,
+               "sampler": profile_measures.SAMPLER, "near_duplicate_threshold": profile_measures.NEAR_DUPLICATE,
+               "example_prompt": r.example_prompt(), "roles": roles}
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"
                     + yaml.safe_dump(profile, sort_keys=False))
     provenance = {"profile": name, "written": _now(),
-                  "code_commit": _commit(), "seed": r.seed, "recipe": r.__dict__,
+                  "code_commit": commit or code_commit(), "seed": r.seed, "recipe": r.__dict__,
                   "recipe_fingerprint": r.fingerprint(), "roles": records, "metrics": metrics}
     (out / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
     return path
 
 
-def _commit() -> str | None:
+def code_commit() -> str | None:
     """The code's git commit, if the code runs from a checkout (+ "-dirty" for local changes)."""
     here = Path(__file__).resolve().parent
     try:

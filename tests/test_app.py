@@ -146,13 +146,15 @@ def test_runs_to_choose_are_completed_newest_first(ctx):
     assert "(tiny, step 20)" in customize.run_choices(ctx)[0][0]
 
 
-def test_guidance_sliders_start_at_the_configured_profiles_scales(ctx):
+def test_the_tab_starts_at_the_configured_profiles_prompt_and_scales(ctx):
     from model.profiles import load_profile
 
-    assert ctx.config.profile == "tiny" and customize.guidance_defaults(ctx) == (7.5, 3.0)
+    assert ctx.config.profile == "tiny"
+    assert customize.profile_defaults(ctx) == ("a photo of a {} on the beach", 7.5, 3.0)
     synth = load_profile("synth")
-    assert customize.guidance_defaults(replace(ctx, config=ctx.config.model_copy(update={"profile": "synth"}))) \
-        == (synth.guidance_scale, synth.object_guidance_scale) == (2.0, 2.0)
+    prompt, text, obj = customize.profile_defaults(replace(ctx, config=ctx.config.model_copy(update={"profile": "synth"})))
+    assert (text, obj) == (synth.guidance_scale, synth.object_guidance_scale) == (2.0, 2.0)
+    assert prompt == synth.example_prompt and prompt.startswith("a {}, on green grass, in the center")
 
 
 def test_same_inputs_give_the_same_images(ctx):

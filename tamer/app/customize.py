@@ -61,13 +61,14 @@ def class_of(ctx: AppContext, image_id: str) -> str | None:
     return found[0]["class_name"] if found else None
 
 
-def guidance_defaults(ctx: AppContext) -> tuple[float, float]:
-    """(text, object) guidance the sliders start at: the configured profile's, as in `tamer eval`
-    and `tamer generate` (the synth base draws dark fields at SD's scales)."""
+def profile_defaults(ctx: AppContext) -> tuple[str, float, float]:
+    """(prompt, text guidance, object guidance) the tab starts at: the configured profile's, as
+    in `tamer eval` and `tamer generate` (the synth base draws dark fields at SD's scales, and
+    for prompts not in the caption form it learned)."""
     from model.profiles import load_profile
 
     profile = load_profile(ctx.config.profile)
-    return profile.guidance_scale, profile.object_guidance_scale
+    return profile.example_prompt, profile.guidance_scale, profile.object_guidance_scale
 
 
 def customize(ctx: AppContext, run_id: str | None, reference: Path | str | None, prompt: str,
@@ -112,6 +113,7 @@ def build(ctx: AppContext, demo) -> None:
     import gradio as gr
 
     reference = gr.State(None)  # path of the validated, normalized reference
+    prompt_default, text_default, object_default = profile_defaults(ctx)
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="Reference photo (one image of the object)", type="filepath",
@@ -123,13 +125,11 @@ def build(ctx: AppContext, demo) -> None:
         with gr.Column(scale=2):
             with gr.Row():
                 prompt = gr.Textbox(label='Prompt ("{}" stands for the object)',
-                                    value="a photo of a {} on the beach", elem_id="prompt",
-                                    scale=3)
+                                    value=prompt_default, elem_id="prompt", scale=3)
                 noun = gr.Textbox(label="Word for {}", placeholder="object", scale=1,
                                   elem_id="noun")
             run = gr.Dropdown(label="Training run (completed, newest first)", choices=[],
                               elem_id="run")
-            text_default, object_default = guidance_defaults(ctx)
             with gr.Row():
                 text_guidance = gr.Slider(1.0, 15.0, value=text_default, step=0.5, label="Text guidance")
                 object_guidance = gr.Slider(0.0, 10.0, value=object_default, step=0.5,
