@@ -113,7 +113,6 @@ def build(ctx: AppContext, demo) -> None:
     import gradio as gr
 
     reference = gr.State(None)  # path of the validated, normalized reference
-    prompt_default, text_default, object_default = profile_defaults(ctx)
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="Reference photo (one image of the object)", type="filepath",
@@ -123,6 +122,7 @@ def build(ctx: AppContext, demo) -> None:
             preview = gr.Image(label="Reference", interactive=False, height=160,
                                elem_id="reference")
         with gr.Column(scale=2):
+            prompt_default, text_default, object_default = profile_defaults(ctx)
             with gr.Row():
                 prompt = gr.Textbox(label='Prompt ("{}" stands for the object)',
                                     value=prompt_default, elem_id="prompt", scale=3)
