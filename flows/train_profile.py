@@ -19,10 +19,12 @@ from tamer.config import load_config
 
 
 @task
-def train_chain(out: str, roles: tuple[str, ...], recipe: str, seed: int, threads: int) -> list[dict]:
+def train_chain(out: str, roles: tuple[str, ...], recipe: str, seed: int, threads: int,
+                others: tuple[str, ...] = (), freed_threads: int = 0) -> list[dict]:
     """The chain's roles to completion, in order (finished ones skipped, an interrupted one
-    resumed from its checkpoint); their done-records."""
-    return profile_training.train_roles(Path(out), roles, named_recipe(recipe, seed), threads)
+    resumed from its checkpoint); their done-records. At `freed_threads` once `others` are done."""
+    return profile_training.train_roles(Path(out), roles, named_recipe(recipe, seed), threads,
+                                        others=others, freed_threads=freed_threads)
 
 
 @task
@@ -42,13 +44,18 @@ def train_profile_flow(out: str, recipe: str = "full", seed: int = 0, name: str 
                        side_by_side: bool = True, root: str | None = None,
                        config_file: str | None = None) -> dict:
     """Returns {"profile": yaml path, "roles": done-records in `ROLE_ORDER`, "metrics": ...}.
-    `threads` are torch threads per role; 0 shares the CPUs between the chains."""
+    `threads` are torch threads per role; 0 shares the CPUs between the chains (a chain takes
+    them all once the others are done)."""
     ensure_ray(load_config(config_file, root=root).ray)
     Path(out).mkdir(parents=True, exist_ok=True)
     commit = profile_training.code_commit()
     chains = ROLE_CHAINS if side_by_side else (ROLE_ORDER,)
-    threads = threads or max(1, (os.cpu_count() or 1) // len(chains))
-    futures = [train_chain.submit(out, chain, recipe, seed, threads) for chain in chains]
+    # shared: each chain its part of the CPUs, and all of them once the other chains are done
+    freed = 0 if threads else max(1, os.cpu_count() or 1)
+    threads = threads or max(1, freed // len(chains))
+    futures = [train_chain.submit(out, chain, recipe, seed, threads,
+                                  tuple(role for other in chains if other != chain for role in other), freed)
+               for chain in chains]
     done = {record["role"]: record for future in futures for record in future.result()}
     records = [done[role] for role in ROLE_ORDER]
     metrics = measure(out, recipe, seed)

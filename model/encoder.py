@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPImageProcessor, CLIPModel, CLIPVisionModelWithProjection
 
+from model.conv_stem import vision_tower_class
+
 
 def vision_tower_from_clip(clip: CLIPModel) -> CLIPVisionModelWithProjection:
     """The image half of a CLIPModel as a stand-alone model (same weights, no text tower)."""
     config = copy.deepcopy(clip.config.vision_config)
     config.projection_dim = clip.config.projection_dim
-    tower = CLIPVisionModelWithProjection(config)
+    tower = vision_tower_class(config)(config)
     tower.vision_model.load_state_dict(clip.vision_model.state_dict())
     tower.visual_projection.load_state_dict(clip.visual_projection.state_dict())
     return tower.to(device=clip.device, dtype=clip.dtype)

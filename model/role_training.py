@@ -18,6 +18,7 @@ import torch
 from transformers import (BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel, SegformerConfig,
                           SegformerForSemanticSegmentation, ViTConfig, ViTModel)
 
+from model.conv_stem import captioner_class, clip_class
 from model.fit import Job, run, step_generator
 from model.oracle import AttributeOracle
 
@@ -90,7 +91,7 @@ def clip_job(config: CLIPConfig, processor, pixels: torch.Tensor, captions: Sequ
     tower at chance on shape after 800 steps (CLIP's own image tower saw 400M pairs); with the
     labels this world has, the embedding the text must match carries every attribute early."""
     torch.manual_seed(seed)
-    model = CLIPModel(config).train()
+    model = clip_class(config)(config).train()
     sincos_positions_(model.vision_model.embeddings.position_embedding.weight)
     heads = torch.nn.ModuleList(torch.nn.Linear(config.projection_dim, n) for n in classes)
     variants = len(captions[0])
@@ -129,7 +130,7 @@ def captioner_job(config: BlipConfig, processor, pixels: torch.Tensor, captions:
     0.67 of fresh captions and the shape in 0.17, against 0.42 and 0.105 with it trained on:
     the captioning loss at this learning rate wore down what the tower had learned."""
     torch.manual_seed(seed)
-    model = BlipForConditionalGeneration(config).train()
+    model = captioner_class(config)(config).train()
     sincos_positions_(model.vision_model.embeddings.position_embedding)
     tokens = processor.tokenizer(list(captions), padding=True, truncation=True, max_length=48,
                                  return_tensors="pt")

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPModel, CLIPProcessor
+from transformers import BlipProcessor, CLIPProcessor
 
 from model.attributes import AttributeScorer, load_vocabulary, top, truth_from_meta
 from model.attributes import accuracy as attribute_accuracy
 from model.captioning import Captioner
+from model.conv_stem import load_captioner, load_clip
 from model.oracle import AttributeOracle
 from model.pixel_base import sd_pipeline
 from model.role_training import processor_pixels
@@ -91,7 +92,7 @@ def measure_profile(out: Path, r: Recipe, sizes: Sizes = Sizes()) -> dict:
 def clip_zero_shot(folder: Path, data: Renders, images: list[Image.Image]) -> dict[str, float]:
     """Top-1 accuracy per vocabulary group with a truth path (configs/attributes.yaml)."""
     vocabulary = load_vocabulary(CONFIG_DIR / "attributes.yaml")
-    scorer = AttributeScorer(CLIPModel.from_pretrained(folder, use_safetensors=True).eval(),
+    scorer = AttributeScorer(load_clip(folder).eval(),
                              CLIPProcessor.from_pretrained(folder), vocabulary)
     predicted, truth = {}, {}
     for start in range(0, len(images), 128):
@@ -107,7 +108,7 @@ def clip_zero_shot(folder: Path, data: Renders, images: list[Image.Image]) -> di
 def captioner_agreement(folder: Path, data: Renders, images: list[Image.Image]) -> dict[str, float]:
     """Share of raw captions naming the true shape, primary colour (the first colour said) and
     background phrase."""
-    captioner = Captioner(BlipForConditionalGeneration.from_pretrained(folder, use_safetensors=True).eval(),
+    captioner = Captioner(load_captioner(folder).eval(),
                           BlipProcessor.from_pretrained(folder))
     said = [text for start in range(0, len(images), 64) for text in captioner(images[start:start + 64])]
     hits = {"shape": [], "primary": [], "background": []}
@@ -147,7 +148,7 @@ def same_object_top1(out: Path, r: Recipe, objects: int = Sizes.same_object) -> 
     from model.metrics import Scorer
 
     data = render_views(random_subjects(objects, r.seed + FRESH_SEED + 1), 2, r.size, r.seed + FRESH_SEED + 1)
-    scorer = Scorer(CLIPModel.from_pretrained(out / "clip", use_safetensors=True), CLIPProcessor.from_pretrained(out / "clip"),
+    scorer = Scorer(load_clip(out / "clip"), CLIPProcessor.from_pretrained(out / "clip"),
                     ViTModel.from_pretrained(out / "dino", use_safetensors=True),
                     ViTImageProcessor.from_pretrained(out / "dino"))
     images = to_images(data.pixels)
@@ -178,7 +179,7 @@ def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = Sizes.dupli
                 pixels.append(to_tensor(image))
                 owner.append(k)
                 where.append((k, s))
-    clip = CLIPModel.from_pretrained(out / "clip", use_safetensors=True).eval()
+    clip = load_clip(out / "clip").eval()
     processor = CLIPProcessor.from_pretrained(out / "clip")
     inputs = processor_pixels(torch.stack(pixels), processor.image_processor)
     vectors = torch.nn.functional.normalize(clip.get_image_features(pixel_values=inputs), dim=-1).numpy()

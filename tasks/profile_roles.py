@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (BlipConfig, BlipProcessor, CLIPConfig, CLIPModel, CLIPProcessor,
+from transformers import (BlipConfig, BlipProcessor, CLIPConfig, CLIPProcessor,
                           SegformerConfig, SegformerImageProcessor, ViTConfig, ViTImageProcessor)
 
 from model import pixel_base
+from model.conv_stem import load_clip
 from model.fit import Job
 from model.role_training import captioner_job, clip_job, identity_vit_job, oracle_job, segmentation_job, tower_job
 from model.tiny import RECIPES as TINY_RECIPES
@@ -59,6 +60,11 @@ class Recipe:
     # phase of 6,000 steps read held-out shape 0.53, at 128 0.74, 6 layers of 64: 0.64
     # (README, "Tower width").
     clip_vision_width: int = 128
+    # Channels of a convolutional stem in place of the image towers' 4 px patch embedding
+    # (`model.conv_stem`); () = the patch embedding. In CLIP's tower phase (width 128, every
+    # label + masks, 3,000-step schedule) it read held-out shape 0.94 at the end, the patch
+    # embedding 0.62 (README, "A convolutional stem").
+    clip_conv_stem: tuple[int, ...] = ()
     clip_caption_variants: int = 8
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none
@@ -71,6 +77,7 @@ class Recipe:
     captioner_tower_batch: int = 64
     captioner_freeze_tower: bool = True  # captioning leaves the tower phase's vision model as it is
     captioner_vision_width: int = 128  # its text keeps `captioner_width`
+    captioner_conv_stem: tuple[int, ...] = ()  # as `clip_conv_stem`
     segmentation_steps: int = 600
     segmentation_batch: int = 32
     dino_steps: int = 6000
@@ -94,7 +101,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         # A recipe read back from provenance JSON carries a list; the recipe is hashed (cached renders).
-        object.__setattr__(self, "base_held_scene", tuple(self.base_held_scene))
+        for name in ("base_held_scene", "clip_conv_stem", "captioner_conv_stem"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def base_scene(self) -> dict[str, str]:
         """The scene attributes every base render and base prompt holds, with their values."""
@@ -120,7 +128,8 @@ _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"
 # Fields added after a profile shipped, at the value that reproduces it (what the code did
 # before the field existed): at that value they stay out of the fingerprint, so the shipped
 # profile still matches its recipe.
-_NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64}
+_NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64, "clip_conv_stem": (),
+            "captioner_conv_stem": ()}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -132,7 +141,8 @@ SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8,
                clip_caption_variants=2, clip_tower_steps=4, clip_tower_batch=4, captioner_steps=4, captioner_batch=4,
                captioner_width=16, captioner_tower_steps=4, captioner_tower_batch=4, segmentation_steps=4,
                segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8, base_views=2, held_out=2,
-               base_steps=6, base_batch=4, checkpoint_every=3)
+               base_steps=6, base_batch=4, checkpoint_every=3, clip_conv_stem=(8, 16, 16),
+               captioner_conv_stem=(8, 16, 16))
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
 
@@ -156,10 +166,11 @@ def base_world(r: Recipe) -> Renders:
     return render_views(train, r.base_views, r.size, r.seed + 3, r.base_scene())
 
 
-def clip_config(size: int, vision_width: int = 64) -> CLIPConfig:
+def clip_config(size: int, vision_width: int = 64, conv_stem: tuple[int, ...] = ()) -> CLIPConfig:
     """Small enough for minutes of CPU training; the text width is also the UNet's
-    cross-attention width, since the base's text encoder starts from this text tower."""
-    vision = dict(image_size=size, patch_size=4, **_transformer(vision_width))
+    cross-attention width, since the base's text encoder starts from this text tower.
+    `conv_stem`: `model.conv_stem`'s channels (a config field only where there is one)."""
+    vision = dict(image_size=size, patch_size=4, **_transformer(vision_width), **_stem(conv_stem))
     text = dict(max_position_embeddings=77, **_transformer(64))
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
 
@@ -177,13 +188,19 @@ def clip_processor(size: int) -> CLIPProcessor:
     return processor
 
 
-def captioner_config(size: int, width: int, vision_width: int | None = None) -> BlipConfig:
+def _stem(conv_stem: tuple[int, ...]) -> dict:
+    return {"conv_stem": list(conv_stem)} if conv_stem else {}
+
+
+def captioner_config(size: int, width: int, vision_width: int | None = None,
+                     conv_stem: tuple[int, ...] = ()) -> BlipConfig:
     """BLIP with the tiny captioner's tokenizer (BERT WordPiece + [DEC]) at `width` (the
     vision model at `vision_width`, default the same): the tiny width of 32 learned the
     language and the background in 600 steps but not the object."""
     text = BlipConfig.from_pretrained(ensure_built("captioner")).text_config.to_dict()
     return BlipConfig(text_config={**text, **_transformer(width)},
-                      vision_config=dict(image_size=size, patch_size=4, **_transformer(vision_width or width)),
+                      vision_config=dict(image_size=size, patch_size=4, **_transformer(vision_width or width),
+                                         **_stem(conv_stem)),
                       projection_dim=width)
 
 
@@ -241,11 +258,12 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
                           r.oracle_batch, r.seed, r.oracle_width)
     if role == "clip":
         data = world(r)
-        return clip_job(clip_config(r.size, r.clip_vision_width), clip_processor(r.size), data.pixels,
+        return clip_job(clip_config(r.size, r.clip_vision_width, r.clip_conv_stem), clip_processor(r.size), data.pixels,
                         clip_captions(data, r), data.labels, _classes(KEYS), r.clip_steps, r.clip_batch, r.seed)
     if role == "captioner":
         data = world(r)
-        return captioner_job(captioner_config(r.size, r.captioner_width, r.captioner_vision_width),
+        return captioner_job(captioner_config(r.size, r.captioner_width, r.captioner_vision_width,
+                                              r.captioner_conv_stem),
                              captioner_processor(r.size), data.pixels, captions_of(data), r.captioner_steps,
                              r.captioner_batch, 3e-3, r.seed, freeze_vision=r.captioner_freeze_tower)
     if role == "segmentation":
@@ -260,7 +278,7 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
                                 masks=data.masks if r.dino_masks else None)
     if role == "base":
         data = base_world(r)
-        clip = CLIPModel.from_pretrained(out / "clip", use_safetensors=True)
+        clip = load_clip(out / "clip")
         rows = range(len(data))
         return pixel_base.base_job(data.pixels, captions_of(data),
                                    [class_prompt(data.identity(i), data.scenes[i]) for i in rows],

@@ -17,11 +17,12 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
 
+from model.conv_stem import ConvStemBlipForConditionalGeneration, ConvStemCLIPModel
 from tasks import profile_measures, profile_roles
 from tasks.profile_roles import ROLE_FOLDERS, Recipe
 
@@ -44,13 +45,18 @@ def role_done(out: Path, role: str, r: Recipe) -> dict | None:
     return record
 
 
-def train_roles(out: Path, roles: Sequence[str], r: Recipe, threads: int = 0, max_failures: int = 2) -> list[dict]:
+def train_roles(out: Path, roles: Sequence[str], r: Recipe, threads: int = 0, max_failures: int = 2,
+                others: Sequence[str] = (), freed_threads: int = 0) -> list[dict]:
     """Train `roles` in order to completion (resuming an interrupted one) under one Ray Train
     run with one worker (one CPU), and return their done-records. One run per chain of roles,
     not one per role: each `TorchTrainer` start cost about 40 s (worker process, imports,
     process group) against 2-4 s of smoke training per role; runs named after their first role,
     so chains can train side by side. Ray must already be initialised
-    (`tasks.ray_runtime.ensure_ray`)."""
+    (`tasks.ray_runtime.ensure_ray`).
+
+    `others`: the roles of the chains training beside this one; once all are done, this chain
+    goes on at `freed_threads` (the full recipe's second chain ends about half an hour before
+    the first, whose base then trained at one thread on two idle cores)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -58,7 +64,8 @@ def train_roles(out: Path, roles: Sequence[str], r: Recipe, threads: int = 0, ma
     if todo:
         cpus = threads or max(1, os.cpu_count() or 1)
         trainer = TorchTrainer(
-            roles_loop, train_loop_config={"out": str(out), "roles": todo, "recipe": r, "threads": cpus},
+            roles_loop, train_loop_config={"out": str(out), "roles": todo, "recipe": r, "threads": cpus,
+                                           "others": list(others), "freed_threads": freed_threads},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(storage_path=str((out / CHECKPOINTS / "_ray").resolve()), name=f"roles-{todo[0]}",
                                  failure_config=FailureConfig(max_failures=max_failures)))
@@ -80,14 +87,33 @@ def roles_loop(loop: dict) -> None:
 
     out, r = Path(loop["out"]), loop["recipe"]
     torch.set_num_threads(loop["threads"])
+
+    def share_cores() -> None:
+        take_freed_cores(out, r, loop.get("others", ()), loop.get("freed_threads", 0))
+
     for role in loop["roles"]:
         if role_done(out, role, r) is None:
-            _train_and_export(out, role, r)
+            share_cores()
+            _train_and_export(out, role, r, share_cores)
 
 
-def _train_and_export(out: Path, role: str, r: Recipe) -> None:
+def take_freed_cores(out: Path, r: Recipe, others: Sequence[str], freed_threads: int) -> bool:
+    """Raise this process's torch threads to `freed_threads` once every role in `others` is
+    done (their chains no longer use the cores); True when it did."""
+    import torch
+
+    if not others or torch.get_num_threads() >= freed_threads:
+        return False
+    if any(role_done(out, role, r) is None for role in others):
+        return False
+    torch.set_num_threads(freed_threads)
+    return True
+
+
+def _train_and_export(out: Path, role: str, r: Recipe, at_checkpoint: Callable[[], None] = lambda: None) -> None:
     """Build the role's jobs, resume each from its newest checkpoint, fit, export, mark done.
-    A tower phase checkpoints under `<role>/tower`, the role's own job under `<role>`."""
+    A tower phase checkpoints under `<role>/tower`, the role's own job under `<role>`;
+    `at_checkpoint` runs after each checkpoint."""
     import ray.train
 
     from model.fit import newest_checkpoint, run
@@ -99,6 +125,7 @@ def _train_and_export(out: Path, role: str, r: Recipe) -> None:
 
     def reported(done: int, folder: Path) -> None:
         ray.train.report({"role": role, "step": done, "checkpoint": str(folder)})
+        at_checkpoint()
 
     for job, where in zip(jobs, roots):
         _forget_other_recipes(where, r.fingerprint(role))
@@ -138,7 +165,8 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
     """The profile YAML (local ids relative to it, so the folder can move) and provenance.
     `commit`: the code's commit when training started (`code_commit()`); the checkout may have
     moved on during a two-hour run."""
-    roles = {"captioner": {"id": "./captioner"}, "clip": {"id": "./clip"},
+    roles = {"captioner": _ref("./captioner", r.captioner_conv_stem and ConvStemBlipForConditionalGeneration),
+             "clip": _ref("./clip", r.clip_conv_stem and ConvStemCLIPModel),
              "text_encoder": {"id": "./text_encoder"}, "tokenizer": {"id": "./tokenizer"},
              "unet": {"id": "./unet"}, "vae": {"id": "./vae", "class_name": "model.pixel_base.PassThroughVAE"},
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
@@ -155,6 +183,11 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
                   "recipe_fingerprint": r.fingerprint(), "roles": records, "metrics": metrics}
     (out / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
     return path
+
+
+def _ref(folder: str, cls: type | None) -> dict:
+    """A role's entry: its folder, and the class that loads it where the library's would not."""
+    return {"id": folder} | ({"class_name": f"{cls.__module__}.{cls.__qualname__}"} if cls else {})
 
 
 def code_commit() -> str | None:

@@ -139,3 +139,22 @@ def test_a_frozen_vision_model_keeps_its_tower_phase_weights_while_the_decoder_l
     run(job)
     assert all(torch.equal(after_tower[k], v) for k, v in weights(model.vision_model).items())
     assert any(not torch.equal(decoder[k], v) for k, v in weights(model.text_decoder).items())
+
+
+def test_a_conv_stem_replaces_the_patch_embedding_at_the_same_token_grid():
+    """The stem hands the ViT the grid its patch embedding would (so position tables, masks
+    and the object encoder's patch tokens line up), and a config without one keeps the library's class."""
+    from transformers import CLIPModel
+
+    from model.conv_stem import ConvStem, clip_class
+    from tasks.profile_roles import clip_config
+
+    for patch, channels in ((4, (8, 16, 32)), (8, (8, 16, 16, 32))):
+        assert ConvStem(24, patch, channels)(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 24, SIZE // patch, SIZE // patch)
+    with pytest.raises(ValueError, match="needs 3 channel counts"):
+        ConvStem(24, 4, (8, 16))
+    stem = clip_config(SIZE, 32, (8, 16, 32))
+    model = clip_class(stem)(stem)
+    out = model.vision_model(pixel_values=torch.rand(2, 3, SIZE, SIZE)).last_hidden_state
+    assert out.shape == (2, 1 + (SIZE // 4) ** 2, 32)
+    assert clip_class(clip_config(SIZE, 32)) is CLIPModel

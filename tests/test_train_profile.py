@@ -28,6 +28,9 @@ def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
     roles = set(ROLES) - set(SECOND_TEXT_TOWER)
     for role in roles:  # the same from_pretrained path as tiny and sd15
         assert load_role(profile, role, device="cpu") is not None, role
+    for role in ("clip", "captioner"):  # their image towers start with the recipe's conv stem
+        model, _ = load_role(profile, role, device="cpu")
+        assert type(model.vision_model.embeddings.patch_embedding).__name__ == "ConvStem", role
     trained = {role for role, ref in profile.roles.items() if ref is not None and not ref.id.startswith("tiny://")}
     assert trained == roles  # nothing borrowed from tiny
     stored = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
@@ -54,13 +57,23 @@ def test_the_two_chains_of_roles_train_side_by_side(smoke_profile):
     assert role["base"]["started"] >= role["clip"]["finished"]
 
 
-def test_the_trained_profile_builds_our_model(smoke_profile):
+def test_the_trained_profile_builds_our_model(smoke_profile, tmp_path):
+    """Our model's object encoder is CLIP's image tower with the recipe's conv stem, and a saved
+    pipeline loads it back with the same weights (its model_index names the stem's class)."""
+    from model.conv_stem import ConvStem
     from model.tamer_model import TamerModel, TamerModelConfig
 
     _, report = smoke_profile
     model = TamerModel.from_profile(report["profile"], TamerModelConfig())
     assert type(model.pipe.vae).__name__ == "PassThroughVAE"
     assert model.pipe.unet.config.in_channels == 3  # pixel space
+    assert isinstance(model.pipe.image_encoder.vision_model.embeddings.patch_embedding, ConvStem)
+    model.save_pretrained(tmp_path / "pipeline")
+    again = TamerModel.from_pretrained(tmp_path / "pipeline")
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again.pipe.image_encoder(pixel_values=pixels).image_embeds,
+                           model.pipe.image_encoder(pixel_values=pixels).image_embeds)
 
 
 def test_an_interrupted_role_resumes_from_its_checkpoint_to_the_same_weights(smoke_profile, tmp_path):
@@ -154,6 +167,9 @@ def test_a_role_fingerprint_covers_only_what_that_role_reads():
     wider = replace(r, clip_vision_width=32)
     assert wider.fingerprint("clip") != r.fingerprint("clip") and wider.fingerprint("base") != r.fingerprint("base")
     assert wider.fingerprint("dino") == r.fingerprint("dino")
+    plain = replace(r, clip_conv_stem=())
+    assert plain.fingerprint("clip") != r.fingerprint("clip") and plain.fingerprint("base") != r.fingerprint("base")
+    assert plain.fingerprint("captioner") == r.fingerprint("captioner")
 
 
 def test_tower_widths_are_recipe_fields(tmp_path):
@@ -226,3 +242,24 @@ def test_an_attribute_read_right_380_times_in_400_meets_the_095_bar():
     predicted[:21, 1] = 1  # 379 right
     accuracy = per_key(predicted, truth, ("a", "b"))
     assert accuracy["a"] >= 0.95 and accuracy["b"] < 0.95
+
+
+def test_a_chain_takes_the_freed_cores_once_the_other_chains_are_done(tmp_path):
+    """The base trains on after the other chain ends: from then on at every core, not its half."""
+    r = recipe("smoke")
+    others = ("oracle", "dino")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        (tmp_path / profile_training.CHECKPOINTS / "oracle").mkdir(parents=True)
+        (tmp_path / profile_training.CHECKPOINTS / "oracle" / profile_training.DONE).write_text(
+            json.dumps({"recipe_fingerprint": r.fingerprint("oracle")}))
+        assert not profile_training.take_freed_cores(tmp_path, r, others, 2)  # dino still trains
+        assert torch.get_num_threads() == 1
+        (tmp_path / profile_training.CHECKPOINTS / "dino").mkdir(parents=True)
+        (tmp_path / profile_training.CHECKPOINTS / "dino" / profile_training.DONE).write_text(
+            json.dumps({"recipe_fingerprint": r.fingerprint("dino")}))
+        assert profile_training.take_freed_cores(tmp_path, r, others, 2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
