@@ -235,6 +235,14 @@ def _vit_shape_curve(r: dict) -> tuple[str, str]:
             "reported: the steps a ViT role needs to read shape")
 
 
+def _tower_curve(r: dict) -> tuple[str, str]:
+    return (f"CLIP's tower phase, held-out shape / mean of ten labels by step, {r['training_renders']} renders, "
+            f"one run each: " + "; ".join(
+                f"{name}: " + ", ".join(f"{p['step']} {p['accuracy']['shape']:.2f}/{p['mean']:.2f}" for p in points)
+                + f" ({points[-1]['train_s']:.0f} s)" for name, points in r["curves"].items()),
+            "reported: what a conv stem gives the ViT towers (#14's 0.8 zero-shot bars)")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
@@ -242,7 +250,7 @@ FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve, "base_sampler": _base_sampler,
     "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check,
-    "synth_quality": _synth_quality, "vit_shape_curve": _vit_shape_curve}
+    "synth_quality": _synth_quality, "vit_shape_curve": _vit_shape_curve, "tower_curve": _tower_curve}
 
 
 def row(path: Path, root: Path) -> str:

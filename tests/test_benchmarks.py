@@ -427,3 +427,20 @@ def test_vit_shape_curve_reuses_the_curves_of_the_same_settings_only(tmp_path):
     assert vit_shape_curve.main([*small[:5], "3", *small[6:], "--reuse"]) == 0  # 3 steps: other settings
     assert json.loads(path.read_text())["curves"]["cnn (oracle)"][0]["train_s"] > 0
 
+
+
+def test_tower_curve_reads_both_towers_heads_at_every_mark(tmp_path):
+    from benchmarks import tower_curve
+
+    plot = tmp_path / "curve.png"
+    assert tower_curve.main(["--objects", "6", "--held-out", "5", "--steps", "4", "--every", "2", "--batch", "4",
+                             "--width", "32", "--plot", str(plot), "--results", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "tower_curve.json").read_text())
+    assert result["training_renders"] == 12 and list(result["curves"]) == list(tower_curve.TOWERS)
+    for points in result["curves"].values():
+        assert [p["step"] for p in points] == [2, 4]
+        assert all(value in {k / 5 for k in range(6)} for p in points for value in p["accuracy"].values())
+        assert all(p["mean"] == pytest.approx(sum(p["accuracy"].values()) / 10) for p in points)
+    assert plot.stat().st_size > 0
+    row = readme_table.row(tmp_path / "tower_curve.json", tmp_path)
+    assert "unreadable" not in row and "conv stem: 2 " in row
