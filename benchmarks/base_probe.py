@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from transformers import CLIPModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
+
+    from model.conv_stem import load_clip
 
     r = Recipe() if args.scenes == "recipe" else replace(Recipe(), base_held_scene=())
     data = base_world(r)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = CLIPTokenizer.from_pretrained(args.profile / "tokenizer")
     job = base_job(data.pixels, [caption(data.identity(i), data.scenes[i]) for i in rows],
                    [class_prompt(data.identity(i), data.scenes[i]) for i in rows],
-                   text_encoder_from_clip(CLIPModel.from_pretrained(args.profile / "clip")), tokenizer,
+                   text_encoder_from_clip(load_clip(args.profile / "clip")), tokenizer,
                    args.steps, r.base_batch, r.seed, r.base_text_levels, r.base_attention_heads,
                    masks=data.masks if args.object_weight != 1 else None, object_weight=args.object_weight,
                    row_pool=row_pool)

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import CLIPModel, CLIPProcessor
+from transformers import CLIPProcessor
 
 from benchmarks.common import machine
 from benchmarks.synthq_diffusion import VARIANTS, train_ours, train_ti
 from benchmarks.synthq_measure import paired_differences, readable, retrieval_accuracy, score, summarize
 from benchmarks.synthq_report import targets, write_report
+from model.conv_stem import load_clip
 from model.oracle import AttributeOracle
 from model.pixel_base import sd_pipeline
 from model.role_training import processor_pixels
@@ -73,7 +74,7 @@ def load_profile_models(folder: Path) -> tuple[Recipe, dict]:
     """The recipe (from provenance.json) and the roles the benchmark uses, from their folders."""
     provenance = json.loads((folder / PROVENANCE).read_text())
     recipe = Recipe(**provenance["recipe"])
-    clip = CLIPModel.from_pretrained(folder / "clip", use_safetensors=True).eval()
+    clip = load_clip(folder / "clip").eval()
     base, text_encoder, tokenizer = load_base(folder)
     return recipe, {
         "oracle": AttributeOracle.from_pretrained(folder / "oracle").eval(), "clip": clip,
