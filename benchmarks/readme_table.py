@@ -227,19 +227,21 @@ def _synth_quality(r: dict) -> tuple[str, str]:
             "ours - text-only and ours - TI identity intervals above 0; ours prompt >= 0.8 x text-only")
 
 
+def _curves(curves: dict[str, list[dict]], reading: Callable[[dict], str]) -> str:
+    """Learning curves, one per model: each mark's step and `reading`, then the training seconds."""
+    return "; ".join(f"{name}: " + ", ".join(f"{p['step']} {reading(p)}" for p in points)
+                     + f" ({points[-1]['train_s']:.0f} s)" for name, points in curves.items())
+
+
 def _vit_shape_curve(r: dict) -> tuple[str, str]:
     return (f"held-out shape accuracy by step, shape label only, {r['training_renders']} renders, one run each "
-            f"(chance {r['chance']:.2f}): " + "; ".join(
-                f"{name}: " + ", ".join(f"{p['step']} {p['accuracy']:.2f}" for p in points)
-                + f" ({points[-1]['train_s']:.0f} s)" for name, points in r["curves"].items()),
+            f"(chance {r['chance']:.2f}): " + _curves(r["curves"], lambda p: f"{p['accuracy']:.2f}"),
             "reported: the steps a ViT role needs to read shape")
 
 
 def _tower_curve(r: dict) -> tuple[str, str]:
     return (f"CLIP's tower phase, held-out shape / mean of ten labels by step, {r['training_renders']} renders, "
-            f"one run each: " + "; ".join(
-                f"{name}: " + ", ".join(f"{p['step']} {p['accuracy']['shape']:.2f}/{p['mean']:.2f}" for p in points)
-                + f" ({points[-1]['train_s']:.0f} s)" for name, points in r["curves"].items()),
+            f"one run each: " + _curves(r["curves"], lambda p: f"{p['accuracy']['shape']:.2f}/{p['mean']:.2f}"),
             "reported: what a conv stem gives the ViT towers (#14's 0.8 zero-shot bars)")
 
 
