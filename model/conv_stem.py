@@ -8,7 +8,8 @@ across patch borders, which convolutions see from the first step.
 
 The stem is described by the vision config's `conv_stem` (the channels of its convolutions; the
 library's configs keep and save unknown fields), so a folder loads through the profile's
-`from_pretrained` path with `class_name: model.conv_stem.ConvStemCLIPModel` (or the BLIP one).
+`from_pretrained` path with `class_name: model.conv_stem.ConvStemCLIPModel` (or the BLIP or
+ViT one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel, CLIPVisionConfig,
-                          CLIPVisionModelWithProjection, PretrainedConfig)
+                          CLIPVisionModelWithProjection, PretrainedConfig, ViTConfig, ViTModel)
 # A pipeline saving a class of this module (our model's object encoder) records the module as the
 # component's library; loading it back, diffusers finds its loader by looking this name up here.
 from transformers import PreTrainedModel  # noqa: F401
@@ -63,6 +64,16 @@ def install_conv_stem(embeddings: nn.Module, vision_config: PretrainedConfig) ->
         embeddings.patch_embedding = ConvStem(vision_config.hidden_size, vision_config.patch_size, channels)
 
 
+class ConvStemViTModel(ViTModel):
+    """ViTModel (the `dino` role) whose patch embedding's projection is the stem: the library's
+    `ViTPatchEmbeddings` keeps its size checks and flattens the stem's grid as it did the conv's."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.embeddings.patch_embeddings.projection = ConvStem(config.hidden_size, config.patch_size,
+                                                               config.conv_stem)
+
+
 class ConvStemCLIPModel(CLIPModel):
     """CLIPModel whose image tower starts with `install_conv_stem`."""
 
@@ -101,6 +112,16 @@ def captioner_class(config: BlipConfig) -> type[BlipForConditionalGeneration]:
     """As `clip_class`, for BLIP's captioner."""
     stem = getattr(config.vision_config, "conv_stem", None)
     return ConvStemBlipForConditionalGeneration if stem else BlipForConditionalGeneration
+
+
+def vit_class(config: ViTConfig) -> type[ViTModel]:
+    """As `clip_class`, for the `dino` role's ViT."""
+    return ConvStemViTModel if getattr(config, "conv_stem", None) else ViTModel
+
+
+def load_vit(folder: str | Path) -> ViTModel:
+    """A ViT folder written here (the `dino` role), with or without a stem."""
+    return vit_class(ViTConfig.from_pretrained(folder)).from_pretrained(folder, use_safetensors=True)
 
 
 def load_clip(folder: str | Path) -> CLIPModel:

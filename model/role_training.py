@@ -12,13 +12,13 @@ eval mode and the seconds spent. The models are ordinary transformers/diffusers 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import (BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel, SegformerConfig,
-                          SegformerForSemanticSegmentation, ViTConfig, ViTModel)
+                          SegformerForSemanticSegmentation, ViTConfig)
 
-from model.conv_stem import captioner_class, clip_class
+from model.conv_stem import captioner_class, clip_class, vit_class
 from model.fit import Job, run, step_generator
 from model.oracle import AttributeOracle
 
@@ -173,26 +173,77 @@ def train_segmentation(*args, **kwargs) -> tuple[SegformerForSemanticSegmentatio
 
 def identity_vit_job(config: ViTConfig, image_processor, pixels: torch.Tensor, labels: torch.Tensor,
                      classes: Sequence[int], steps: int, batch: int, seed: int,
-                     masks: torch.Tensor | None = None) -> Job:
+                     masks: torch.Tensor | None = None, owner: torch.Tensor | None = None,
+                     contrastive: float = 0.0) -> Job:
     """A ViT whose CLS token names the identity attributes (`labels` (N, len(classes)), column
     k taking `classes[k]` values) whatever the scene. The DINO score compares CLS tokens of a
     generation and its reference, so what it needs from the backbone is features that change
     with identity and not with background, pose or lighting; DINO learns that self-supervised
-    from a web-scale corpus, this world has the labels. The role is the bare `ViTModel`
-    (`tower_job` for the heads and `masks`)."""
+    from a web-scale corpus, this world has the labels. The role is the bare `ViTModel` (or
+    `ConvStemViTModel` where the config names a stem; `tower_job` for the heads and `masks`).
+
+    With `owner` (the object of each row, every object with the same number of views) and a
+    `contrastive` weight, each step's batch is two views of `batch // 2` objects and the CLS
+    tokens also learn `identity_contrastive_loss`: the attributes alone name what an object is
+    made of, but two objects that differ in none of the read attributes, or a texture the heads
+    half read, still need the CLS to say "same object" across scenes (identity groups, DINO)."""
     torch.manual_seed(seed)
-    model = ViTModel(config).train()  # the pooler stays untrained: exported whole, it loads without warnings
+    model = vit_class(config)(config).train()  # the pooler stays untrained: exported whole, it loads without warnings
     sincos_positions_(model.embeddings.position_embeddings)
-    return tower_job(model, image_processor, pixels, labels, classes, steps, batch, seed, masks)
+    extra = None
+    if owner is not None and contrastive > 0:
+        extra = (_ViewPairs(owner, batch, seed).rows,
+                 lambda cls, rows: contrastive * identity_contrastive_loss(cls, owner[rows]))
+    return tower_job(model, image_processor, pixels, labels, classes, steps, batch, seed, masks, extra)
+
+
+CONTRASTIVE_TEMPERATURE = 0.1  # SimCLR's and SupCon's choice for unit vectors
+
+
+def identity_contrastive_loss(features: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Multi-positive InfoNCE (SupCon, Khosla et al. 2020) on unit `features` (B, D): each row's
+    positives are the other rows of its object (`owner` (B,)), every other row a negative."""
+    unit = torch.nn.functional.normalize(features, dim=-1)
+    logits = (unit @ unit.T / CONTRASTIVE_TEMPERATURE).masked_fill(torch.eye(len(unit), dtype=torch.bool), -1e9)
+    same = (owner[:, None] == owner[None, :]).float().fill_diagonal_(0)
+    keep = same.sum(1) > 0  # a row whose object has no second view in the batch has no positive
+    targets = same[keep] / same[keep].sum(1, keepdim=True)
+    return torch.nn.functional.cross_entropy(logits[keep], targets)
+
+
+class _ViewPairs:
+    """Each step's rows: two different views of each of `batch // 2` objects drawn at random."""
+
+    def __init__(self, owner: torch.Tensor, batch: int, seed: int):
+        order = torch.argsort(owner, stable=True)
+        objects = int(owner.max()) + 1
+        if len(owner) % objects or not torch.equal(owner[order], torch.arange(objects).repeat_interleave(len(owner) // objects)):
+            raise ValueError("identity pairs need every object 0..K-1 with the same number of views")
+        self.views = order.view(objects, -1)
+        if self.views.shape[1] < 2:
+            raise ValueError("identity pairs need at least two views of each object")
+        self.half, self.seed = batch // 2, seed
+
+    def rows(self, step: int) -> torch.Tensor:
+        generator = step_generator(self.seed, step)
+        objects = torch.randint(0, len(self.views), (self.half,), generator=generator)
+        count = self.views.shape[1]
+        first = torch.randint(0, count, (self.half,), generator=generator)
+        second = (first + torch.randint(1, count, (self.half,), generator=generator)) % count
+        return torch.cat([self.views[objects, first], self.views[objects, second]])
 
 
 def tower_job(tower: torch.nn.Module, image_processor, pixels: torch.Tensor, labels: torch.Tensor,
-              classes: Sequence[int], steps: int, batch: int, seed: int, masks: torch.Tensor | None = None) -> Job:
+              classes: Sequence[int], steps: int, batch: int, seed: int, masks: torch.Tensor | None = None,
+              extra: tuple[Callable[[int], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
+              ) -> Job:
     """Supervised training of a ViT image tower (`ViTModel`, CLIP's or BLIP's vision model: any
     module whose output's `last_hidden_state` is CLS then patch tokens): linear heads on the CLS
     token name the attributes (`labels` as in `identity_vit_job`), and with `masks` (N, 1, S, S)
-    each patch token also predicts its patch of the object's mask (BCE per pixel). The heads are
-    checkpointed (so a resume is exact) but not exported.
+    each patch token also predicts its patch of the object's mask (BCE per pixel). With `extra`
+    = (rows of a step, loss of (CLS tokens, rows)), the step's rows come from the first and the
+    second adds a term on the CLS tokens. The heads are checkpointed (so a resume is exact) but
+    not exported.
 
     Why masks: trained on the shape label alone for 8,000 steps, a 4 px-patch ViT read held-out
     shape 0.29 at 4,000 steps and 0.66 at the end, and 0.59 and 0.90 with this supervision
@@ -206,10 +257,12 @@ def tower_job(tower: torch.nn.Module, image_processor, pixels: torch.Tensor, lab
     inputs = processor_pixels(pixels, image_processor)
 
     def loss(step: int) -> torch.Tensor:
-        rows = _rows(len(labels), batch, seed, step)
+        rows = _rows(len(labels), batch, seed, step) if extra is None else extra[0](step)
         tokens = tower(pixel_values=inputs[rows]).last_hidden_state
-        attributes = _attribute_loss(heads, tokens[:, 0], labels[rows])
-        return attributes if outline is None else attributes + outline.loss(tokens, rows)
+        total = _attribute_loss(heads, tokens[:, 0], labels[rows])
+        if outline is not None:
+            total = total + outline.loss(tokens, rows)
+        return total if extra is None else total + extra[1](tokens[:, 0], rows)
 
     modules = {"model": tower, "heads": heads} | ({"outline": outline} if outline is not None else {})
     return Job(modules, loss, steps, 1e-3, weight_decay=0.05)

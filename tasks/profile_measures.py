@@ -19,7 +19,7 @@ from transformers import BlipProcessor, CLIPProcessor
 from model.attributes import AttributeScorer, load_vocabulary, top, truth_from_meta
 from model.attributes import accuracy as attribute_accuracy
 from model.captioning import Captioner
-from model.conv_stem import load_captioner, load_clip
+from model.conv_stem import load_captioner, load_clip, load_vit
 from model.oracle import AttributeOracle
 from model.pixel_base import sd_pipeline
 from model.role_training import processor_pixels
@@ -143,13 +143,13 @@ def same_object_top1(out: Path, r: Recipe, objects: int = Sizes.same_object) -> 
     neighbour (cosine) among all other views is the other view of its object, with the `dino`
     role's CLS token (what the DINO score compares) and CLIP's image embedding (what
     near-duplicates, search and CLIP-I compare). Chance is 1 / (2 * objects - 1)."""
-    from transformers import ViTImageProcessor, ViTModel
+    from transformers import ViTImageProcessor
 
     from model.metrics import Scorer
 
     data = render_views(random_subjects(objects, r.seed + FRESH_SEED + 1), 2, r.size, r.seed + FRESH_SEED + 1)
     scorer = Scorer(load_clip(out / "clip"), CLIPProcessor.from_pretrained(out / "clip"),
-                    ViTModel.from_pretrained(out / "dino", use_safetensors=True),
+                    load_vit(out / "dino"),
                     ViTImageProcessor.from_pretrained(out / "dino"))
     images = to_images(data.pixels)
     return {"dino": _top1_same(scorer.dino_images(images), data.subject),

@@ -87,6 +87,10 @@ class Recipe:
     dino_batch: int = 64
     dino_masks: bool = True  # per-patch mask supervision beside the identity labels
     dino_width: int = 128
+    dino_conv_stem: tuple[int, ...] = ()  # as `clip_conv_stem`
+    # Weight of the same-object contrastive term on the CLS token (two views of each object per
+    # batch, `model.role_training.identity_contrastive_loss`); 0 = attribute labels only (v9).
+    dino_contrastive: float = 0.0
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
@@ -104,7 +108,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         # A recipe read back from provenance JSON carries a list; the recipe is hashed (cached renders).
-        for name in ("base_held_scene", "clip_conv_stem", "captioner_conv_stem"):
+        for name in ("base_held_scene", "clip_conv_stem", "captioner_conv_stem", "dino_conv_stem"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def base_scene(self) -> dict[str, str]:
@@ -132,7 +136,7 @@ _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"
 # before the field existed): at that value they stay out of the fingerprint, so the shipped
 # profile still matches its recipe.
 _NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64, "clip_conv_stem": (),
-            "captioner_conv_stem": ()}
+            "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -145,7 +149,7 @@ SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8,
                captioner_width=16, captioner_tower_steps=4, captioner_tower_batch=4, segmentation_steps=4,
                segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8, base_views=2, held_out=2,
                base_steps=6, base_batch=4, checkpoint_every=3, clip_conv_stem=(8, 16, 16),
-               captioner_conv_stem=(8, 16, 16))
+               captioner_conv_stem=(8, 16, 16), dino_conv_stem=(8, 16, 16), dino_contrastive=1.0)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
 
@@ -207,9 +211,9 @@ def captioner_config(size: int, width: int, vision_width: int | None = None,
                       projection_dim=width)
 
 
-def dino_config(size: int, width: int = 64) -> ViTConfig:
+def dino_config(size: int, width: int = 64, conv_stem: tuple[int, ...] = ()) -> ViTConfig:
     """ViT-S/16's shape scaled to 32 px renders: 4 px patches, 4 layers of `width`."""
-    return ViTConfig(image_size=size, patch_size=4, **_transformer(width, layers=4))
+    return ViTConfig(image_size=size, patch_size=4, **_transformer(width, layers=4), **_stem(conv_stem))
 
 
 def captioner_processor(size: int) -> BlipProcessor:
@@ -276,9 +280,10 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
     if role == "dino":
         data = world(r)
         columns = [KEYS.index(key) for key in IDENTITY_KEYS]
-        return identity_vit_job(dino_config(r.size, r.dino_width), dino_processor(r.size), data.pixels,
-                                data.labels[:, columns], _classes(IDENTITY_KEYS), r.dino_steps, r.dino_batch, r.seed,
-                                masks=data.masks if r.dino_masks else None)
+        return identity_vit_job(dino_config(r.size, r.dino_width, r.dino_conv_stem), dino_processor(r.size),
+                                data.pixels, data.labels[:, columns], _classes(IDENTITY_KEYS), r.dino_steps,
+                                r.dino_batch, r.seed, masks=data.masks if r.dino_masks else None,
+                                owner=data.subject, contrastive=r.dino_contrastive)
     if role == "base":
         data = base_world(r)
         clip = load_clip(out / "clip")

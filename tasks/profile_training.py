@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from model.conv_stem import ConvStemBlipForConditionalGeneration, ConvStemCLIPModel
+from model.conv_stem import ConvStemBlipForConditionalGeneration, ConvStemCLIPModel, ConvStemViTModel
 from tasks import profile_measures, profile_roles
 from tasks.profile_roles import ROLE_FOLDERS, Recipe
 
@@ -170,7 +170,7 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
              "text_encoder": {"id": "./text_encoder"}, "tokenizer": {"id": "./tokenizer"},
              "unet": {"id": "./unet"}, "vae": {"id": "./vae", "class_name": "model.pixel_base.PassThroughVAE"},
              "scheduler": {"id": "./scheduler"}, "segmentation": {"id": "./segmentation"},
-             "oracle": {"id": "./oracle"}, "dino": {"id": "./dino"}}
+             "oracle": {"id": "./oracle"}, "dino": _ref("./dino", r.dino_conv_stem and ConvStemViTModel)}
     profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size,
                "guidance_scale": profile_measures.GUIDANCE, "object_guidance_scale": profile_measures.OBJECT_GUIDANCE,
                "sampler": profile_measures.SAMPLER, "near_duplicate_threshold": profile_measures.NEAR_DUPLICATE,

@@ -158,3 +158,76 @@ def test_a_conv_stem_replaces_the_patch_embedding_at_the_same_token_grid():
     out = model.vision_model(pixel_values=torch.rand(2, 3, SIZE, SIZE)).last_hidden_state
     assert out.shape == (2, 1 + (SIZE // 4) ** 2, 32)
     assert clip_class(clip_config(SIZE, 32)) is CLIPModel
+
+
+def test_the_dino_vit_with_a_stem_saves_and_loads_back_the_same_features(tmp_path):
+    from transformers import ViTModel
+
+    from model.conv_stem import ConvStem, load_vit, vit_class
+    from tasks.profile_roles import dino_config
+
+    assert vit_class(dino_config(SIZE, 32)) is ViTModel
+    config = dino_config(SIZE, 32, (8, 16, 32))
+    torch.manual_seed(0)
+    model = vit_class(config)(config).eval()
+    assert isinstance(model.embeddings.patch_embeddings.projection, ConvStem)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    pixels = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).last_hidden_state
+        loaded = load_vit(tmp_path).eval()(pixel_values=pixels).last_hidden_state
+    assert expected.shape == (2, 1 + (SIZE // 4) ** 2, 32) and torch.allclose(expected, loaded)
+
+
+def test_the_identity_contrastive_loss_is_low_only_when_views_of_one_object_agree():
+    from model.role_training import identity_contrastive_loss
+
+    owner = torch.tensor([0, 0, 1, 1, 2])  # object 2 has no second view: no positive, left out
+    agree = torch.eye(3)[owner] * 5  # scale does not matter: the loss normalises
+    assert float(identity_contrastive_loss(agree, owner)) < 1e-3
+    crossed = torch.eye(3)[torch.tensor([0, 1, 1, 0, 2])]
+    assert float(identity_contrastive_loss(crossed, owner)) > 5
+    assert float(identity_contrastive_loss(agree[:4], owner[:4])) == pytest.approx(
+        float(identity_contrastive_loss(agree, owner)), abs=1e-4)
+
+
+def test_identity_pairs_draw_two_different_views_of_each_object_per_step():
+    from model.role_training import _ViewPairs
+
+    owner = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2])  # 3 objects x 3 views, in any order
+    pairs = _ViewPairs(owner, batch=8, seed=0)
+    for step in range(20):
+        rows = pairs.rows(step)
+        first, second = rows[:4], rows[4:]
+        assert torch.equal(owner[first], owner[second]) and bool((first != second).all())
+        assert torch.equal(rows, pairs.rows(step))  # a pure function of (seed, step): resumes exactly
+    with pytest.raises(ValueError, match="same number of views"):
+        _ViewPairs(torch.tensor([0, 0, 1]), batch=4, seed=0)
+    with pytest.raises(ValueError, match="two views"):
+        _ViewPairs(torch.tensor([0, 1]), batch=4, seed=0)
+
+
+def test_the_dino_job_with_identity_pairs_brings_the_views_of_an_object_together():
+    """On a handful of objects in random scenes, the contrastive term makes each view's nearest
+    CLS token the other view of its object, which the attribute labels alone (all objects one
+    class here) cannot."""
+    from model.fit import run
+    from model.role_training import identity_vit_job
+    from tasks.profile_roles import dino_config
+
+    pixels, _, owners, _ = _renders(8, 2)
+    processor = ViTImageProcessor(size={"height": SIZE, "width": SIZE})
+    labels = torch.zeros(len(owners), 1, dtype=torch.long)
+
+    def top1(job) -> float:
+        run(job)
+        with torch.no_grad():
+            cls = job.modules["model"].eval()(pixel_values=processor_pixels(pixels, processor)).last_hidden_state[:, 0]
+        unit = torch.nn.functional.normalize(cls, dim=-1)
+        similarity = (unit @ unit.T).fill_diagonal_(-2)
+        return float((owners[similarity.argmax(1)] == owners).float().mean())
+
+    config = dino_config(SIZE, 32, (8, 16, 32))
+    plain = top1(identity_vit_job(config, processor, pixels, labels, [1], 200, 16, 0, owner=owners))
+    paired = top1(identity_vit_job(config, processor, pixels, labels, [1], 200, 16, 0, owner=owners, contrastive=1.0))
+    assert paired >= 0.75 and paired > plain + 0.25
