@@ -82,7 +82,8 @@ def main() -> None:
     profile = "tiny" if args.clip == "tiny" else str(vit_b_32_profile(work / "vit-b-32"))
     store = ShardStore(str(work / "root"))
     ingest_source(str(work / "src"), store, IngestSettings(executor="local"))
-    settings = EmbedSettings(executor="ray", batch_size=args.batch, actors=args.actors)
+    # identity vectors off: the ceiling is the CLIP forward pass alone, so the pipeline does that work alone
+    settings = EmbedSettings(executor="ray", batch_size=args.batch, actors=args.actors, identity_vectors=False)
 
     # (a) the ceiling: model only, on tensors prepared beforehand, one actor's threads
     torch.set_num_threads(settings.torch_threads)

@@ -107,11 +107,12 @@ def keys() -> dict[str, str]:
     from model.profiles import load_profile
     from tamer.config import CaptionSettings
     from tasks.caption import caption_config_hash, load_vocabulary, model_id, vocabulary_path
+    from tasks.embed import image_config_hash
 
     profile, settings = load_profile(PROFILE), CaptionSettings()
     return {"captioner_id": model_id(profile, "captioner"), "clip_id": model_id(profile, "clip"),
             "config_hash": caption_config_hash(settings, load_vocabulary(vocabulary_path(settings))),
-            "model_id": embedding.model_id(profile)}
+            "model_id": embedding.model_id(profile), "image_hash": image_config_hash(profile)}
 
 
 def caption_rows(start: int, rows: int) -> pa.Table:
@@ -135,7 +136,7 @@ def vector_rows(start: int, rows: int, kind: str) -> pa.Table:
     from tasks.embed import config_hash
 
     k = keys()
-    hash_ = config_hash(k["model_id"], None if kind == "image" else k["config_hash"])
+    hash_ = k["image_hash"] if kind == "image" else config_hash(k["model_id"], k["config_hash"])
     vectors = np.zeros((rows, DIM), np.float32)
     return pa.table({
         "image_id": stats_queries._ids(start, rows), "kind": [kind] * rows,

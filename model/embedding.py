@@ -1,8 +1,13 @@
-"""Batched CLIP image and text embeddings, L2-normalized float32 (pure torch/transformers).
+"""Batched CLIP image and text embeddings, and identity embeddings, L2-normalized float32.
 
 One `ClipEmbedder` per process holds the profile's `clip` role. Preprocessing is the model's
 own `CLIPProcessor`, and text goes through its tokenizer padded to 77 tokens, so vectors match
 what clip-retrieval's `hf_clip:` loader computes for queries (same processor, same BPE).
+
+`IdentityEmbedder` holds the `dino` role: its CLS token, preprocessed as the DINO score is
+(`model.metrics`). CLIP's space is made to match captions, which name the scene, so it puts one
+object in two scenes far apart (the synth CLIP grouped 0.2 of the same-object pairs); the DINO
+score exists because DINO's features follow the object, and identity groups use them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.metrics import DINO_RESIZE_RATIO, to_pixels
 from model.profiles import Profile, load_role, resolve
 
 # Bump when the way vectors are computed changes (preprocessing, pooling, normalization):
@@ -23,12 +29,12 @@ EMBEDDING_RECIPE = 1
 CONTEXT_LENGTH = 77  # OpenAI clip.tokenize's context, used by clip-retrieval's text queries
 
 
-def model_id(profile: Profile) -> str:
-    """A stable id of the clip role's weights: the hub id, or tiny:// plus its recipe hash."""
-    ref = profile.roles["clip"]
-    assert ref is not None, "the clip role cannot be null"
+def model_id(profile: Profile, role: str = "clip") -> str:
+    """A stable id of a role's weights: the hub id, or tiny:// plus its recipe hash."""
+    ref = profile.roles[role]
+    assert ref is not None, f"the {role} role cannot be null"
     if ref.id.startswith("tiny://"):
-        return f"{ref.id}@{Path(resolve(profile, 'clip')[0]).name}"
+        return f"{ref.id}@{Path(resolve(profile, role)[0]).name}"
     return ref.id if ref.revision is None else f"{ref.id}@{ref.revision}"
 
 
@@ -94,4 +100,32 @@ class ClipEmbedder:
         tokens = self.processor.tokenizer(list(texts), padding="max_length", truncation=True,
                                           max_length=CONTEXT_LENGTH, return_tensors="pt")
         features = self.model.get_text_features(input_ids=tokens.input_ids.to(self.device))
+        return l2_normalize(features.float().cpu().numpy())
+
+
+class IdentityEmbedder:
+    """Embeds images with the `dino` role's CLS token; L2-normalized (N, D)."""
+
+    def __init__(self, model, processor, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval()
+        self.side = int(model.config.image_size)
+        self.norm = (processor.image_mean, processor.image_std)
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, device: str | None = None, shared: bool = False) -> IdentityEmbedder:
+        model, processor = load_role(profile, "dino", device=device, shared=shared)
+        return cls(model, processor, device or profile.device)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """RGB PIL images -> the DINO score's pixels: resize, center crop, normalise."""
+        return to_pixels(images, round(self.side * DINO_RESIZE_RATIO), self.side, *self.norm)
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        features = self.model(pixel_values=pixels.to(self.device, self.model.dtype)).last_hidden_state[:, 0]
         return l2_normalize(features.float().cpu().numpy())

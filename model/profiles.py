@@ -119,6 +119,9 @@ class Profile(BaseModel):
     # the CLIP, like the scale. The synth CLIP packs its space tighter (same-object-same-scene
     # precision 0.62 at 0.97, 0.94 at 0.995; provenance.json).
     near_duplicate_threshold: float = Field(0.97, gt=0.0, le=1.0)
+    # The identity-vector (dino role CLS) cosine above which two images may join one identity
+    # group (mutual kNN, `tasks.pairs.propose_groups`): a property of the dino, like the above.
+    group_threshold: float = Field(0.9, gt=-1.0, le=1.0)
     # The scheduler its base samples well with (`model.sampling`), used wherever a run does not
     # set one. The synth base draws the scene's tilt and light only when sampled ancestrally
     # (oracle: rotation 0.83 -> 0.94, lighting 0.66 -> 0.92 with its own DDPM schedule; README).

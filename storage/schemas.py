@@ -74,9 +74,9 @@ INGEST_RUNS = pa.schema(
 EMBEDDINGS = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # image | text (of the composed caption)
-        pa.field("model_id", pa.string(), nullable=False),  # the clip role's weights
-        pa.field("config_hash", pa.string(), nullable=False),  # model + recipe (+ caption config)
+        pa.field("kind", pa.string(), nullable=False),  # image | text (of the composed caption) | identity
+        pa.field("model_id", pa.string(), nullable=False),  # the clip role's weights (identity: the dino role's)
+        pa.field("config_hash", pa.string(), nullable=False),  # models + recipe (+ caption config)
         pa.field("vector", pa.list_(pa.float32()), nullable=False),  # L2-normalized
         pa.field("embedded_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ],

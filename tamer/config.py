@@ -74,8 +74,11 @@ class EmbedSettings(Strict):
                                    "(Flat) index, faster to build and to query at this size than autofaiss's "
                                    "pick (HNSW); 0 = always autofaiss's pick")
     near_duplicate_threshold: float | None = Field(None, gt=0.0, le=1.0, description="cosine; null = the "
-                                                   "profile's (0.97; 0.995 for synth)")
-    group_threshold: float = Field(0.9, gt=-1.0, le=1.0, description="cosine for an identity edge")
+                                                   "profile's (0.97 by default)")
+    group_threshold: float | None = Field(None, gt=-1.0, le=1.0, description="cosine of two identity vectors "
+                                          "for an edge; null = the profile's")
+    identity_vectors: bool = Field(True, description="also embed each image with the profile's dino role "
+                                   "(one more forward pass per image): identity groups cluster those; off: CLIP's")
     group_neighbors: int = Field(10, ge=1, description="k of the mutual-kNN graph")
     group_min_size: int = Field(2, ge=2, description="smaller proposed groups stay ungrouped")
     pairs_per_subject: int = Field(30, ge=1, description="cap of (reference, target) pairs")

@@ -1,10 +1,14 @@
 """Embed images and composed captions with CLIP on Ray Data; the driver commits `embeddings`.
 
+Each image also gets an identity vector from the profile's `dino` role (kind "identity", in the
+same pass over the decoded images): what identity groups cluster (`tasks.pairs`).
+
 Reading runs as Ray tasks; decoding, preprocessing and the model run in an actor pool (the
 model loaded once per actor, preprocessing overlapped with it). The same `Encoder` runs in
 process with `executor="local"`; `tasks.distribute` runs both. A vector is identified by
 (image_id, kind, config_hash): the hash covers the model, the embedding recipe and, for text,
-the caption config, so a re-run with the same model and captions embeds nothing. What is left to embed, and the newest vectors, are named
+the caption config (images: the dino role's id too), so a re-run with the same models and
+captions embeds nothing. What is left to embed, and the newest vectors, are named
 queries in DuckDB (`storage.queries`).
 """
 
@@ -25,7 +29,7 @@ import ray.data as ray_data
 import torch
 
 from model import embedding
-from model.profiles import load_profile
+from model.profiles import Profile, load_profile
 from storage.queries import EMBEDDED, images_left, latest_embeddings, record_mark, texts_left
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings, RaySettings
@@ -34,10 +38,10 @@ from tasks.images_dataset import decode_image, iter_images_local, read_images
 from tasks.ray_runtime import cluster_address
 from tasks.stage import Quarantine, ShardWriter, with_retries
 
-IMAGE, TEXT = "image", "text"
+IMAGE, TEXT, IDENTITY = "image", "text", "identity"
 IMAGE_COLUMNS = ["image_id", "source", "image"]
 PIPELINE_DEPTH = 4  # model batches per Ray batch: preparing one overlaps the model on another
-Batch = dict[str, np.ndarray]  # {"image_id": (N,), "vector": (N, D)}
+Batch = dict[str, np.ndarray]  # {"image_id": (N,), "vector": (N, D)[, "identity": (N, Di)]}
 
 
 @dataclass
@@ -46,7 +50,7 @@ class EmbedReport:
 
     run_id: str
     model_id: str
-    images: int = 0  # new image vectors
+    images: int = 0  # new image vectors (each with its identity vector where the profile has a dino role)
     texts: int = 0  # new caption vectors
     skipped: int = 0  # already embedded with this model and config, or known undecodable
     quarantined: int = 0  # images whose stored bytes did not decode (new this run)
@@ -55,10 +59,23 @@ class EmbedReport:
     executor: str = ""  # where the model ran: "local" (this process) or "ray"; "" = nothing to do
 
 
-def config_hash(model_id: str, caption_hash: str | None = None) -> str:
+def config_hash(model_id: str, caption_hash: str | None = None, identity_id: str | None = None) -> str:
     """What decides whether a stored vector is still valid."""
     key = f"{model_id}|recipe={embedding.EMBEDDING_RECIPE}|caption={caption_hash or '-'}"
+    key += f"|identity={identity_id}" if identity_id else ""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def identity_model_id(profile: Profile, settings: EmbedSettings | None = None) -> str | None:
+    """The id identity vectors are stored under: the dino role's; None for a profile without one
+    or a run that turned them off."""
+    wanted = (settings or EmbedSettings()).identity_vectors
+    return embedding.model_id(profile, "dino") if wanted and profile.roles.get("dino") else None
+
+
+def image_config_hash(profile: Profile, settings: EmbedSettings | None = None) -> str:
+    """The hash of a profile's image and identity vectors: one pass writes both."""
+    return config_hash(embedding.model_id(profile), identity_id=identity_model_id(profile, settings))
 
 
 def current_vectors(store: ShardStore, kind: str, model_id: str) -> tuple[list[str], np.ndarray]:
@@ -76,10 +93,12 @@ def _image_processor(profile_name: str):
     return embedding.load_image_processor(load_profile(profile_name))
 
 
-def prepare_images(images: list[bytes], profile_name: str) -> tuple[torch.Tensor | None, list[str]]:
+def prepare_images(images: list[bytes], profile_name: str, identity: embedding.IdentityEmbedder | None = None
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[str]]:
     """Stored bytes -> CLIP pixels (M, 3, H, W) of the decodable ones, as the service
-    preprocesses queries, and one error per image ("" = fine): bad bytes are quarantined by
-    the driver instead of failing the batch."""
+    preprocesses queries, the `identity` embedder's pixels of the same M (None without one), and
+    one error per image ("" = fine): bad bytes are quarantined by the driver instead of failing
+    the batch."""
     decoded, errors = [], []
     for data in images:
         try:
@@ -87,11 +106,15 @@ def prepare_images(images: list[bytes], profile_name: str) -> tuple[torch.Tensor
             errors.append("")
         except Exception as exc:  # noqa: BLE001 - bad bytes quarantine the row, not the batch
             errors.append(f"{type(exc).__name__}: {exc}")
-    return (embedding.preprocess(_image_processor(profile_name), decoded) if decoded else None), errors
+    if not decoded:
+        return None, None, errors
+    return (embedding.preprocess(_image_processor(profile_name), decoded),
+            identity.preprocess(decoded) if identity else None, errors)
 
 
 class Encoder:
-    """Ray actor (or local object): the CLIP model, loaded once; images or texts -> vectors.
+    """Ray actor (or local object): the CLIP model (and the dino role, for identity vectors),
+    loaded once; images or texts -> vectors.
 
     An image batch is cut into model batches of `batch_size`; a helper thread decodes and
     preprocesses the next one while the model runs the current one (PIL, numpy and torch
@@ -100,11 +123,14 @@ class Encoder:
     """
 
     def __init__(self, profile_name: str, torch_threads: int, batch_size: int,
-                 retries: int) -> None:
+                 retries: int, identity_vectors: bool = True) -> None:
         self.threads_before = torch.get_num_threads()  # in-process, the caller's count comes back on close
         torch.set_num_threads(torch_threads)
         self.profile_name, self.batch_size, self.retries = profile_name, batch_size, retries
-        self.embedder = embedding.ClipEmbedder.from_profile(load_profile(profile_name), shared=True)
+        profile = load_profile(profile_name)
+        self.embedder = embedding.ClipEmbedder.from_profile(profile, shared=True)
+        self.identity = (embedding.IdentityEmbedder.from_profile(profile, shared=True)
+                         if identity_vectors and identity_model_id(profile) else None)
         # torch's thread count is per OS thread under OpenMP: set it in the helper too
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="prepare", initializer=torch.set_num_threads,
                                            initargs=(torch_threads,))
@@ -119,17 +145,20 @@ class Encoder:
                              ["embed_failed" if error else "" for error in errors], errors)
         images = list(batch["image"])
         starts = range(0, len(images), self.batch_size)
-        prepared = [self.preparer.submit(prepare_images, images[i:i + self.batch_size], self.profile_name)
+        prepared = [self.preparer.submit(prepare_images, images[i:i + self.batch_size], self.profile_name,
+                                         self.identity)
                     for i in starts]  # queued in order; the helper thread runs ahead of the model
+        width = self.embedder.dim + (self.identity.dim if self.identity else 0)
         vectors, reasons, errors = [], [], []
         for future in prepared:
-            pixels, chunk_errors = future.result()
-            chunk = np.zeros((len(chunk_errors), self.embedder.dim), np.float32)
+            pixels, identity_pixels, chunk_errors = future.result()
+            chunk = np.zeros((len(chunk_errors), width), np.float32)
             chunk_reasons = ["undecodable" if error else "" for error in chunk_errors]
             if pixels is not None:  # (M, 3, H, W) of the M decoded images
                 decoded = [i for i, error in enumerate(chunk_errors) if not error]
                 embedded, model_errors = self._embed(
-                    lambda idx, pixels=pixels: self.embedder.embed_pixels(pixels[idx]), len(decoded))
+                    lambda idx, p=pixels, q=identity_pixels: self._image_vectors(p[idx], q if q is None else q[idx]),
+                    len(decoded), width)
                 chunk[decoded] = embedded
                 for i, error in zip(decoded, model_errors):
                     if error:
@@ -137,15 +166,25 @@ class Encoder:
             vectors.append(chunk)
             reasons += chunk_reasons
             errors += chunk_errors
-        return _outcomes(batch["image_id"], batch["source"], np.concatenate(vectors), reasons, errors)
+        both = np.concatenate(vectors)
+        outcomes = _outcomes(batch["image_id"], batch["source"], both[:, :self.embedder.dim], reasons, errors)
+        return outcomes | ({"identity": both[:, self.embedder.dim:]} if self.identity else {})
 
-    def _embed(self, model, count: int) -> tuple[np.ndarray, list[str]]:
-        """(count, D) vectors of `model(indices)` and one error per input ("" = embedded): a
+    def _image_vectors(self, pixels: torch.Tensor, identity_pixels: torch.Tensor | None) -> np.ndarray:
+        """CLIP vectors, then identity vectors, side by side in one row per image: a row is
+        embedded, or retried, or quarantined, as a whole."""
+        vectors = self.embedder.embed_pixels(pixels)
+        if identity_pixels is None:
+            return vectors
+        return np.concatenate([vectors, self.identity.embed_pixels(identity_pixels)], axis=1)
+
+    def _embed(self, model, count: int, width: int | None = None) -> tuple[np.ndarray, list[str]]:
+        """(count, width) vectors of `model(indices)` and one error per input ("" = embedded): a
         failing call is retried, then each input alone; inputs that still fail stay zeros."""
         rows = with_retries(list(range(count)), lambda idx: list(model(idx)), self.retries,
                             lambda _, exc: f"{type(exc).__name__}: {exc}")
         errors = [row if isinstance(row, str) else "" for row in rows]
-        vectors = np.zeros((count, self.embedder.dim), np.float32)
+        vectors = np.zeros((count, width or self.embedder.dim), np.float32)
         if any(not error for error in errors):
             vectors[[not error for error in errors]] = np.stack(
                 [row for row in rows if not isinstance(row, str)])
@@ -173,7 +212,8 @@ def _vectors(store: ShardStore, todo: dict[str, list[str]], texts: list[dict], p
               (TEXT, texts, Inputs(lambda: _text_batches(texts, settings.batch_size),
                                    lambda: ray_data.from_items(texts)))]
     placement = Placement(settings.actors, batch_size=rows, batch_format="numpy")
-    args = (profile_name, settings.torch_threads, settings.batch_size, settings.batch_retries)
+    args = (profile_name, settings.torch_threads, settings.batch_size, settings.batch_retries,
+            settings.identity_vectors)
     for kind, left, inputs in passes:
         if left:
             for batch in distribute(Encoder, args, inputs, executor=executor, placement=placement,
@@ -201,10 +241,11 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
                   progress: Callable[[int, int], None] | None = None) -> EmbedReport:
     """Embed every image (and caption) not yet embedded with this model and config."""
     settings = settings or EmbedSettings()
-    model_id = embedding.model_id(load_profile(profile_name))
+    profile = load_profile(profile_name)
+    model_id, identity_id = embedding.model_id(profile), identity_model_id(profile, settings)
     started = dt.datetime.now(dt.UTC)
     report = EmbedReport(f"embed-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", model_id)
-    image_hash = config_hash(model_id)
+    image_hash = image_config_hash(profile, settings)
     left = images_left(store, "embed", EMBEDDED, {"config_hash": image_hash})
     texts_todo = texts_left(store, functools.partial(config_hash, model_id), model_id)
     texts = texts_todo.rows
@@ -227,7 +268,9 @@ def embed_dataset(store: ShardStore, profile_name: str, settings: EmbedSettings 
         hashes = [image_hash if kind == IMAGE else text_hashes[str(image_id)]
                   for image_id in batch["image_id"]]
         if hashes:
-            writer.add(_rows(batch, kind, model_id, hashes, started))
+            writer.add(_rows(batch["image_id"], batch["vector"], kind, model_id, hashes, started))
+            if "identity" in batch:
+                writer.add(_rows(batch["image_id"], batch["identity"], IDENTITY, identity_id, hashes, started))
         setattr(report, f"{kind}s", getattr(report, f"{kind}s") + len(batch["image_id"]))
         if progress:
             progress(done, total)
@@ -264,11 +307,11 @@ def _split_failures(batch: Batch, quarantine: Quarantine) -> Batch:
     return {key: value[~failed] for key, value in batch.items()}
 
 
-def _rows(batch: Batch, kind: str, model_id: str, hashes: list[str],
+def _rows(image_ids: np.ndarray, vectors: np.ndarray, kind: str, model_id: str, hashes: list[str],
           embedded_at: dt.datetime) -> pa.Table:
     """Embeddings rows of one batch; vectors as a list<float32> column."""
-    vectors = np.stack(list(batch["vector"])).astype(np.float32)  # (N, D)
-    table = pa.table({"image_id": pa.array([str(i) for i in batch["image_id"]], pa.string()),
+    vectors = np.stack(list(vectors)).astype(np.float32)  # (N, D)
+    table = pa.table({"image_id": pa.array([str(i) for i in image_ids], pa.string()),
                       "kind": pa.array([kind] * len(hashes), pa.string()),
                       "model_id": pa.array([model_id] * len(hashes), pa.string()),
                       "config_hash": pa.array(hashes, pa.string()),

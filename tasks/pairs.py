@@ -2,7 +2,9 @@
 
 - `near_duplicate_pairs`: every pair above a cosine threshold (faiss range search).
 - `propose_groups`: identity groups for unlabeled images: connected components of the
-  mutual-kNN graph whose edges are above a threshold; small components stay ungrouped.
+  mutual-kNN graph whose edges are above a threshold; small components stay ungrouped. They
+  cluster the identity vectors (the `dino` role's), near-duplicates the CLIP image vectors:
+  a near-duplicate is the same object in the same scene, an identity the object in any.
 - `grouping_quality`: purity and pairwise recall of a grouping against true identities.
 - `sample_pairs`: (subject, reference, target) with reference != target, capped per subject,
   a pure function of (seed, subject, members).
@@ -30,7 +32,7 @@ from model.profiles import load_profile
 from storage.queries import latest_snapshot
 from storage.shards import ShardStore
 from tamer.config import EmbedSettings
-from tasks.embed import IMAGE, config_hash, current_vectors
+from tasks.embed import IDENTITY, IMAGE, current_vectors, identity_model_id, image_config_hash
 
 
 # ---- pure functions ------------------------------------------------------------------------
@@ -118,10 +120,14 @@ def _digest(*parts: object) -> str:
 
 
 # ---- recording -------------------------------------------------------------------------------
-def _image_vectors(store: ShardStore, profile_name: str) -> tuple[list[str], np.ndarray, str]:
-    model = clip_model_id(load_profile(profile_name))
-    ids, vectors = current_vectors(store, IMAGE, model)
-    return ids, vectors, config_hash(model)
+def _image_vectors(store: ShardStore, profile_name: str, settings: EmbedSettings,
+                   kind: str = IMAGE) -> tuple[list[str], np.ndarray, str]:
+    """(image ids, unit vectors, their config hash) of `kind`: CLIP's (IMAGE) or the dino
+    role's (IDENTITY; CLIP's where the profile or the run has no identity vectors)."""
+    profile = load_profile(profile_name)
+    model = identity_model_id(profile, settings) if kind == IDENTITY else None
+    ids, vectors = current_vectors(store, IDENTITY, model) if model else current_vectors(store, IMAGE, clip_model_id(profile))
+    return ids, vectors, image_config_hash(profile, settings)
 
 
 def record_near_duplicates(store: ShardStore, profile_name: str,
@@ -129,7 +135,7 @@ def record_near_duplicates(store: ShardStore, profile_name: str,
     """Add near-duplicate pairs not recorded yet; returns new and total counts."""
     settings = settings or EmbedSettings()
     threshold = load_profile(profile_name).own("near_duplicate_threshold", settings.near_duplicate_threshold)
-    ids, vectors, image_hash = _image_vectors(store, profile_name)
+    ids, vectors, image_hash = _image_vectors(store, profile_name, settings)
     known = {(r["image_id"], r["other_id"], r["config_hash"]) for r in
              store.read("near_duplicates", ["image_id", "other_id", "config_hash"]).to_pylist()}
     now = dt.datetime.now(dt.UTC)
@@ -148,17 +154,17 @@ def record_groups(store: ShardStore, profile_name: str,
                   settings: EmbedSettings | None = None) -> dict:
     """Subjects from labels where the source has them; kNN proposals for the rest."""
     settings = settings or EmbedSettings()
-    ids, vectors, image_hash = _image_vectors(store, profile_name)
+    ids, vectors, image_hash = _image_vectors(store, profile_name, settings, IDENTITY)
+    threshold = group_threshold(profile_name, settings)
     snapshot = _digest(store.fingerprint(("images", "embeddings")), image_hash,
-                       settings.group_threshold, settings.group_neighbors, settings.group_min_size)
+                       threshold, settings.group_neighbors, settings.group_min_size)
     current = latest_snapshot(store, "subject_groups", ["group_id", "origin", "snapshot"])
     if current and current[0]["snapshot"] == snapshot:
         return _group_summary(current, skipped=True)
     subjects = {r["image_id"]: r["subject"] for r in
                 store.read("images", ["image_id", "subject"]).to_pylist()}
     unlabeled = [i for i, image_id in enumerate(ids) if not subjects.get(image_id)]
-    labels = propose_groups(vectors[unlabeled], settings.group_threshold,
-                            settings.group_neighbors, settings.group_min_size)
+    labels = propose_groups(vectors[unlabeled], threshold, settings.group_neighbors, settings.group_min_size)
     members: dict[int, list[str]] = defaultdict(list)
     for row, label in zip(unlabeled, labels):
         members[int(label)].append(ids[row])
@@ -172,6 +178,11 @@ def record_groups(store: ShardStore, profile_name: str,
             for image_id in ids]
     store.write("subject_groups", pa.Table.from_pylist(rows))
     return _group_summary(rows, skipped=False)
+
+
+def group_threshold(profile_name: str, settings: EmbedSettings) -> float:
+    """The run's identity-edge cosine, else the profile's (a property of its dino role)."""
+    return load_profile(profile_name).own("group_threshold", settings.group_threshold)
 
 
 def _group_summary(rows: list[dict], skipped: bool) -> dict:
@@ -188,7 +199,7 @@ def evaluate_grouping(store: ShardStore, profile_name: str,
     Ground truth is `meta.identity` (synth); None when no image carries one.
     """
     settings = settings or EmbedSettings()
-    ids, vectors, _ = _image_vectors(store, profile_name)
+    ids, vectors, _ = _image_vectors(store, profile_name, settings, IDENTITY)
     truth = {}
     for row in store.read("images", ["image_id", "meta"]).to_pylist():
         identity = json.loads(row["meta"]).get("identity") if row["meta"] else None
@@ -197,7 +208,7 @@ def evaluate_grouping(store: ShardStore, profile_name: str,
     rows = [i for i, image_id in enumerate(ids) if image_id in truth]
     if not rows:
         return None
-    labels = propose_groups(vectors[rows], settings.group_threshold, settings.group_neighbors,
+    labels = propose_groups(vectors[rows], group_threshold(profile_name, settings), settings.group_neighbors,
                             settings.group_min_size)
     return grouping_quality(labels.tolist(), [truth[ids[i]] for i in rows])
 

@@ -36,6 +36,9 @@ GUIDANCE = 2.0  # the base's text CFG here and in the written profile (SD's 7.5 
 # ancestral; with DDIM its samples lose the held tilt and light (README, "Sampler").
 SAMPLER = "default"
 NEAR_DUPLICATE = 0.88  # the CLIP's near-duplicate cosine here and in the written profile (swept on v9: README)
+# The dino role's identity-edge cosine here and in the written profile (swept on other renders: README).
+GROUP_THRESHOLD = 0.9
+GROUP_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)  # grouping also reported at these, to show the trade
 # Ours' object CFG in the written profile: at 3.0 the main job's samples lost their prompted
 # backgrounds to dark fields (README, "Quickstart").
 OBJECT_GUIDANCE = 2.0
@@ -159,24 +162,30 @@ def same_object_top1(out: Path, r: Recipe, objects: int = Sizes.same_object) -> 
 @torch.no_grad()
 def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = Sizes.duplicates,
                                 scenes: int = Sizes.duplicate_scenes) -> dict:
-    """The embed stage's near-duplicate pairs (at `NEAR_DUPLICATE`) and identity groups (its default),
-    on CLIP embeddings of `objects` unseen identities x `scenes` scenes x 2 renders of each
-    scene (another jitter): a true near-duplicate is the same object in the same scene."""
+    """The embed stage's near-duplicate pairs (at `NEAR_DUPLICATE`, on CLIP's image vectors) and
+    identity groups (at `GROUP_THRESHOLD`, on the dino role's identity vectors, as the stage
+    computes both), on `objects` unseen identities x `scenes` scenes x 2 renders of each scene
+    (another jitter): a true near-duplicate is the same object in the same scene, a true group
+    the object in all of them."""
     from dataclasses import replace
 
+    from transformers import ViTImageProcessor
+
+    from model.embedding import IdentityEmbedder
     from tamer.config import EmbedSettings
     from tamer.synth import render
     from tamer.synth_world import bench_scene, to_tensor
     from tasks.pairs import grouping_quality, near_duplicate_pairs, propose_groups
 
     rng = np.random.default_rng([r.seed + FRESH_SEED, 0xD0])
-    pixels, owner, where = [], [], []
+    pixels, images, owner, where = [], [], [], []
     for k, subject in enumerate(random_subjects(objects, r.seed + FRESH_SEED + 2)):
         for s in range(scenes):
             scene = bench_scene(rng)
             for _ in range(2):
                 image, _ = render(subject.identity, replace(scene, variation=int(rng.integers(2**31))), r.size)
                 pixels.append(to_tensor(image))
+                images.append(image)
                 owner.append(k)
                 where.append((k, s))
     clip = load_clip(out / "clip").eval()
@@ -186,12 +195,20 @@ def duplicate_and_group_quality(out: Path, r: Recipe, objects: int = Sizes.dupli
     settings = EmbedSettings()
     pairs = near_duplicate_pairs(vectors, NEAR_DUPLICATE)
     true_found = sum(where[i] == where[j] for i, j, _ in pairs)
-    groups = propose_groups(vectors, settings.group_threshold, settings.group_neighbors, settings.group_min_size)
-    grouping = grouping_quality(list(groups), owner)
+    identity = IdentityEmbedder(load_vit(out / "dino"), ViTImageProcessor.from_pretrained(out / "dino"))
+    identity_vectors = identity.embed_pixels(identity.preprocess(images))
+
+    def grouping(threshold: float) -> dict:
+        groups = propose_groups(identity_vectors, threshold, settings.group_neighbors, settings.group_min_size)
+        return grouping_quality(list(groups), owner)
+
+    chosen = grouping(GROUP_THRESHOLD)
     return {"near_duplicate_pairs": len(pairs), "near_duplicate_precision": true_found / len(pairs) if pairs else None,
             "near_duplicate_recall": true_found / (objects * scenes),
-            "group_purity": grouping["purity"], "group_recall": grouping["recall"],
-            "grouped_fraction": grouping["grouped_fraction"]}
+            "group_threshold": GROUP_THRESHOLD, "group_purity": chosen["purity"], "group_recall": chosen["recall"],
+            "grouped_fraction": chosen["grouped_fraction"],
+            "group_sweep": {str(t): {k: round(v, 4) for k, v in grouping(t).items() if k in ("purity", "recall")}
+                            for t in GROUP_SWEEP}}
 
 
 def _top1_same(features: torch.Tensor, owner: torch.Tensor) -> float:

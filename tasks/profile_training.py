@@ -174,6 +174,7 @@ def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics:
     profile = {"name": name, "device": "cpu", "dtype": "float32", "resolution": r.size,
                "guidance_scale": profile_measures.GUIDANCE, "object_guidance_scale": profile_measures.OBJECT_GUIDANCE,
                "sampler": profile_measures.SAMPLER, "near_duplicate_threshold": profile_measures.NEAR_DUPLICATE,
+               "group_threshold": profile_measures.GROUP_THRESHOLD,
                "example_prompt": r.example_prompt(), "roles": roles}
     path = out / f"{name}.yaml"
     path.write_text("# Written by `tamer models train-profile`; see provenance.json.\n"

@@ -12,14 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from model.embedding import ClipEmbedder, model_id
+from model.embedding import ClipEmbedder, IdentityEmbedder, model_id
 from model.profiles import load_profile
 from storage.catalog import connect
 from storage.shards import ShardStore
 from tamer import stats
 from tamer.config import EmbedSettings, IngestSettings, load_config
 from tamer.synth import generate
-from tasks.embed import IMAGE, TEXT, current_vectors, embed_dataset
+from tasks.embed import IDENTITY, IMAGE, TEXT, current_vectors, embed_dataset, identity_model_id
+from tasks.images_dataset import decode_image
 from tasks.ingest import ingest_source
 from synth_data import add_undecodable_image
 
@@ -74,9 +75,15 @@ def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_p
     ids, vectors = current_vectors(store, IMAGE, first.model_id)
     assert sorted(store.read("images", ["image_id"])["image_id"].to_pylist()) == ids
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    identity_ids, identity = current_vectors(store, IDENTITY, identity_model_id(load_profile("tiny")))
+    assert identity_ids == ids and np.allclose(np.linalg.norm(identity, axis=1), 1.0, atol=1e-5)
+    # row for row the dino role's CLS of that same image (the DINO score's preprocessing)
+    embedder = IdentityEmbedder.from_profile(load_profile("tiny"))
+    images = {r["image_id"]: decode_image(r["image"]) for r in store.read("images", ["image_id", "image"]).to_pylist()}
+    assert np.allclose(identity, embedder.embed_pixels(embedder.preprocess([images[i] for i in ids])), atol=1e-5)
     again = embed_dataset(store, "tiny", settings)
     assert (again.images, again.skipped, again.shards) == (0, 15, 0)
-    assert store.row_count("embeddings") == 15 and again.fingerprint == first.fingerprint
+    assert store.row_count("embeddings") == 2 * 15 and again.fingerprint == first.fingerprint  # image + identity
 
     local = ingested(synth_source, tmp_path / "local")
     torch.set_num_threads(2)  # the caller's count, e.g. `tamer run` before it evaluates in-process
@@ -84,6 +91,7 @@ def test_ray_embeddings_are_unit_incremental_and_match_local(synth_source, tmp_p
     assert torch.get_num_threads() == 2, "the stage's one model thread leaked into its caller"
     local_ids, local_vectors = current_vectors(local, IMAGE, first.model_id)
     assert local_ids == ids and np.allclose(local_vectors, vectors, atol=1e-5)
+    assert np.allclose(current_vectors(local, IDENTITY, identity_model_id(load_profile("tiny")))[1], identity, atol=1e-5)
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
@@ -231,3 +239,35 @@ def test_images_the_model_keeps_failing_on_are_quarantined_and_tried_again_next_
     monkeypatch.undo()  # a model failure is not the image's fault: the next run embeds it
     again = embed_dataset(store, "tiny", EmbedSettings(executor="local", batch_size=4))
     assert (again.images, again.skipped) == (15, 0)
+
+
+def test_identity_groups_follow_the_identity_vectors_and_clip_without_them(synth_source, tmp_path):
+    """Groups cluster the dino role's vectors, not CLIP's: newer identity vectors that split the
+    images in two decide the groups; a run with identity vectors off groups CLIP's."""
+    from tasks.embed import _rows, image_config_hash
+    from tasks.pairs import record_groups
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted(synth_source.glob("*/0[0-2].png")):
+        (flat / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
+    store = ingested(flat, tmp_path / "data")
+    settings = EmbedSettings(executor="local", group_threshold=0.9, group_neighbors=10)
+    embed_dataset(store, "tiny", settings)
+    profile = load_profile("tiny")
+    ids, _ = current_vectors(store, IDENTITY, identity_model_id(profile))
+    halves = np.zeros((len(ids), 8), np.float32)
+    halves[: len(ids) // 2, 0] = halves[len(ids) // 2:, 1] = 1.0  # two identities, far apart
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    store.write("embeddings", _rows(np.array(ids), halves, IDENTITY, identity_model_id(profile),
+                                    [image_config_hash(profile)] * len(ids), later))
+    record_groups(store, "tiny", settings)
+    group_of = {r["image_id"]: r["group_id"] for r in store.read("subject_groups").to_pylist()}
+    assert len({group_of[i] for i in ids[: len(ids) // 2]}) == 1
+    assert len({group_of[i] for i in ids[len(ids) // 2:]}) == 1 and group_of[ids[0]] != group_of[ids[-1]]
+
+    clip_only = ingested(flat, tmp_path / "clip-only")
+    off = settings.model_copy(update={"identity_vectors": False, "group_threshold": -0.99})
+    embed_dataset(clip_only, "tiny", off)
+    assert set(clip_only.read("embeddings", ["kind"])["kind"].to_pylist()) == {IMAGE}
+    assert record_groups(clip_only, "tiny", off)["proposed"] == len(ids)  # grouped on CLIP's vectors

@@ -247,7 +247,7 @@ def test_an_embed_with_nothing_left_loads_no_model_and_starts_no_ray(store, monk
     from tasks import embed
 
     model = embedding.model_id(load_profile("tiny"))
-    store.write("embeddings", vector_rows(ids(9), "image", embed.config_hash(model), 0, 1.0,
+    store.write("embeddings", vector_rows(ids(9), "image", embed.image_config_hash(load_profile("tiny")), 0, 1.0,
                                           model=model))
     monkeypatch.setattr(embed.Encoder, "__init__", lambda *args: pytest.fail("model loaded"))
     monkeypatch.setattr("tasks.ray_runtime.ensure_ray", lambda *args: pytest.fail("Ray started"))

@@ -23,7 +23,8 @@ def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
     profile = load_profile(report["profile"])
     assert profile.family == "sd"  # one text tower: SDXL's second one stays unset
     shipped = load_profile("synth")  # how it samples and what it calls a near-duplicate: as shipped
-    for field in ("guidance_scale", "object_guidance_scale", "sampler", "near_duplicate_threshold", "example_prompt"):
+    for field in ("guidance_scale", "object_guidance_scale", "sampler", "near_duplicate_threshold", "group_threshold",
+                  "example_prompt"):
         assert getattr(profile, field) == getattr(shipped, field), field
     roles = set(ROLES) - set(SECOND_TEXT_TOWER)
     for role in roles:  # the same from_pretrained path as tiny and sd15
