@@ -83,14 +83,14 @@ class Recipe:
     captioner_conv_stem: tuple[int, ...] = (32, 64, 128)  # as `clip_conv_stem`
     segmentation_steps: int = 600
     segmentation_batch: int = 32
-    dino_steps: int = 6000
+    dino_steps: int = 4000  # 6,000 before the stem (v10), which costs about 1.4x a step
     dino_batch: int = 64
     dino_masks: bool = True  # per-patch mask supervision beside the identity labels
     dino_width: int = 128
-    dino_conv_stem: tuple[int, ...] = ()  # as `clip_conv_stem`
+    dino_conv_stem: tuple[int, ...] = (32, 64, 128)  # as `clip_conv_stem`
     # Weight of the same-object contrastive term on the CLS token (two views of each object per
     # batch, `model.role_training.identity_contrastive_loss`); 0 = attribute labels only (v9).
-    dino_contrastive: float = 0.0
+    dino_contrastive: float = 1.0
     base_objects: int = 600
     base_views: int = 6
     held_out: int = 8
