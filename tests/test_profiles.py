@@ -215,9 +215,10 @@ def test_invalid_profile_fails_naming_the_field(tmp_path, edit, field):
 
 def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own():
     """The synth base is sampled at its 2.0 (ours' object CFG too) and its near-duplicates cut at the cosine its
-    measures use (NEAR_DUPLICATE) unless a run sets them; the others keep SD's 7.5, 3.0 and 0.97."""
+    measures use (NEAR_DUPLICATE), its identity groups at its dino's (GROUP_THRESHOLD), unless a run sets
+    them; the others keep SD's 7.5, 3.0, 0.97 and 0.9."""
     from tamer.config import load_config
-    from tasks.profile_measures import NEAR_DUPLICATE
+    from tasks.profile_measures import GROUP_THRESHOLD, NEAR_DUPLICATE
 
     assert load_config().eval.guidance_scale is None
     assert load_profile("synth").own("guidance_scale", None) == 2.0
@@ -226,6 +227,9 @@ def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own()
     assert load_config().embed.near_duplicate_threshold is None
     assert load_profile("synth").own("near_duplicate_threshold", None) == NEAR_DUPLICATE != 0.97
     assert load_profile("tiny").own("near_duplicate_threshold", None) == 0.97
+    assert load_config().embed.group_threshold is None  # identity groups: the dino's own cosine
+    assert load_profile("synth").own("group_threshold", None) == GROUP_THRESHOLD != 0.9
+    assert load_profile("tiny").own("group_threshold", None) == 0.9
     assert load_config().eval.object_guidance_scale is None
     assert load_profile("synth").own("object_guidance_scale", None) == 2.0
     assert load_profile("tiny").own("object_guidance_scale", None) == 3.0
