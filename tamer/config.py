@@ -79,7 +79,9 @@ class EmbedSettings(Strict):
                                           "for an edge; null = the profile's")
     identity_vectors: bool = Field(True, description="also embed each image with the profile's dino role "
                                    "(one more forward pass per image): identity groups cluster those; off: CLIP's")
-    group_neighbors: int = Field(10, ge=1, description="k of the mutual-kNN graph")
+    group_neighbors: int = Field(5, ge=1, description="k of the mutual-kNN graph")
+    group_augment: int = Field(4, ge=1, description="each identity vector averaged with its nearest "
+                               "(group_augment - 1) before the graph (database-side augmentation); 1 = none")
     group_min_size: int = Field(2, ge=2, description="smaller proposed groups stay ungrouped")
     pairs_per_subject: int = Field(30, ge=1, description="cap of (reference, target) pairs")
     seed: int = Field(0, description="seed of the deterministic pair sampling")

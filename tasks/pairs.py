@@ -53,14 +53,33 @@ def near_duplicate_pairs(vectors: np.ndarray, threshold: float) -> list[tuple[in
     return found
 
 
+def augmented(vectors: np.ndarray, count: int) -> np.ndarray:
+    """Each unit vector replaced by the unit mean of its `count` nearest (itself first):
+    database-side augmentation (Arandjelovic & Zisserman 2012). Views of one object that are
+    each other's neighbours move toward their common centre, so the edges between them rise
+    above those to other objects; on the synth dino's vectors, with 4 and the threshold chosen
+    on other renders, pair recall went from 0.56 to 0.88 (README, "Recipe v11")."""
+    import faiss
+
+    if count <= 1 or len(vectors) == 0:
+        return vectors
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    _, rows = index.search(vectors, min(count, len(vectors)))
+    means = vectors[rows].mean(axis=1)
+    return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
+
+
 def propose_groups(vectors: np.ndarray, threshold: float, neighbors: int,
-                   min_size: int) -> np.ndarray:
-    """A group label per row (-1: ungrouped), from the mutual-kNN graph above `threshold`."""
+                   min_size: int, augment: int = 1) -> np.ndarray:
+    """A group label per row (-1: ungrouped), from the mutual-kNN graph above `threshold`, on
+    the vectors `augmented` over `augment` neighbours (1: as they are)."""
     import faiss
 
     count = len(vectors)
     if count == 0:
         return np.zeros(0, np.int64)
+    vectors = augmented(vectors, augment)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     scores, rows = index.search(vectors, min(neighbors + 1, count))  # +1: itself
@@ -157,14 +176,15 @@ def record_groups(store: ShardStore, profile_name: str,
     ids, vectors, image_hash = _image_vectors(store, profile_name, settings, IDENTITY)
     threshold = group_threshold(profile_name, settings)
     snapshot = _digest(store.fingerprint(("images", "embeddings")), image_hash,
-                       threshold, settings.group_neighbors, settings.group_min_size)
+                       threshold, settings.group_neighbors, settings.group_min_size, settings.group_augment)
     current = latest_snapshot(store, "subject_groups", ["group_id", "origin", "snapshot"])
     if current and current[0]["snapshot"] == snapshot:
         return _group_summary(current, skipped=True)
     subjects = {r["image_id"]: r["subject"] for r in
                 store.read("images", ["image_id", "subject"]).to_pylist()}
     unlabeled = [i for i, image_id in enumerate(ids) if not subjects.get(image_id)]
-    labels = propose_groups(vectors[unlabeled], threshold, settings.group_neighbors, settings.group_min_size)
+    labels = propose_groups(vectors[unlabeled], threshold, settings.group_neighbors, settings.group_min_size,
+                            settings.group_augment)
     members: dict[int, list[str]] = defaultdict(list)
     for row, label in zip(unlabeled, labels):
         members[int(label)].append(ids[row])
@@ -209,7 +229,7 @@ def evaluate_grouping(store: ShardStore, profile_name: str,
     if not rows:
         return None
     labels = propose_groups(vectors[rows], group_threshold(profile_name, settings), settings.group_neighbors,
-                            settings.group_min_size)
+                            settings.group_min_size, settings.group_augment)
     return grouping_quality(labels.tolist(), [truth[ids[i]] for i in rows])
 
 

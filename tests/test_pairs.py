@@ -72,3 +72,20 @@ def test_near_duplicate_pairs_above_threshold_only():
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
     assert pairs[0][2] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
     assert near_duplicate_pairs(vectors[:1], 0.5) == []
+
+
+def test_augmentation_joins_views_that_are_each_others_neighbours_and_keeps_objects_apart():
+    """Three views of one object at cosine ~0.83 to each other fall under a 0.9 threshold as they
+    are; averaged over their 3 nearest they meet at their centre. Another object stays apart."""
+    from tasks.pairs import augmented
+
+    spread = 0.7  # each view leans off the object's direction along its own axis
+    views = unit([[1, spread, 0, 0, 0, 0], [1, 0, spread, 0, 0, 0], [1, 0, 0, spread, 0, 0]])
+    other = unit([[0, 0, 0, 0, 1, 0.1], [0, 0, 0, 0, 1, -0.1]])
+    vectors = np.concatenate([views, other])
+    assert (views @ views.T)[0, 1] < 0.9
+    assert (propose_groups(vectors, 0.9, neighbors=3, min_size=2)[:3] == -1).all()
+    labels = propose_groups(vectors, 0.9, neighbors=3, min_size=2, augment=3)
+    assert labels[0] == labels[1] == labels[2] != -1 and labels[3] == labels[4] != labels[0]
+    assert np.allclose(np.linalg.norm(augmented(vectors, 3), axis=1), 1.0)
+    assert augmented(vectors, 1) is vectors  # 1: the vectors as they are
