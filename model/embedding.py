@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.metrics import DINO_RESIZE_RATIO, to_pixels
+from model.metrics import dino_pixels
 from model.profiles import Profile, load_role, resolve
 
 # Bump when the way vectors are computed changes (preprocessing, pooling, normalization):
@@ -123,7 +123,7 @@ class IdentityEmbedder:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """RGB PIL images -> the DINO score's pixels: resize, center crop, normalise."""
-        return to_pixels(images, round(self.side * DINO_RESIZE_RATIO), self.side, *self.norm)
+        return dino_pixels(images, self.side, self.norm)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:

@@ -52,6 +52,12 @@ def to_pixels(images: Sequence[Image.Image], resize: int, crop: int, mean: Seque
     return (pixels - mean_t) / std_t
 
 
+def dino_pixels(images: Sequence[Image.Image], side: int, norm: tuple[Sequence[float], Sequence[float]]
+                ) -> torch.Tensor:
+    """The DINO score's preprocessing: resize to `DINO_RESIZE_RATIO` x `side`, center crop, normalise."""
+    return to_pixels(images, round(side * DINO_RESIZE_RATIO), side, *norm)
+
+
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N, E), (M, E) -> (N, M) cosine similarities."""
     return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
@@ -113,8 +119,7 @@ class Scorer:
 
     @torch.no_grad()
     def dino_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        resize = round(self.dino_side * DINO_RESIZE_RATIO)
-        pixels = to_pixels(images, resize, self.dino_side, *self.dino_norm)
+        pixels = dino_pixels(images, self.dino_side, self.dino_norm)
         out = self.dino(pixel_values=pixels.to(self.dino.device, self.dino.dtype))
         return out.last_hidden_state[:, 0]  # (B, Ed): the CLS token
 

@@ -130,7 +130,7 @@ class Encoder:
         profile = load_profile(profile_name)
         self.embedder = embedding.ClipEmbedder.from_profile(profile, shared=True)
         self.identity = (embedding.IdentityEmbedder.from_profile(profile, shared=True)
-                         if identity_vectors and identity_model_id(profile) else None)
+                         if identity_model_id(profile, EmbedSettings(identity_vectors=identity_vectors)) else None)
         # torch's thread count is per OS thread under OpenMP: set it in the helper too
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="prepare", initializer=torch.set_num_threads,
                                            initargs=(torch_threads,))
