@@ -12,8 +12,10 @@ score exists because DINO's features follow the object, and identity groups use 
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +23,40 @@ import torch
 from PIL import Image
 
 from model.metrics import dino_pixels
-from model.profiles import Profile, load_role, resolve
+from model.profiles import Profile, is_local, load_role, resolve
 
 # Bump when the way vectors are computed changes (preprocessing, pooling, normalization):
 # it is part of every embedding's config hash, so old vectors are recomputed.
 EMBEDDING_RECIPE = 1
+# The same for identity vectors alone (2: the CLS of the image and of its mirror image, averaged).
+IDENTITY_RECIPE = 2
 CONTEXT_LENGTH = 77  # OpenAI clip.tokenize's context, used by clip-retrieval's text queries
 
 
 def model_id(profile: Profile, role: str = "clip") -> str:
-    """A stable id of a role's weights: the hub id, or tiny:// plus its recipe hash."""
+    """A stable id of a role's weights: the hub id (and revision), tiny:// plus its recipe hash,
+    or for a local folder its name and a digest of its files. A path would keep its id when the
+    folder is retrained in place (`tamer models train-profile` over the shipped profile), so
+    stale vectors would pass for current, and change it when the checkout moves."""
     ref = profile.roles[role]
     assert ref is not None, f"the {role} role cannot be null"
     if ref.id.startswith("tiny://"):
         return f"{ref.id}@{Path(resolve(profile, role)[0]).name}"
+    if is_local(ref.id):
+        folder = Path(ref.id).expanduser() / (ref.subfolder or "")
+        stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()) if f.is_file())
+        return f"local://{folder.name}@{_folder_digest(str(folder), stats)}"
     return ref.id if ref.revision is None else f"{ref.id}@{ref.revision}"
+
+
+@lru_cache(maxsize=64)
+def _folder_digest(folder: str, stats: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 over a folder's file names and bytes; `stats` (names, sizes, mtimes) keys the
+    cache, so a rewritten folder is hashed again and an unchanged one once per process."""
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        digest.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -127,5 +148,12 @@ class IdentityEmbedder:
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        features = self.model(pixel_values=pixels.to(self.device, self.model.dtype)).last_hidden_state[:, 0]
+        """The mean of the CLS tokens of each image and its mirror image (one batch of both):
+        an object's identity does not change when it faces the other way, and the mean is
+        steadier than either token. On the synth dino's renders the best balance of identity
+        group purity and pair recall went from 0.902, 0.903 to 0.912, 0.911 (README, "Identity
+        vectors averaged with their mirror image")."""
+        pixels = pixels.to(self.device, self.model.dtype)
+        both = self.model(pixel_values=torch.cat([pixels, pixels.flip(-1)])).last_hidden_state[:, 0]
+        features = both[:len(pixels)] + both[len(pixels):]
         return l2_normalize(features.float().cpu().numpy())

@@ -62,7 +62,7 @@ class EmbedReport:
 def config_hash(model_id: str, caption_hash: str | None = None, identity_id: str | None = None) -> str:
     """What decides whether a stored vector is still valid."""
     key = f"{model_id}|recipe={embedding.EMBEDDING_RECIPE}|caption={caption_hash or '-'}"
-    key += f"|identity={identity_id}" if identity_id else ""
+    key += f"|identity={identity_id}@{embedding.IDENTITY_RECIPE}" if identity_id else ""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -185,7 +185,7 @@ def test_unlabeled_images_are_grouped_by_knn(synth_source, tmp_path):
     for path in sorted(synth_source.glob("*/0[0-2].png")):
         (flat / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
     store = ingested(flat, tmp_path / "data")
-    settings = EmbedSettings(executor="local", group_threshold=-0.99, group_min_size=2)
+    settings = EmbedSettings(executor="local", group_threshold=-0.99, group_min_size=2, group_neighbors=14)  # all mutual
     embed_dataset(store, "tiny", settings)
     from tasks.pairs import record_groups, record_pairs
 
@@ -271,3 +271,24 @@ def test_identity_groups_follow_the_identity_vectors_and_clip_without_them(synth
     embed_dataset(clip_only, "tiny", off)
     assert set(clip_only.read("embeddings", ["kind"])["kind"].to_pylist()) == {IMAGE}
     assert record_groups(clip_only, "tiny", off)["proposed"] == len(ids)  # grouped on CLIP's vectors
+
+
+def test_identity_vectors_do_not_change_when_the_object_faces_the_other_way(synth_source, tmp_path, monkeypatch):
+    """An identity vector is the mean over the image and its mirror image, so a mirrored photo of
+    an object lands where the photo does; CLS tokens alone differ. A new way of computing them
+    re-embeds what was stored."""
+    from model import embedding
+
+    embedder = IdentityEmbedder.from_profile(load_profile("tiny"))
+    pixels = embedder.preprocess([decode_image(p.read_bytes()) for p in sorted(synth_source.glob("*/0[01].png"))])
+    mirrored = pixels.flip(-1)
+    assert np.allclose(embedder.embed_pixels(pixels), embedder.embed_pixels(mirrored), atol=1e-5)
+    with torch.inference_mode():
+        cls = [embedder.model(pixel_values=p).last_hidden_state[:, 0].numpy() for p in (pixels, mirrored)]
+    assert not np.allclose(cls[0], cls[1], atol=1e-3)  # the test's images are not symmetric
+    assert np.allclose(embedder.embed_pixels(pixels), embedding.l2_normalize(cls[0] + cls[1]), atol=1e-5)
+
+    store = ingested(synth_source, tmp_path / "data")
+    assert embed_dataset(store, "tiny", EmbedSettings(executor="local")).images == 15
+    monkeypatch.setattr(embedding, "IDENTITY_RECIPE", embedding.IDENTITY_RECIPE + 1)
+    assert embed_dataset(store, "tiny", EmbedSettings(executor="local")).images == 15

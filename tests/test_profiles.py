@@ -228,7 +228,8 @@ def test_a_run_without_a_guidance_or_duplicate_threshold_uses_the_profiles_own()
     assert load_profile("synth").own("near_duplicate_threshold", None) == NEAR_DUPLICATE != 0.97
     assert load_profile("tiny").own("near_duplicate_threshold", None) == 0.97
     assert load_config().embed.group_threshold is None  # identity groups: the dino's own cosine
-    assert load_profile("synth").own("group_threshold", None) == GROUP_THRESHOLD != 0.9
+    assert load_profile("synth").own("group_threshold", None) == GROUP_THRESHOLD
+    assert load_profile("synth").own("group_threshold", 0.5) == 0.5  # a run's own setting wins
     assert load_profile("tiny").own("group_threshold", None) == 0.9
     assert load_config().eval.object_guidance_scale is None
     assert load_profile("synth").own("object_guidance_scale", None) == 2.0
@@ -272,6 +273,27 @@ def test_null_segmentation_and_cpu_fallback(tmp_path):
     if not torch.cuda.is_available():
         with pytest.warns(UserWarning, match="using cpu"):
             assert profiles.device(profile) == torch.device("cpu")
+
+
+def test_a_local_roles_id_follows_its_weights_not_its_path(tiny_profile, tmp_path):
+    """Stored vectors are keyed by the model id: retrained in place, a local folder gets a new
+    id (its vectors are recomputed); the same weights in another checkout keep theirs."""
+    import shutil
+
+    from model.embedding import model_id
+
+    built = Path(resolve(tiny_profile, "clip")[0])
+    for checkout in ("a", "b"):
+        shutil.copytree(built, tmp_path / checkout / "clip")
+        local = dict(yaml.safe_load((profiles.PROFILES_DIR / "tiny.yaml").read_text()))
+        local["roles"] = {**local["roles"], "clip": {"id": "./clip"}}
+        (tmp_path / checkout / "mine.yaml").write_text(yaml.safe_dump(local))
+    first, moved = (model_id(load_profile(str(tmp_path / c / "mine.yaml"))) for c in ("a", "b"))
+    assert first == moved and first.startswith("local://clip@") and str(tmp_path) not in first
+    weights = tmp_path / "a" / "clip" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # retrained in place: one bit differs
+    assert model_id(load_profile(str(tmp_path / "a" / "mine.yaml"))) not in (first, moved)
 
 
 def test_reports_name_the_weights_a_profile_loads(tmp_path):
