@@ -82,6 +82,14 @@ def caption_variants(identity: Identity, scene: Scene, count: int, rng: np.rando
     return variants
 
 
+def attribute_prompts(key: str) -> list[str]:
+    """One short caption per value of an identity attribute, in the forms `caption_variants`
+    draws ("a star", "a red thing", "a dotted thing", "a thing with two eyes"), in `VOCAB`
+    order: the classes a zero-shot reading of that attribute chooses among."""
+    form = {"shape": "a {}", "eyes": "a thing with {}"}.get(key, "a {} thing")
+    return [form.format(value) for value in VOCAB[key]]
+
+
 @dataclass
 class Renders:
     """N labelled views: pixels in [-1, 1], masks in {0, 1}, and who/where each one is."""

@@ -27,10 +27,12 @@ from model.role_training import captioner_job, clip_job, identity_vit_job, oracl
 from model.tiny import RECIPES as TINY_RECIPES
 from model.tiny import ensure_built
 from tamer.synth import FORMAT_VERSION
-from tamer.synth_world import (IDENTITY_KEYS, KEYS, STUDIO, VOCAB, Renders, caption, caption_variants,
-                               class_prompt, random_subjects, render_views, scene_phrase, split_subjects)
+from tamer.synth_world import (IDENTITY_KEYS, KEYS, STUDIO, VOCAB, Renders, attribute_prompts, caption,
+                               caption_variants, class_prompt, random_subjects, render_views, scene_phrase,
+                               split_subjects)
 
 ROLE_ORDER = ("oracle", "clip", "captioner", "segmentation", "dino", "base")
+WORD_KEYS = ("shape", "primary", "texture")  # what CLIP's word loss classifies (the measured zero-shot attributes)
 # Chains of roles that can train side by side, one after the other within a chain: only the base
 # reads another role's folder (CLIP's). On the full recipe at one thread each the two take about
 # 80 and 86 min (README, "From scratch"), against about 165 for all six in one chain.
@@ -68,6 +70,10 @@ class Recipe:
     # embedding 0.62 (README, "A convolutional stem").
     clip_conv_stem: tuple[int, ...] = (32, 64, 128)
     clip_caption_variants: int = 8
+    # Weight of zero-shot classification among the world's own short captions for shape,
+    # primary colour and texture in CLIP's contrastive phase (`model.role_training.word_loss`);
+    # 0 = contrastive and heads only (v10).
+    clip_word_loss: float = 0.0
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none. With the stem a step costs about 1.4x the
     # patch embedding's; 4,000 of them take about what 6,000 took without it.
@@ -136,7 +142,7 @@ _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"
 # before the field existed): at that value they stay out of the fingerprint, so the shipped
 # profile still matches its recipe.
 _NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64, "clip_conv_stem": (),
-            "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0}
+            "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0, "clip_word_loss": 0.0}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -149,7 +155,7 @@ SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8,
                captioner_width=16, captioner_tower_steps=4, captioner_tower_batch=4, segmentation_steps=4,
                segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8, base_views=2, held_out=2,
                base_steps=6, base_batch=4, checkpoint_every=3, clip_conv_stem=(8, 16, 16),
-               captioner_conv_stem=(8, 16, 16), dino_conv_stem=(8, 16, 16), dino_contrastive=1.0)
+               captioner_conv_stem=(8, 16, 16), dino_conv_stem=(8, 16, 16), dino_contrastive=1.0, clip_word_loss=1.0)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
 
@@ -266,7 +272,9 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
     if role == "clip":
         data = world(r)
         return clip_job(clip_config(r.size, r.clip_vision_width, r.clip_conv_stem), clip_processor(r.size), data.pixels,
-                        clip_captions(data, r), data.labels, _classes(KEYS), r.clip_steps, r.clip_batch, r.seed)
+                        clip_captions(data, r), data.labels, _classes(KEYS), r.clip_steps, r.clip_batch, r.seed,
+                        words=[(KEYS.index(key), attribute_prompts(key)) for key in WORD_KEYS],
+                        word_weight=r.clip_word_loss)
     if role == "captioner":
         data = world(r)
         return captioner_job(captioner_config(r.size, r.captioner_width, r.captioner_vision_width,
