@@ -42,13 +42,19 @@ def write_profile(out: str, recipe: str, seed: int, name: str, records: list[dic
 @flow(name="train-profile", log_prints=True)
 def train_profile_flow(out: str, recipe: str = "full", seed: int = 0, name: str = "synth", threads: int = 0,
                        side_by_side: bool = True, root: str | None = None,
-                       config_file: str | None = None) -> dict:
+                       config_file: str | None = None, measure_only: bool = False) -> dict:
     """Returns {"profile": yaml path, "roles": done-records in `ROLE_ORDER`, "metrics": ...}.
     `threads` are torch threads per role; 0 shares the CPUs between the chains (a chain takes
-    them all once the others are done)."""
+    them all once the others are done). `measure_only`: train nothing, measure the roles the
+    folder's provenance records (same recipe) and write it again."""
+    commit = profile_training.code_commit()
+    if measure_only:
+        records = profile_training.recorded_roles(Path(out), named_recipe(recipe, seed))
+        metrics = measure(out, recipe, seed)
+        return {"profile": write_profile(out, recipe, seed, name, records, metrics, commit), "roles": records,
+                "metrics": metrics}
     ensure_ray(load_config(config_file, root=root).ray)
     Path(out).mkdir(parents=True, exist_ok=True)
-    commit = profile_training.code_commit()
     chains = ROLE_CHAINS if side_by_side else (ROLE_ORDER,)
     # shared: each chain its part of the CPUs, and all of them once the other chains are done
     freed = 0 if threads else max(1, os.cpu_count() or 1)

@@ -160,6 +160,20 @@ def _step_of(folder: Path | None) -> int:
     return int(folder.name.removeprefix("step_")) if folder is not None else 0
 
 
+def recorded_roles(out: Path, r: Recipe) -> list[dict]:
+    """The role records of a profile folder's provenance, for measuring it again without
+    training: its `_checkpoints/` are not shipped (git-ignored), so `train-profile` on a clone
+    of the shipped profile would train every role again instead."""
+    path = out / PROVENANCE
+    if not path.exists():
+        raise RecipeMismatch(f"{path} does not exist: nothing to measure again (train the profile first)")
+    provenance = json.loads(path.read_text())
+    if provenance.get("recipe_fingerprint") != r.fingerprint():
+        raise RecipeMismatch(f"{out} was trained with recipe {provenance.get('recipe_fingerprint')}, not "
+                             f"{r.fingerprint()}: its measures would not describe this recipe (train it)")
+    return provenance["roles"]
+
+
 def write_profile(out: Path, r: Recipe, name: str, records: list[dict], metrics: dict,
                   commit: str | None = None) -> Path:
     """The profile YAML (local ids relative to it, so the folder can move) and provenance.

@@ -264,3 +264,23 @@ def test_a_chain_takes_the_freed_cores_once_the_other_chains_are_done(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_measure_only_measures_a_clone_of_a_trained_folder_without_training(smoke_profile, tmp_path):
+    """A clone holds the shipped folders and provenance but no `_checkpoints/` (git-ignored):
+    `--measure-only` measures it again and keeps its role records, where a plain run would train
+    every role anew; a folder with no provenance, or another recipe's, is refused."""
+    from flows.train_profile import train_profile_flow
+
+    out, report = smoke_profile
+    clone = tmp_path / "clone"
+    shutil.copytree(out, clone, ignore=shutil.ignore_patterns("_checkpoints"))
+    before = json.loads((clone / profile_training.PROVENANCE).read_text())
+    again = train_profile_flow(out=str(clone), recipe="smoke", seed=0, measure_only=True)
+    assert not (clone / "_checkpoints").exists()  # nothing trained
+    assert again["roles"] == before["roles"] and set(again["metrics"]) == set(before["metrics"])
+    assert json.loads((clone / profile_training.PROVENANCE).read_text())["written"] != before["written"]
+    with pytest.raises(profile_training.RecipeMismatch, match="does not exist"):
+        train_profile_flow(out=str(tmp_path / "empty"), recipe="smoke", seed=0, measure_only=True)
+    with pytest.raises(profile_training.RecipeMismatch, match="trained with recipe"):
+        train_profile_flow(out=str(clone), recipe="smoke", seed=1, measure_only=True)

@@ -48,6 +48,8 @@ def train_profile(
     side_by_side: Annotated[bool, typer.Option(
         "--side-by-side/--one-after-another",
         help="Train the two chains of roles (CLIP then the base; the rest) at once, or every role in turn.")] = True,
+    measure_only: Annotated[bool, typer.Option(
+        "--measure-only", help="Train nothing: measure the trained folder again and rewrite its provenance.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train the synth profile's roles from scratch on synth renders (Ray Train, checkpoints);
@@ -61,7 +63,7 @@ def train_profile(
 
     try:
         report = train_profile_flow(out=str(out), recipe=recipe, seed=seed, name=name, threads=threads,
-                                    side_by_side=side_by_side,
+                                    side_by_side=side_by_side, measure_only=measure_only,
                                     root=state.root, config_file=state.config_path())
     except RecipeMismatch as exc:
         fail(str(exc), 2)
