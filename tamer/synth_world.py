@@ -38,6 +38,9 @@ BENCH_SCALES = ("medium", "large")
 STUDIO = {"background": "gray", "position": "center", "scale": "large", "rotation": "upright",
           "lighting": "bright"}
 OBJECT_WORD = "<obj>"  # the placeholder the training recipe's object captions use (model.compose)
+# What the attribute vocabulary (configs/attributes.yaml) calls the textures whose word alone is
+# not what a reader says: alt text names a texture either way ("dotted", "polka-dotted").
+TEXTURE_PHRASES = {"solid": "solid-colored", "dotted": "polka-dotted", "gradient": "gradient-colored"}
 
 
 def labels(identity: Identity, scene: Scene) -> list[int]:
@@ -61,18 +64,23 @@ def object_prompt(identity: Identity, scene: Scene) -> str:
     return class_prompt(identity, scene, f"{OBJECT_WORD} {identity.shape}")
 
 
-def caption_variants(identity: Identity, scene: Scene, count: int, rng: np.random.Generator) -> list[str]:
+def caption_variants(identity: Identity, scene: Scene, count: int, rng: np.random.Generator,
+                     phrase_rate: float = 0.0) -> list[str]:
     """The full caption and `count - 1` partial ones, as alt text varies: a random subset of the
     identity's words (colours, texture, shape or just "object", eyes) and of the scene phrases,
     sometimes prefixed "a photo of". A contrastive model trained on one fixed template learns
     to match that template (mostly its scene half) and reads short prompts ("a red thing") as
-    noise; partial captions make each attribute word carry the match on its own."""
+    noise; partial captions make each attribute word carry the match on its own. A named
+    texture is its `TEXTURE_PHRASES` phrase at `phrase_rate` (0 draws nothing more from `rng`)."""
     i, phrases = identity, [SCENE_PHRASES[key][value] for key, value in scene.attributes().items()]
     variants = [caption(identity, scene)]
     while len(variants) < count:
         keep = rng.random(6) < 0.5
         colours = (f"{i.primary} and {i.secondary}" if keep[1] else i.primary) if keep[0] else ""
-        words = [colours, i.texture if keep[2] else "", i.shape if keep[3] else rng.choice(["object", "thing"])]
+        texture = i.texture if keep[2] else ""
+        if texture and phrase_rate and rng.random() < phrase_rate:
+            texture = TEXTURE_PHRASES.get(texture, texture)
+        words = [colours, texture, i.shape if keep[3] else rng.choice(["object", "thing"])]
         text = "a " + " ".join(w for w in words if w)
         if keep[4]:
             text += f" with {i.eyes}"

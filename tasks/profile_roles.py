@@ -70,6 +70,9 @@ class Recipe:
     # embedding 0.62 (README, "A convolutional stem").
     clip_conv_stem: tuple[int, ...] = (32, 64, 128)
     clip_caption_variants: int = 8
+    # How often a partial caption names its texture by the attribute vocabulary's phrase
+    # ("polka-dotted", `tamer.synth_world.TEXTURE_PHRASES`) instead of the world's word; 0 = never (v11).
+    clip_texture_phrases: float = 0.0
     # Weight of zero-shot classification among the world's own short captions for shape,
     # primary colour and texture in CLIP's contrastive phase (`model.role_training.word_loss`);
     # 0 = contrastive and heads only (v10).
@@ -142,7 +145,8 @@ _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"
 # before the field existed): at that value they stay out of the fingerprint, so the shipped
 # profile still matches its recipe.
 _NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64, "clip_conv_stem": (),
-            "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0, "clip_word_loss": 0.0}
+            "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0, "clip_word_loss": 0.0,
+            "clip_texture_phrases": 0.0}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -155,7 +159,8 @@ SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8,
                captioner_width=16, captioner_tower_steps=4, captioner_tower_batch=4, segmentation_steps=4,
                segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8, base_views=2, held_out=2,
                base_steps=6, base_batch=4, checkpoint_every=3, clip_conv_stem=(8, 16, 16),
-               captioner_conv_stem=(8, 16, 16), dino_conv_stem=(8, 16, 16), dino_contrastive=1.0, clip_word_loss=1.0)
+               captioner_conv_stem=(8, 16, 16), dino_conv_stem=(8, 16, 16), dino_contrastive=1.0, clip_word_loss=1.0,
+               clip_texture_phrases=0.5)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
 
@@ -239,7 +244,8 @@ def captions_of(data: Renders) -> list[str]:
 def clip_captions(data: Renders, r: Recipe) -> list[list[str]]:
     """Per row: its full caption and partial ones (`caption_variants`), drawn from the recipe's seed."""
     rng = np.random.default_rng(r.seed + 5)
-    return [caption_variants(data.identity(i), data.scenes[i], r.clip_caption_variants, rng) for i in range(len(data))]
+    return [caption_variants(data.identity(i), data.scenes[i], r.clip_caption_variants, rng, r.clip_texture_phrases)
+            for i in range(len(data))]
 
 
 def _classes(keys: tuple[str, ...]) -> list[int]:

@@ -196,3 +196,27 @@ def test_samplers_and_phrases_use_the_vocabularies_verbatim() -> None:
     assert phrase == "against a blue sky, on the left, small, upright, in dim light"
     with pytest.raises(ValueError):
         Identity("blob", "red", "white", "solid", "one eye")
+
+
+def test_caption_variants_name_textures_by_the_attribute_vocabularys_phrase_at_its_rate() -> None:
+    """CLIP's zero-shot classifiers read textures through configs/attributes.yaml's phrases; the
+    captions it trains on say the phrase as often as the rate asks, and the world's word otherwise."""
+    from model.attributes import load_vocabulary
+    from tamer.synth_world import TEXTURE_PHRASES, caption_variants
+
+    phrases = load_vocabulary(Path(__file__).parents[1] / "configs" / "attributes.yaml").groups["texture"].phrases()
+    assert {word: phrases[word] for word in TEXTURE_PHRASES} == TEXTURE_PHRASES
+    assert set(TEXTURE_PHRASES) == {word for word, phrase in phrases.items() if phrase != word and word in synth.TEXTURES}
+    dotted = dataclasses.replace(BASE_IDENTITY, texture="dotted")
+
+    def named(rate: float) -> tuple[int, int]:
+        texts = caption_variants(dotted, BASE_SCENE, 400, np.random.default_rng(3), rate)[1:]
+        phrase = sum("polka-dotted" in t for t in texts)
+        return phrase, sum("dotted" in t for t in texts) - phrase
+
+    never, always, half = named(0.0), named(1.0), named(0.5)
+    assert never[0] == 0 and never[1] > 100
+    assert always[1] == 0 and always[0] > 100
+    assert 0.35 < half[0] / sum(half) < 0.65
+    striped = caption_variants(BASE_IDENTITY, BASE_SCENE, 100, np.random.default_rng(3), 1.0)  # a word with no phrase
+    assert sum("striped" in t for t in striped) > 30 and not any(p in t for t in striped for p in TEXTURE_PHRASES.values())
