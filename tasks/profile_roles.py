@@ -78,7 +78,7 @@ class Recipe:
     # 0 = contrastive and heads only (v10).
     clip_word_loss: float = 0.0
     # The word loss also offers `tamer.synth_world.UNRENDERED_WORDS` ("a black thing", "a dog"),
-    # the vocabulary's real-object words, as wrong classes; False = the world's values only (v12).
+    # the vocabulary's real-object words, as wrong classes; False = the world's values only (v11).
     clip_word_negatives: bool = False
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none. With the stem a step costs about 1.4x the
