@@ -92,7 +92,7 @@ def clip_job(config: CLIPConfig, processor, pixels: torch.Tensor, captions: Sequ
     tower at chance on shape after 800 steps (CLIP's own image tower saw 400M pairs); with the
     labels this world has, the embedding the text must match carries every attribute early.
 
-    `words`: (label column, one prompt per value) pairs; with `word_weight` > 0 each image is
+    `words`: (label column, one prompt per value, then any wrong classes) pairs; with `word_weight` > 0 each image is
     also classified among its column's prompts through the text tower, as zero-shot
     classification reads it (`word_loss`). The heads above put colour in the image embedding
     (0.95 on fresh renders) while zero-shot colour read 0.79: the text side of the match is
@@ -132,7 +132,8 @@ def word_loss(model, image_embeds: torch.Tensor, prompts, words: Sequence[tuple[
               labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of zero-shot classification: for each (column, prompts) of `words`,
     the unit image embeddings against the unit text embeddings of that column's prompts (all
-    prompts in one text batch, `prompts` their tokens), at CLIP's own logit scale."""
+    prompts in one text batch, `prompts` their tokens), at CLIP's own logit scale. A column's
+    prompts past its number of values are wrong classes only (no label points at them)."""
     text = torch.nn.functional.normalize(model.get_text_features(**prompts), dim=-1)
     logits = model.logit_scale.exp() * torch.nn.functional.normalize(image_embeds, dim=-1) @ text.T
     losses, start = [], 0

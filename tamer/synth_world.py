@@ -41,6 +41,16 @@ OBJECT_WORD = "<obj>"  # the placeholder the training recipe's object captions u
 # What the attribute vocabulary (configs/attributes.yaml) calls the textures whose word alone is
 # not what a reader says: alt text names a texture either way ("dotted", "polka-dotted").
 TEXTURE_PHRASES = {"solid": "solid-colored", "dotted": "polka-dotted", "gradient": "gradient-colored"}
+# Words the attribute vocabulary offers for real objects that no synth object is (its other
+# shapes and categories, colours, textures). A zero-shot reading chooses among them too, and a
+# CLIP trained on synth captions knows "black" and "gray" only as backgrounds: of the v11 CLIP's
+# zero-shot errors on fresh renders, about half named one of these words.
+UNRENDERED_WORDS: dict[str, tuple[str, ...]] = {
+    "shape": ("round", "rectangular", "cylindrical", "irregular", "backpack", "stuffed animal", "bowl", "can",
+              "candle", "cat", "clock", "sneaker", "dog", "toy", "boot", "glasses", "teapot", "vase", "cartoon"),
+    "primary": ("black", "gray", "brown", "silver", "gold"),
+    "texture": ("shiny", "furry"),
+}
 
 
 def labels(identity: Identity, scene: Scene) -> list[int]:
@@ -90,12 +100,13 @@ def caption_variants(identity: Identity, scene: Scene, count: int, rng: np.rando
     return variants
 
 
-def attribute_prompts(key: str) -> list[str]:
+def attribute_prompts(key: str, unrendered: bool = False) -> list[str]:
     """One short caption per value of an identity attribute, in the forms `caption_variants`
     draws ("a star", "a red thing", "a dotted thing", "a thing with two eyes"), in `VOCAB`
-    order: the classes a zero-shot reading of that attribute chooses among."""
+    order: the classes a zero-shot reading of that attribute chooses among; with `unrendered`,
+    then the key's `UNRENDERED_WORDS` in the same form, classes no render is."""
     form = {"shape": "a {}", "eyes": "a thing with {}"}.get(key, "a {} thing")
-    return [form.format(value) for value in VOCAB[key]]
+    return [form.format(value) for value in VOCAB[key] + (UNRENDERED_WORDS.get(key, ()) if unrendered else ())]
 
 
 @dataclass

@@ -75,8 +75,16 @@ class Recipe:
     clip_texture_phrases: float = 0.5
     # Weight of zero-shot classification among the world's own short captions for shape,
     # primary colour and texture in CLIP's contrastive phase (`model.role_training.word_loss`);
+<<<<<<< HEAD
     # 0 = contrastive and heads only (v10, v11).
     clip_word_loss: float = 1.0
+=======
+    # 0 = contrastive and heads only (v10).
+    clip_word_loss: float = 0.0
+    # The word loss also offers `tamer.synth_world.UNRENDERED_WORDS` ("a black thing", "a dog"),
+    # the vocabulary's real-object words, as wrong classes; False = the world's values only.
+    clip_word_negatives: bool = True
+>>>>>>> main
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none. With the stem a step costs about 1.4x the
     # patch embedding's; 4,000 of them take about what 6,000 took without it.
@@ -146,7 +154,7 @@ _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"
 # profile still matches its recipe.
 _NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64, "clip_conv_stem": (),
             "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0, "clip_word_loss": 0.0,
-            "clip_texture_phrases": 0.0}
+            "clip_texture_phrases": 0.0, "clip_word_negatives": False}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -160,7 +168,7 @@ SMOKE = Recipe(world_objects=60, oracle_steps=6, oracle_batch=8, oracle_width=8,
                segmentation_batch=4, dino_steps=4, dino_batch=4, base_objects=8, base_views=2, held_out=2,
                base_steps=6, base_batch=4, checkpoint_every=3, clip_conv_stem=(8, 16, 16),
                captioner_conv_stem=(8, 16, 16), dino_conv_stem=(8, 16, 16), dino_contrastive=1.0, clip_word_loss=1.0,
-               clip_texture_phrases=0.5)
+               clip_texture_phrases=0.5, clip_word_negatives=True)
 RECIPES = {"full": FULL, "smoke": SMOKE}
 
 
@@ -279,7 +287,7 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
         data = world(r)
         return clip_job(clip_config(r.size, r.clip_vision_width, r.clip_conv_stem), clip_processor(r.size), data.pixels,
                         clip_captions(data, r), data.labels, _classes(KEYS), r.clip_steps, r.clip_batch, r.seed,
-                        words=[(KEYS.index(key), attribute_prompts(key)) for key in WORD_KEYS],
+                        words=[(KEYS.index(key), attribute_prompts(key, r.clip_word_negatives)) for key in WORD_KEYS],
                         word_weight=r.clip_word_loss)
     if role == "captioner":
         data = world(r)

@@ -261,3 +261,38 @@ def test_the_word_loss_teaches_the_text_tower_the_colour_words_the_captions_leav
 
     plain, worded = zero_shot_colour(0.0), zero_shot_colour(1.0)
     assert worded >= 0.6 and worded > plain + 0.4  # 8 colours: chance 0.125
+
+
+def test_the_word_loss_offers_unrendered_words_as_wrong_classes_only():
+    """With the vocabulary's real-object words appended ("a black thing", "a dog"), labels still
+    point at the world's values, every appended word enters each column's softmax, and the
+    columns after the first read their own prompts."""
+    from transformers import CLIPModel
+
+    from model.role_training import word_loss
+    from tamer.synth_world import KEYS, UNRENDERED_WORDS, VOCAB, attribute_prompts
+    from tasks.profile_roles import WORD_KEYS, clip_config, clip_processor
+
+    torch.manual_seed(0)
+    model = CLIPModel(clip_config(SIZE, 32, (8, 16, 32))).eval()
+    tokenizer = clip_processor(SIZE).tokenizer
+    labels = torch.stack([torch.randint(len(VOCAB[key]), (6,)) for key in KEYS], 1)
+
+    def loss(unrendered: bool, embeds: torch.Tensor) -> float:
+        words = [(KEYS.index(key), attribute_prompts(key, unrendered)) for key in WORD_KEYS]
+        prompts = tokenizer([t for _, texts in words for t in texts], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            return float(word_loss(model, embeds, prompts, words, labels))
+
+    for key in WORD_KEYS:
+        assert attribute_prompts(key, True)[:len(VOCAB[key])] == attribute_prompts(key)
+        assert len(attribute_prompts(key, True)) == len(VOCAB[key]) + len(UNRENDERED_WORDS[key])
+    with torch.no_grad():  # every image embedded where its true value's prompt is, per column
+        texts = {key: model.get_text_features(**tokenizer(attribute_prompts(key), padding=True, return_tensors="pt"))
+                 for key in WORD_KEYS}
+    for key in WORD_KEYS:
+        on_truth = texts[key][labels[:, KEYS.index(key)]]
+        assert loss(True, on_truth) > loss(False, on_truth)  # the appended words join the softmax
+    texture = labels[:, KEYS.index("texture")]
+    on_wrong = texts["texture"][(texture + 1) % len(VOCAB["texture"])]
+    assert loss(False, texts["texture"][texture]) < loss(False, on_wrong)  # the last column reads its own prompts

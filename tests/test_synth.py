@@ -220,3 +220,15 @@ def test_caption_variants_name_textures_by_the_attribute_vocabularys_phrase_at_i
     assert 0.35 < half[0] / sum(half) < 0.65
     striped = caption_variants(BASE_IDENTITY, BASE_SCENE, 100, np.random.default_rng(3), 1.0)  # a word with no phrase
     assert sum("striped" in t for t in striped) > 30 and not any(p in t for t in striped for p in TEXTURE_PHRASES.values())
+
+
+def test_unrendered_words_are_the_attribute_vocabularys_words_no_synth_object_is() -> None:
+    from model.attributes import load_vocabulary
+    from tamer.synth_world import UNRENDERED_WORDS, VOCAB
+
+    groups = load_vocabulary(Path(__file__).parents[1] / "configs" / "attributes.yaml").groups
+    offered = {"shape": [*groups["shape"].phrases(), *groups["category"].phrases()],
+               "primary": list(groups["color"].phrases()), "texture": list(groups["texture"].phrases())}
+    for key, words in offered.items():
+        assert set(UNRENDERED_WORDS[key]) == set(words) - set(VOCAB[key]), key
+        assert len(UNRENDERED_WORDS[key]) == len(set(UNRENDERED_WORDS[key]))
