@@ -75,16 +75,11 @@ class Recipe:
     clip_texture_phrases: float = 0.5
     # Weight of zero-shot classification among the world's own short captions for shape,
     # primary colour and texture in CLIP's contrastive phase (`model.role_training.word_loss`);
-<<<<<<< HEAD
     # 0 = contrastive and heads only (v10, v11).
     clip_word_loss: float = 1.0
-=======
-    # 0 = contrastive and heads only (v10).
-    clip_word_loss: float = 0.0
     # The word loss also offers `tamer.synth_world.UNRENDERED_WORDS` ("a black thing", "a dog"),
     # the vocabulary's real-object words, as wrong classes; False = the world's values only.
     clip_word_negatives: bool = True
->>>>>>> main
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none. With the stem a step costs about 1.4x the
     # patch embedding's; 4,000 of them take about what 6,000 took without it.
