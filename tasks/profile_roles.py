@@ -72,14 +72,14 @@ class Recipe:
     clip_caption_variants: int = 8
     # How often a partial caption names its texture by the attribute vocabulary's phrase
     # ("polka-dotted", `tamer.synth_world.TEXTURE_PHRASES`) instead of the world's word; 0 = never (v11).
-    clip_texture_phrases: float = 0.0
+    clip_texture_phrases: float = 0.5
     # Weight of zero-shot classification among the world's own short captions for shape,
     # primary colour and texture in CLIP's contrastive phase (`model.role_training.word_loss`);
-    # 0 = contrastive and heads only (v10).
-    clip_word_loss: float = 0.0
+    # 0 = contrastive and heads only (v10, v11).
+    clip_word_loss: float = 1.0
     # The word loss also offers `tamer.synth_world.UNRENDERED_WORDS` ("a black thing", "a dog"),
     # the vocabulary's real-object words, as wrong classes; False = the world's values only (v11).
-    clip_word_negatives: bool = False
+    clip_word_negatives: bool = True
     # A first phase that trains the image tower alone on every label and the masks
     # (`model.role_training.tower_job`); 0 = none. With the stem a step costs about 1.4x the
     # patch embedding's; 4,000 of them take about what 6,000 took without it.
