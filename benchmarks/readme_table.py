@@ -245,6 +245,15 @@ def _tower_curve(r: dict) -> tuple[str, str]:
             "reported: what a conv stem gives the ViT towers (#14's 0.8 zero-shot bars)")
 
 
+def _captioner_vocab_cost(r: dict) -> tuple[str, str]:
+    s, minutes = r["seconds_per_step"], r["phase_minutes"]
+    return (f"captioning step at {r['settings']['threads']} thread(s), batch {r['batch']}: BERT's "
+            f"{r['vocab_size']['bert']} tokens {spread(s['bert'], 's')}, the captions' {r['vocab_size']['captions']} "
+            f"{spread(s['captions'], 's')}; captions / BERT {ratio(r['comparisons']['captions / bert'])}; the "
+            f"phase's {r['recipe_steps']} steps {minutes['bert']:.1f} -> {minutes['captions']:.1f} min",
+            "reported: the from-scratch budget (#14, about 150 min)")
+
+
 FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "caption_throughput": _caption, "ingest_throughput": _ingest, "knn_latency": _knn,
     "stats_queries": _stats, "incremental_cost": _incremental, "gpu_check": _gpu,
@@ -252,7 +261,8 @@ FORMATTERS: dict[str, Callable[[dict], tuple[str, str]]] = {
     "train_throughput": _train, "ti_peer": _customization_peer, "lora_peer": _customization_peer,
     "customization_cost": _customization, "left_to_do": _left_to_do, "base_curve": _base_curve, "base_sampler": _base_sampler,
     "base_probe": _base_probe, "base_conditioning": _base_conditioning, "shape_check": _shape_check,
-    "synth_quality": _synth_quality, "vit_shape_curve": _vit_shape_curve, "tower_curve": _tower_curve}
+    "synth_quality": _synth_quality, "vit_shape_curve": _vit_shape_curve, "tower_curve": _tower_curve,
+    "captioner_vocab_cost": _captioner_vocab_cost}
 
 
 def row(path: Path, root: Path) -> str:

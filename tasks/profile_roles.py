@@ -25,7 +25,7 @@ from model.conv_stem import load_clip
 from model.fit import Job
 from model.role_training import captioner_job, clip_job, identity_vit_job, oracle_job, segmentation_job, tower_job
 from model.tiny import RECIPES as TINY_RECIPES
-from model.tiny import ensure_built
+from model.tiny import blip_tokenizer, ensure_built
 from tamer.synth import FORMAT_VERSION
 from tamer.synth_world import (IDENTITY_KEYS, KEYS, STUDIO, VOCAB, Renders, attribute_prompts, caption,
                                caption_variants, class_prompt, random_subjects, render_views, scene_phrase,
@@ -93,6 +93,10 @@ class Recipe:
     captioner_freeze_tower: bool = True  # captioning leaves the tower phase's vision model as it is
     captioner_vision_width: int = 128  # its text keeps `captioner_width`
     captioner_conv_stem: tuple[int, ...] = (32, 64, 128)  # as `clip_conv_stem`
+    # The captioner's tokenizer: "bert", all of BERT's 30,524 WordPiece tokens (v12 and before),
+    # or "captions", the pieces of the world's captions only (`model.tiny.blip_tokenizer`): the
+    # output layer over 3x10^4 tokens was most of a captioning step.
+    captioner_vocab: str = "captions"
     segmentation_steps: int = 600
     segmentation_batch: int = 32
     dino_steps: int = 4000  # 6,000 before the stem (v10), which costs about 1.4x a step
@@ -149,7 +153,7 @@ _SHARED_FIELDS = {"size", "seed", "world_objects", "world_views", "export_dtype"
 # profile still matches its recipe.
 _NEUTRAL = {"clip_vision_width": 64, "captioner_vision_width": 64, "dino_width": 64, "clip_conv_stem": (),
             "captioner_conv_stem": (), "dino_conv_stem": (), "dino_contrastive": 0.0, "clip_word_loss": 0.0,
-            "clip_texture_phrases": 0.0, "clip_word_negatives": False}
+            "clip_texture_phrases": 0.0, "clip_word_negatives": False, "captioner_vocab": "bert"}
 # The base reads CLIP's folder (its text encoder starts there), so CLIP's fields are the base's too.
 _ROLE_FIELDS = {"oracle": ("oracle_",), "clip": ("clip_",), "captioner": ("captioner_",),
                 "segmentation": ("segmentation_",), "dino": ("dino_",), "base": ("base_", "held_out", "clip_")}
@@ -214,11 +218,16 @@ def _stem(conv_stem: tuple[int, ...]) -> dict:
 
 
 def captioner_config(size: int, width: int, vision_width: int | None = None,
-                     conv_stem: tuple[int, ...] = ()) -> BlipConfig:
-    """BLIP with the tiny captioner's tokenizer (BERT WordPiece + [DEC]) at `width` (the
-    vision model at `vision_width`, default the same): the tiny width of 32 learned the
-    language and the background in 600 steps but not the object."""
+                     conv_stem: tuple[int, ...] = (), tokenizer=None) -> BlipConfig:
+    """BLIP with the tiny captioner's text settings at `width` (the vision model at
+    `vision_width`, default the same), its vocabulary `tokenizer`'s (default the tiny one's,
+    BERT WordPiece + [DEC]): the tiny width of 32 learned the language and the background in
+    600 steps but not the object."""
     text = BlipConfig.from_pretrained(ensure_built("captioner")).text_config.to_dict()
+    if tokenizer is not None:
+        text.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                    pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id,
+                    eos_token_id=tokenizer.sep_token_id)
     return BlipConfig(text_config={**text, **_transformer(width)},
                       vision_config=dict(image_size=size, patch_size=4, **_transformer(vision_width or width),
                                          **_stem(conv_stem)),
@@ -230,9 +239,16 @@ def dino_config(size: int, width: int = 64, conv_stem: tuple[int, ...] = ()) -> 
     return ViTConfig(image_size=size, patch_size=4, **_transformer(width, layers=4), **_stem(conv_stem))
 
 
-def captioner_processor(size: int) -> BlipProcessor:
+def captioner_processor(r: Recipe) -> BlipProcessor:
+    """The tiny captioner's processor at the recipe's size, its tokenizer cut to the world's
+    caption pieces where the recipe says so (`Recipe.captioner_vocab`)."""
+    if r.captioner_vocab not in ("bert", "captions"):
+        raise ValueError(f"unknown captioner_vocab {r.captioner_vocab!r} (known: bert, captions)")
     processor = BlipProcessor.from_pretrained(ensure_built("captioner"))
-    processor.image_processor.size = {"height": size, "width": size}
+    processor.image_processor.size = {"height": r.size, "width": r.size}
+    if r.captioner_vocab == "captions":
+        processor = BlipProcessor(image_processor=processor.image_processor,
+                                  tokenizer=blip_tokenizer(captions_of(world(r))))
     return processor
 
 
@@ -266,7 +282,7 @@ def role_jobs(role: str, r: Recipe, out: Path) -> list[Job]:
     if not steps:
         return [main]
     data = world(r)
-    processor = clip_processor(r.size) if role == "clip" else captioner_processor(r.size)
+    processor = clip_processor(r.size) if role == "clip" else captioner_processor(r)
     tower = tower_job(main.modules["model"].vision_model, processor.image_processor, data.pixels, data.labels,
                       _classes(KEYS), steps, batch, r.seed, data.masks)
     return [tower, main]
@@ -285,10 +301,10 @@ def role_job(role: str, r: Recipe, out: Path) -> Job:
                         words=[(KEYS.index(key), attribute_prompts(key, r.clip_word_negatives)) for key in WORD_KEYS],
                         word_weight=r.clip_word_loss)
     if role == "captioner":
-        data = world(r)
+        data, processor = world(r), captioner_processor(r)
         return captioner_job(captioner_config(r.size, r.captioner_width, r.captioner_vision_width,
-                                              r.captioner_conv_stem),
-                             captioner_processor(r.size), data.pixels, captions_of(data), r.captioner_steps,
+                                              r.captioner_conv_stem, processor.tokenizer),
+                             processor, data.pixels, captions_of(data), r.captioner_steps,
                              r.captioner_batch, 3e-3, r.seed, freeze_vision=r.captioner_freeze_tower)
     if role == "segmentation":
         data = world(r)
@@ -326,7 +342,7 @@ def export_role(role: str, job: Job, r: Recipe, out: Path) -> None:
     elif role == "clip":
         save("clip", model, clip_processor(r.size))
     elif role == "captioner":
-        save("captioner", model, captioner_processor(r.size))
+        save("captioner", model, captioner_processor(r))
     elif role == "segmentation":
         save("segmentation", model, _segmentation_processor(r.size))
     elif role == "dino":

@@ -444,3 +444,17 @@ def test_tower_curve_reads_both_towers_heads_at_every_mark(tmp_path):
     assert plot.stat().st_size > 0
     row = readme_table.row(tmp_path / "tower_curve.json", tmp_path)
     assert "unreadable" not in row and "conv stem: 2 " in row
+
+
+def test_captioner_vocab_cost_times_both_vocabularies_of_the_recipes_captioning_job(tmp_path):
+    from benchmarks import captioner_vocab_cost
+
+    assert captioner_vocab_cost.main(["--objects", "6", "--steps", "1", "--repeats", "2",
+                                      "--results", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "captioner_vocab_cost.json").read_text())
+    assert result["vocab_size"]["bert"] == 30524 and result["vocab_size"]["captions"] < 200
+    assert all(result["seconds_per_step"][v]["n"] == 2 for v in ("bert", "captions"))
+    minutes = result["phase_minutes"]["bert"]
+    assert minutes == pytest.approx(result["recipe_steps"] * result["seconds_per_step"]["bert"]["median"] / 60)
+    row = readme_table.row(tmp_path / "captioner_vocab_cost.json", tmp_path)
+    assert "unreadable" not in row and "30524 tokens" in row

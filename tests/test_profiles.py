@@ -110,6 +110,21 @@ def test_clip_tokenizers_match_openai_clip_tokenize(tiny_profile):
             assert ids == row[: len(ids)].tolist() and row[len(ids):].eq(0).all()
 
 
+def test_a_blip_tokenizer_cut_to_texts_splits_them_as_the_whole_vocabulary_does():
+    """The synth captioner's closed vocabulary (`Recipe.captioner_vocab`): the texts it was cut
+    to split into the same pieces, a word none of them has is [UNK], BLIP's tokens stay."""
+    texts = ["a white and teal striped capsule, on the left, medium-sized", "a red heart in dim light"]
+    full, cut = tiny.blip_tokenizer(), tiny.blip_tokenizer(texts)
+    assert len(cut) < 40 and len(full) == 30524
+    for text in texts:
+        assert cut.tokenize(text) == full.tokenize(text)
+        assert cut.decode(cut(text).input_ids, skip_special_tokens=True) == \
+            full.decode(full(text).input_ids, skip_special_tokens=True)
+    assert cut.tokenize("a red zebra") == ["a", "red", "[UNK]"]
+    assert cut.bos_token == "[DEC]" and "[ENC]" in cut.additional_special_tokens
+    assert len({cut.bos_token_id, cut.pad_token_id, cut.sep_token_id, cut.unk_token_id}) == 4
+
+
 def test_cache_is_reused_and_rebuilt_when_the_recipe_changes(tiny_profile, monkeypatch):
     folder = Path(resolve(tiny_profile, "dino")[0])
     stamp_mtime = (folder / tiny.STAMP).stat().st_mtime_ns

@@ -45,6 +45,21 @@ def test_every_role_is_trained_and_loads_through_the_profile(smoke_profile):
     assert {"shape", "background"} <= set(provenance["metrics"]["base_text_only"])
 
 
+def test_the_captioner_ships_the_vocabulary_of_the_world_captions(smoke_profile):
+    """Its tokenizer holds the pieces of the captions it learned and BLIP's special tokens, and its
+    output layer is that wide: it scores those pieces and nothing else."""
+    from tasks.profile_roles import captions_of, world
+
+    _, report = smoke_profile
+    model, processor = load_role(load_profile(report["profile"]), "captioner", device="cpu")
+    tokenizer, text = processor.tokenizer, model.config.text_config
+    assert len(tokenizer) == text.vocab_size < 200
+    assert text.bos_token_id == tokenizer.bos_token_id == tokenizer.convert_tokens_to_ids("[DEC]")
+    assert (text.pad_token_id, text.sep_token_id) == (tokenizer.pad_token_id, tokenizer.sep_token_id)
+    captions = captions_of(world(recipe("smoke")))
+    assert not any("[UNK]" in tokenizer.tokenize(c) for c in captions)
+
+
 def test_the_two_chains_of_roles_train_side_by_side(smoke_profile):
     """CLIP then the base in one chain, the other four roles in the other, at once: some role
     of one chain trains while one of the other does (one after the other, a role starts no
