@@ -122,11 +122,17 @@ def synth_subject(name: str, class_noun: str, images: tuple[Image.Image, ...], t
     views = range(first_view, first_view + (count or len(GENERIC_PROMPTS)))
     attributes = (view_scene(truth["seed"], truth["object_index"], v).attributes() for v in views)
     scenes = tuple({key: value for key, value in scene.items() if key in SCENE_PHRASES} for scene in attributes)
-    return Subject(name, class_noun, images, tuple(f"a {{}} {scene_phrase(scene)}" for scene in scenes),
+    return Subject(name, class_noun, images, tuple(_prompt(scene_phrase(scene)) for scene in scenes),
                    dict(truth.get("identity") or {}) or None, scenes)
 
 
-GENERIC_PROMPTS = tuple(f"a {{}} {phrase}" for phrase in SCENE_PHRASES["background"].values())
+def _prompt(scene: str) -> str:
+    """The synth captions' form, "a {}, <scene>" (`tamer.synth_world.class_prompt`): without the
+    comma the synth base read "a sks square on a wooden surface" as hearts and crescents."""
+    return f"a {{}}, {scene}"
+
+
+GENERIC_PROMPTS = tuple(_prompt(phrase) for phrase in SCENE_PHRASES["background"].values())
 
 
 def held_out_subjects(store: ShardStore, run: dict | None, limit: int | None,

@@ -13,7 +13,8 @@ from PIL import Image
 from storage.schemas import IMAGES
 from storage.shards import ShardStore
 from storage.splits import read_splits
-from tamer.synth import generate
+from tamer.synth import Identity, Scene, generate
+from tamer.synth_world import class_prompt
 from tasks.eval_subjects import held_out_subjects, load_subjects
 from tasks.runs import pin_versions
 
@@ -26,9 +27,11 @@ def test_synth_folder_uses_the_held_out_split_and_unseen_scenes(tmp_path):
     for subject in subject_set.subjects:
         assert len(subject.images) == 2 and len(subject.prompts) == 3
         assert subject.class_noun == truths[subject.name]["class_name"]
-        assert all(p.startswith("a {} ") for p in subject.prompts)
+        assert all(p.startswith("a {}, ") for p in subject.prompts)  # the form the synth base was captioned in
         rendered = {json.loads(p.read_text())["scene_phrase"] for p in (tmp_path / "synth" / subject.name).glob("*.json")}
-        assert not rendered & {p[len("a {} "):] for p in subject.prompts}  # scenes never rendered
+        assert not rendered & {p[len("a {}, "):] for p in subject.prompts}  # scenes never rendered
+        for prompt, scene in zip(subject.prompts, subject.prompt_scenes):
+            assert prompt.format(subject.class_noun) == class_prompt(Identity(**subject.identity), Scene(**scene))
 
 
 def _row(subject: str, meta: dict, when: dt.datetime) -> dict:
