@@ -239,9 +239,11 @@ def dino_config(size: int, width: int = 64, conv_stem: tuple[int, ...] = ()) -> 
     return ViTConfig(image_size=size, patch_size=4, **_transformer(width, layers=4), **_stem(conv_stem))
 
 
+@lru_cache(maxsize=2)
 def captioner_processor(r: Recipe) -> BlipProcessor:
     """The tiny captioner's processor at the recipe's size, its tokenizer cut to the world's
-    caption pieces where the recipe says so (`Recipe.captioner_vocab`)."""
+    caption pieces where the recipe says so (`Recipe.captioner_vocab`). Cached: the tower phase,
+    the captioning phase and the export all ask for it, and cutting tokenizes every caption."""
     if r.captioner_vocab not in ("bert", "captions"):
         raise ValueError(f"unknown captioner_vocab {r.captioner_vocab!r} (known: bert, captions)")
     processor = BlipProcessor.from_pretrained(ensure_built("captioner"))
